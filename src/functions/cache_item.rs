@@ -1,0 +1,151 @@
+//! `CacheItem`: `GET`, `PUT` and `DELETE /api/cache/{key}`.
+//!
+//! Keys are 1 to 1024 bytes of UTF-8 (percent-decoded from the path); values
+//! are UTF-8 text up to the configured limit; `?ttl=` is a whole number of
+//! seconds, at least 1. Bad input is refused before Redis is touched.
+
+use crate::app::AppState;
+use crate::error::AppError;
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use base64::Engine;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// Largest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Checks a key taken from the path.
+pub fn validate_key(key: Result<Path<String>, PathRejection>) -> Result<String, AppError> {
+    let Path(key) = key.map_err(|_| AppError::BadRequest("the key must be valid UTF-8 once percent-decoded".into()))?;
+    if key.is_empty() {
+        return Err(AppError::BadRequest("the key must not be empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(AppError::BadRequest(format!(
+            "the key is {} bytes long; the limit is {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    Ok(key)
+}
+
+/// Reads `?ttl=` (other parameters, such as the function key `code`, are ignored).
+pub fn parse_ttl(query: &HashMap<String, String>) -> Result<Option<u64>, AppError> {
+    let Some(raw) = query.get("ttl") else {
+        return Ok(None);
+    };
+    match raw.trim().parse::<u64>() {
+        Ok(n) if (1..=i64::MAX as u64 / 1000).contains(&n) => Ok(Some(n)),
+        _ => Err(AppError::BadRequest(format!(
+            "ttl must be a whole number of seconds, at least 1 (got {:?})",
+            raw.chars().take(40).collect::<String>()
+        ))),
+    }
+}
+
+/// `GET`: the value, or 404.
+pub async fn get(
+    State(state): State<AppState>,
+    key: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, AppError> {
+    let key = validate_key(key)?;
+    let value: Option<Vec<u8>> = state.cache.query(redis::cmd("GET").arg(&key)).await?;
+    match value {
+        None => Err(AppError::NotFound(format!("no value is stored under key {key:?}"))),
+        Some(bytes) => Ok(Json(match String::from_utf8(bytes) {
+            Ok(text) => json!({ "key": key, "value": text }),
+            // Written by another client: never mangle it, hand it over as base64.
+            Err(e) => json!({ "key": key, "value": null,
+                "value_base64": base64::engine::general_purpose::STANDARD.encode(e.into_bytes()) }),
+        })),
+    }
+}
+
+/// `PUT`: stores the body, with an optional TTL.
+pub async fn put(
+    State(state): State<AppState>,
+    key: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, AppError> {
+    let key = validate_key(key)?;
+    let Query(query) = query.map_err(|_| AppError::BadRequest("the query string is malformed".into()))?;
+    let ttl = parse_ttl(&query)?;
+    let limit = state.max_value_bytes;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(AppError::PayloadTooLarge(limit));
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| AppError::PayloadTooLarge(limit))?;
+    let value = std::str::from_utf8(&bytes).map_err(|_| AppError::BadRequest("the value must be UTF-8 text".into()))?;
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(&key).arg(value);
+    if let Some(ttl) = ttl {
+        cmd.arg("EX").arg(ttl);
+    }
+    let _: String = state.cache.query(&cmd).await?;
+    Ok(Json(json!({ "key": key, "stored": true })))
+}
+
+/// `DELETE`: removes the key; `deleted` says whether it existed.
+pub async fn delete(
+    State(state): State<AppState>,
+    key: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, AppError> {
+    let key = validate_key(key)?;
+    let removed: u64 = state.cache.query(redis::cmd("DEL").arg(&key)).await?;
+    Ok(Json(json!({ "key": key, "deleted": removed > 0 })))
+}
+
+/// `/api/cache/` with no key.
+pub async fn empty_key() -> AppError {
+    AppError::BadRequest("the key must not be empty".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// ttl accepts whole seconds from 1 and refuses everything else.
+    #[test]
+    fn ttl_rules() {
+        assert_eq!(parse_ttl(&q(&[])).unwrap(), None);
+        assert_eq!(parse_ttl(&q(&[("ttl", "1")])).unwrap(), Some(1));
+        assert_eq!(parse_ttl(&q(&[("ttl", "86400"), ("code", "x")])).unwrap(), Some(86400));
+        for bad in ["0", "-1", "1.5", "abc", "", "5,6", "99999999999999999999"] {
+            assert!(
+                matches!(parse_ttl(&q(&[("ttl", bad)])), Err(AppError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    /// Keys from 1 to 1024 bytes pass; empty and longer ones do not.
+    #[test]
+    fn key_rules() {
+        assert_eq!(validate_key(Ok(Path("k".into()))).unwrap(), "k");
+        assert!(validate_key(Ok(Path("é".repeat(512)))).is_ok());
+        assert!(matches!(
+            validate_key(Ok(Path(String::new()))),
+            Err(AppError::BadRequest(_))
+        ));
+        assert!(matches!(
+            validate_key(Ok(Path("x".repeat(1025)))),
+            Err(AppError::BadRequest(_))
+        ));
+    }
+}

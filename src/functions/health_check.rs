@@ -1,0 +1,175 @@
+//! `CacheHealthCheck`: the timer function.
+//!
+//! The host sends `POST /CacheHealthCheck` with the TimerInfo under any
+//! binding name. The check PINGs, writes a probe key with a short TTL and
+//! reads it back, counts the clients and reads the token's remaining
+//! lifetime. It answers `{"Outputs": {}, "Logs": [...], "ReturnValue":
+//! report}`; a failed check answers 500, so Azure counts the invocation as
+//! failed, and writes its reasons to stderr, because the host drops `Logs` of
+//! a non-2xx answer. The last report is kept for `Health`.
+
+use super::elapsed_ms;
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::host::{binding, InvocationRequest, InvocationResponse, TimerInfo};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Seconds the probe key lives.
+pub const PROBE_TTL_S: u64 = 60;
+
+/// What one check found.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// Whether every step passed.
+    pub ok: bool,
+    /// When the check ran (RFC 3339, UTC).
+    pub checked_at: String,
+    /// PING round trip, in milliseconds.
+    pub ping_ms: Option<f64>,
+    /// SET then GET of the probe key, in milliseconds.
+    pub round_trip_ms: Option<f64>,
+    /// The probe key used.
+    pub probe_key: String,
+    /// Clients CLIENT LIST shows.
+    pub client_count: Option<usize>,
+    /// Seconds left on the access token (Entra ID only).
+    pub token_expires_in_s: Option<u64>,
+    /// Whether the host said this run is late.
+    pub is_past_due: bool,
+    /// When the host plans the next run, if it said.
+    pub next_run: Option<String>,
+    /// Why the check failed, one line per failed step.
+    pub failures: Vec<String>,
+}
+
+/// Runs the check against the shared connection.
+pub async fn run_check(state: &AppState, timer: &TimerInfo) -> CheckReport {
+    let mut failures = Vec::new();
+    let probe_key = format!("healthcheck:{}", state.worker_id);
+
+    let start = Instant::now();
+    let ping_ms = match state.cache.query::<String>(&redis::cmd("PING")).await {
+        Ok(_) => Some(elapsed_ms(start)),
+        Err(e) => {
+            failures.push(format!("PING failed: {e}"));
+            None
+        }
+    };
+
+    let round_trip_ms = if ping_ms.is_some() {
+        let probe_value = format!("{}", fastrand::u64(..));
+        let start = Instant::now();
+        let set = redis::cmd("SET")
+            .arg(&probe_key)
+            .arg(&probe_value)
+            .arg("EX")
+            .arg(PROBE_TTL_S)
+            .clone();
+        match state.cache.query::<String>(&set).await {
+            Err(e) => {
+                failures.push(format!("SET of the probe key failed: {e}"));
+                None
+            }
+            Ok(_) => match state
+                .cache
+                .query::<Option<String>>(redis::cmd("GET").arg(&probe_key))
+                .await
+            {
+                Ok(Some(v)) if v == probe_value => Some(elapsed_ms(start)),
+                Ok(other) => {
+                    failures.push(format!(
+                        "GET of the probe key returned {:?} instead of what was written",
+                        other.map(|_| "another value")
+                    ));
+                    None
+                }
+                Err(e) => {
+                    failures.push(format!("GET of the probe key failed: {e}"));
+                    None
+                }
+            },
+        }
+    } else {
+        None
+    };
+
+    let client_count = if ping_ms.is_some() {
+        match super::clients::list(state).await {
+            Ok(c) => Some(c.len()),
+            Err(e) => {
+                failures.push(format!("CLIENT LIST failed: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    CheckReport {
+        ok: failures.is_empty(),
+        checked_at: now_rfc3339(),
+        ping_ms,
+        round_trip_ms,
+        probe_key,
+        client_count,
+        token_expires_in_s: state
+            .cache
+            .tokens()
+            .and_then(|t| t.peek())
+            .map(|t| t.expires_in().as_secs()),
+        is_past_due: timer.is_past_due,
+        next_run: timer.schedule_status.as_ref().and_then(|s| s.next.clone()),
+        failures,
+    }
+}
+
+/// Handles the host's timer envelope.
+pub async fn invoke(
+    state: &AppState,
+    request: &InvocationRequest,
+) -> Result<(StatusCode, Json<InvocationResponse>), AppError> {
+    let timer: TimerInfo = binding(&request.data, None)
+        .ok_or_else(|| AppError::BadRequest("the invocation has no timer trigger value (TimerInfo) in Data".into()))?;
+    let report = run_check(state, &timer).await;
+    *state.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+    let summary = format!(
+        "CacheHealthCheck {}: ping {} ms, round trip {} ms, {} clients, token expires in {} s{}",
+        if report.ok { "passed" } else { "FAILED" },
+        fmt_opt(report.ping_ms),
+        fmt_opt(report.round_trip_ms),
+        fmt_opt(report.client_count),
+        fmt_opt(report.token_expires_in_s),
+        if report.is_past_due { " (past due)" } else { "" },
+    );
+    let status = if report.ok {
+        tracing::info!(ok = true, "{summary}");
+        StatusCode::OK
+    } else {
+        // The host drops Logs of a failed invocation but logs stderr as Error.
+        for reason in &report.failures {
+            eprintln!("CacheHealthCheck failed: {reason}");
+        }
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    let mut logs = vec![summary];
+    logs.extend(report.failures.iter().cloned());
+    let body = InvocationResponse {
+        outputs: Default::default(),
+        logs,
+        return_value: serde_json::to_value(&report).unwrap_or_default(),
+    };
+    Ok((status, Json(body)))
+}
+
+fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,28 @@
+//! `Ping`: `GET /api/ping` answers `{"pong": true, "latency_ms": n}`.
+
+use super::elapsed_ms;
+use crate::app::AppState;
+use crate::error::AppError;
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use std::time::Instant;
+
+/// The answer.
+#[derive(Debug, Serialize)]
+pub struct Pong {
+    /// Whether Redis answered PONG.
+    pub pong: bool,
+    /// Round trip of the PING, in milliseconds.
+    pub latency_ms: f64,
+}
+
+/// Sends PING on the shared connection.
+pub async fn ping(State(state): State<AppState>) -> Result<Json<Pong>, AppError> {
+    let start = Instant::now();
+    let reply: String = state.cache.query(&redis::cmd("PING")).await?;
+    Ok(Json(Pong {
+        pong: reply == "PONG",
+        latency_ms: elapsed_ms(start),
+    }))
+}

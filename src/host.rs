@@ -1,0 +1,184 @@
+//! The Functions host's custom-handler protocol, typed.
+//!
+//! For non-HTTP triggers, and for HTTP functions when the host does not
+//! forward the request, the host sends `POST /<FunctionName>` with an
+//! [`InvocationRequest`] and expects an [`InvocationResponse`] (AZURE-FACTS.md,
+//! "The Functions host and a custom handler"). Strings and numbers inside
+//! `Data` and `Metadata` arrive JSON-encoded a second time, so binding values
+//! are read leniently through [`binding`].
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// The body of `POST /<FunctionName>`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvocationRequest {
+    /// Trigger and input binding values by binding name.
+    #[serde(rename = "Data", default)]
+    pub data: Map<String, Value>,
+    /// Trigger metadata, including `sys` (`MethodName`, `UtcNow`, `RandGuid`).
+    #[serde(rename = "Metadata", default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// The answer to an invocation: output bindings, log lines, return value.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct InvocationResponse {
+    /// Output binding values by binding name (case-sensitive).
+    #[serde(rename = "Outputs")]
+    pub outputs: Map<String, Value>,
+    /// Lines the host logs at Information on the invocation's logger
+    /// (dropped by the host when the answer is not 2xx).
+    #[serde(rename = "Logs")]
+    pub logs: Vec<String>,
+    /// The function's return value (`$return` binding).
+    #[serde(rename = "ReturnValue")]
+    pub return_value: Value,
+}
+
+/// A timer trigger's value.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct TimerInfo {
+    /// The schedule (`{"AdjustForDST": true}`), as the host sends it.
+    #[serde(rename = "Schedule", default)]
+    pub schedule: Option<Value>,
+    /// Last/next run; null with `useMonitor: false`, frequent schedules, local runs.
+    #[serde(rename = "ScheduleStatus", default)]
+    pub schedule_status: Option<ScheduleStatus>,
+    /// Whether this run is late.
+    #[serde(rename = "IsPastDue", default)]
+    pub is_past_due: bool,
+}
+
+/// When the timer last ran and runs next.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct ScheduleStatus {
+    /// Last run (`0001-01-01T00:00:00` before the first).
+    #[serde(rename = "Last", default)]
+    pub last: Option<String>,
+    /// Next run.
+    #[serde(rename = "Next", default)]
+    pub next: Option<String>,
+    /// When this status was last written.
+    #[serde(rename = "LastUpdated", default)]
+    pub last_updated: Option<String>,
+}
+
+/// An HTTP trigger's value when the host sends the envelope (`Data.req`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpRequestData {
+    /// The original URL, scheme and host included.
+    #[serde(rename = "Url")]
+    pub url: String,
+    /// The HTTP method.
+    #[serde(rename = "Method")]
+    pub method: String,
+    /// Query parameters.
+    #[serde(rename = "Query", default)]
+    pub query: Map<String, Value>,
+    /// Headers, each a list of values (a plain string is accepted too).
+    #[serde(rename = "Headers", default)]
+    pub headers: Map<String, Value>,
+    /// Route values.
+    #[serde(rename = "Params", default)]
+    pub params: Map<String, Value>,
+    /// The body, present only when the request had one.
+    #[serde(rename = "Body", default)]
+    pub body: Option<Value>,
+}
+
+/// An HTTP output binding's value (`Outputs.res`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HttpResponseData {
+    /// The status code.
+    #[serde(rename = "statusCode")]
+    pub status_code: u16,
+    /// The body, as text.
+    pub body: String,
+    /// Response headers.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads a binding value: by `name` when given and present, else the first
+/// value that has the expected shape. Values encoded a second time as JSON
+/// strings are decoded first.
+pub fn binding<T: DeserializeOwned>(data: &Map<String, Value>, name: Option<&str>) -> Option<T> {
+    let decode = |v: &Value| -> Option<T> {
+        match v {
+            Value::String(s) => serde_json::from_str::<T>(s).ok(),
+            other => T::deserialize(other).ok(),
+        }
+    };
+    if let Some(v) = name.and_then(|n| data.get(n)) {
+        return decode(v);
+    }
+    data.values().find_map(decode)
+}
+
+impl HttpRequestData {
+    /// The path and query of the original URL (`/api/cache/k?ttl=5`).
+    pub fn path_and_query(&self) -> String {
+        let after_scheme = self.url.split_once("://").map_or(self.url.as_str(), |(_, rest)| rest);
+        let path = match after_scheme.find('/') {
+            Some(i) if self.url.contains("://") => &after_scheme[i..],
+            _ if self.url.starts_with('/') => self.url.as_str(),
+            _ => "/",
+        };
+        if path.contains('?') || self.query.is_empty() {
+            return path.to_owned();
+        }
+        let query: Vec<String> = self
+            .query
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(&value_text(v))))
+            .collect();
+        format!("{path}?{}", query.join("&"))
+    }
+
+    /// Header name/value pairs, a list value giving one pair per item.
+    pub fn header_pairs(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, value) in &self.headers {
+            match value {
+                Value::Array(items) => out.extend(items.iter().map(|v| (name.clone(), value_text(v)))),
+                other => out.push((name.clone(), value_text(other))),
+            }
+        }
+        out
+    }
+
+    /// The body's bytes: a string as is, anything else as JSON text.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        match &self.body {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => s.clone().into_bytes(),
+            Some(other) => other.to_string().into_bytes(),
+        }
+    }
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Percent-encodes a query component.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "host_tests.rs"]
+mod tests;

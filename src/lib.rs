@@ -1,0 +1,29 @@
+//! An Azure Functions custom handler that keeps one Microsoft Entra ID
+//! authenticated, TLS Redis connection per process.
+//!
+//! # Layout
+//!
+//! - [`settings`]: app settings, read once into typed structs.
+//! - [`secret`]: the wrapper that keeps secrets out of logs and `Debug`.
+//! - [`credential`]: builds the `azure_identity` credential the settings name.
+//! - [`token`]: the current token, its lazy single-flight refresh, `oid` decoding.
+//! - [`cache`]: the one Redis connection: connect, re-AUTH, reconnect, deadlines.
+//! - [`host`]: the Functions host protocol (envelopes, TimerInfo, HTTP data).
+//! - [`functions`]: one file per function.
+//! - [`error`]: the error every function answers with.
+//! - [`app`]: the axum router, shared state and per-invocation logging.
+//! - [`telemetry`]: tracing set-up.
+//! - [`server`]: bind, serve, graceful shutdown.
+
+pub mod app;
+pub mod cache;
+pub mod credential;
+pub mod error;
+pub mod functions;
+pub mod host;
+pub mod secret;
+pub mod server;
+pub mod settings;
+pub mod telemetry;
+pub mod tls;
+pub mod token;

@@ -1,0 +1,52 @@
+//! The `handler` binary: read settings, set up logging, bind, serve.
+
+use azure_redis_handler::{app, cache::Cache, server, settings::Settings, telemetry, tls};
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+
+/// The process-wide Redis connection, shared by every invocation.
+static CACHE: OnceLock<Arc<Cache>> = OnceLock::new();
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("handler: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(settings.log_format);
+    tls::install_crypto_provider();
+    let cache = match app::build_cache(&settings) {
+        Ok(c) => CACHE.get_or_init(|| Arc::new(c)).clone(),
+        Err(e) => {
+            eprintln!("handler: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match server::bind(settings.listen_port).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("handler: cannot listen on 127.0.0.1:{}: {e}", settings.listen_port);
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(port = settings.listen_port, cache = %format!("{}:{}", settings.redis.host, settings.redis.port), "handler listening on 127.0.0.1");
+    // Warm up in the background: the first invocation then finds a token and
+    // a connection ready, and start-up never waits for either.
+    let warm = cache.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.warm_up().await {
+            tracing::warn!(error = %e, "warm-up failed; the first invocation will try again");
+        }
+    });
+    let state = app::AppState::new(cache, &settings);
+    match server::serve(listener, app::app(state), settings.drain).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("handler: server error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! App settings, read once at start into typed structs.
+//!
+//! The names follow the Azure Functions Redis extension's identity-based
+//! connection with the connection name `Redis` (`Redis__redisHostName`, …), so
+//! an app that already uses that extension keeps its settings. A missing or
+//! contradictory setting is a [`SettingsError`] whose message is one line
+//! naming the setting.
+
+use crate::secret::Secret;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default Entra ID scope for Azure Cache for Redis and Azure Managed Redis.
+pub const DEFAULT_SCOPE: &str = "https://redis.azure.com/.default";
+/// Default refresh offset, as in Microsoft's quickstart.
+pub const DEFAULT_REFRESH_OFFSET: Duration = Duration::from_secs(300);
+/// Default largest value accepted by `PUT /api/cache/{key}`.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// Everything the handler reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the cache is and how to authenticate to it.
+    pub redis: RedisSettings,
+    /// Deadlines for every outside call.
+    pub deadlines: Deadlines,
+    /// `CACHE_MAX_VALUE_BYTES`: largest value a PUT may store (default 1 MiB).
+    pub max_value_bytes: usize,
+    /// `FUNCTIONS_CUSTOMHANDLER_PORT`, else `FUNCTIONS_HTTPWORKER_PORT`, else 8080.
+    pub listen_port: u16,
+    /// `HANDLER_DRAIN_SECONDS`: how long in-flight requests may finish after SIGTERM (default 10).
+    pub drain: Duration,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// `FUNCTIONS_CUSTOMHANDLER_WORKER_ID`: names this process in probe keys and logs.
+    pub worker_id: String,
+}
+
+/// The cache endpoint and its authentication.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `Redis__redisHostName`, or the host of the `Redis` connection string.
+    pub host: String,
+    /// `Redis__port`: 10000 for `*.redis.azure.net`, else 6380.
+    pub port: u16,
+    /// `Redis__ssl`: TLS on (default) or off.
+    pub tls: bool,
+    /// `SSL_CERT_FILE`: extra trusted CAs (PEM), added to the system roots.
+    pub extra_ca_file: Option<PathBuf>,
+    /// How the connection authenticates.
+    pub auth: AuthSettings,
+}
+
+/// How the handler authenticates to Redis.
+#[derive(Debug, Clone)]
+pub enum AuthSettings {
+    /// Microsoft Entra ID: `AUTH <principal> <access token>`.
+    Entra(EntraSettings),
+    /// An access key from the `Redis` connection string.
+    AccessKey {
+        /// `user=` in the connection string, if any.
+        user: Option<String>,
+        /// `password=` in the connection string.
+        password: Secret,
+    },
+}
+
+/// Entra ID settings.
+#[derive(Debug, Clone)]
+pub struct EntraSettings {
+    /// `Redis__principalId`: the Redis user name; else the token's `oid` claim.
+    pub principal_id: Option<String>,
+    /// `Redis__scope` (default `https://redis.azure.com/.default`).
+    pub scope: String,
+    /// `Redis__tokenRefreshOffsetSeconds` (default 300).
+    pub refresh_offset: Duration,
+    /// Which credential fetches tokens.
+    pub credential: CredentialChoice,
+}
+
+/// The credential that fetches tokens, chosen as CONTRACT.md says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialChoice {
+    /// Managed identity (App Service endpoint or IMDS); `client_id` picks a user-assigned one.
+    ManagedIdentity {
+        /// `Redis__clientId`.
+        client_id: Option<String>,
+    },
+    /// A service principal with a client secret.
+    ClientSecret {
+        /// `Redis__tenantId`.
+        tenant_id: String,
+        /// `Redis__clientId`.
+        client_id: String,
+        /// `Redis__clientSecret`.
+        secret: Secret,
+    },
+    /// Workload identity (`AZURE_FEDERATED_TOKEN_FILE`).
+    WorkloadIdentity {
+        /// `Redis__clientId`, else `AZURE_CLIENT_ID`.
+        client_id: Option<String>,
+        /// `Redis__tenantId`, else `AZURE_TENANT_ID`.
+        tenant_id: Option<String>,
+    },
+    /// Azure CLI, then Azure Developer CLI (a laptop after `az login`).
+    DeveloperTools,
+}
+
+/// Deadlines for calls that leave the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// `Redis__tokenTimeoutSeconds`: one token fetch (default 5 s).
+    pub token_fetch: Duration,
+    /// `Redis__connectTimeoutSeconds`: TCP + TLS + AUTH of a new connection (default 5 s).
+    pub connect: Duration,
+    /// `Redis__commandTimeoutSeconds`: one Redis command (default 5 s).
+    pub command: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            token_fetch: Duration::from_secs(5),
+            connect: Duration::from_secs(5),
+            command: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A bad or missing setting; the message names it in one line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("setting {name}: {problem}")]
+pub struct SettingsError {
+    /// The setting's name.
+    pub name: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn bad(name: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError {
+        name,
+        problem: problem.into(),
+    }
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `get`, so tests can pass a map.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let redis = redis_settings(&get)?;
+        let listen_port = match get("FUNCTIONS_CUSTOMHANDLER_PORT") {
+            Some(v) => parse_port("FUNCTIONS_CUSTOMHANDLER_PORT", &v)?,
+            None => match get("FUNCTIONS_HTTPWORKER_PORT") {
+                Some(v) => parse_port("FUNCTIONS_HTTPWORKER_PORT", &v)?,
+                None => 8080,
+            },
+        };
+        let deadlines = Deadlines {
+            token_fetch: seconds(&get, "Redis__tokenTimeoutSeconds", 5.0)?,
+            connect: seconds(&get, "Redis__connectTimeoutSeconds", 5.0)?,
+            command: seconds(&get, "Redis__commandTimeoutSeconds", 5.0)?,
+        };
+        let max_value_bytes = match get("CACHE_MAX_VALUE_BYTES") {
+            None => DEFAULT_MAX_VALUE_BYTES,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(bad(
+                        "CACHE_MAX_VALUE_BYTES",
+                        "must be a whole number of bytes, at least 1",
+                    ))
+                }
+            },
+        };
+        let log_format = match get("LOG_FORMAT").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(_) => return Err(bad("LOG_FORMAT", "must be text or json")),
+        };
+        Ok(Self {
+            redis,
+            deadlines,
+            max_value_bytes,
+            listen_port,
+            drain: seconds(&get, "HANDLER_DRAIN_SECONDS", 10.0)?,
+            log_format,
+            worker_id: get("FUNCTIONS_CUSTOMHANDLER_WORKER_ID").unwrap_or_else(|| "local".to_owned()),
+        })
+    }
+}
+
+fn redis_settings(get: &impl Fn(&str) -> Option<String>) -> Result<RedisSettings, SettingsError> {
+    let extra_ca_file = get("SSL_CERT_FILE").map(PathBuf::from);
+    if let Some(conn) = get("Redis") {
+        if get("Redis__redisHostName").is_some() {
+            return Err(bad(
+                "Redis",
+                "set either the Redis connection string (access key) or Redis__redisHostName (Entra ID), not both",
+            ));
+        }
+        let parsed = parse_connection_string(&conn)?;
+        return Ok(RedisSettings {
+            extra_ca_file,
+            ..parsed
+        });
+    }
+    let host = get("Redis__redisHostName").ok_or_else(|| {
+        bad(
+            "Redis__redisHostName",
+            "is required (the cache host name, e.g. mycache.redis.cache.windows.net), unless Redis is set",
+        )
+    })?;
+    if host.contains(['/', ':', ' ']) {
+        return Err(bad(
+            "Redis__redisHostName",
+            "must be a bare host name, without scheme or port",
+        ));
+    }
+    let port = match get("Redis__port") {
+        Some(v) => parse_port("Redis__port", &v)?,
+        None => default_port(&host),
+    };
+    let tls = match get("Redis__ssl") {
+        Some(v) => parse_bool("Redis__ssl", &v)?,
+        None => true,
+    };
+    let refresh_offset = seconds(
+        get,
+        "Redis__tokenRefreshOffsetSeconds",
+        DEFAULT_REFRESH_OFFSET.as_secs_f64(),
+    )?;
+    let entra = EntraSettings {
+        principal_id: get("Redis__principalId"),
+        scope: get("Redis__scope").unwrap_or_else(|| DEFAULT_SCOPE.to_owned()),
+        refresh_offset,
+        credential: choose_credential(get)?,
+    };
+    Ok(RedisSettings {
+        host,
+        port,
+        tls,
+        extra_ca_file,
+        auth: AuthSettings::Entra(entra),
+    })
+}
+
+/// Azure Managed Redis listens on 10000, Azure Cache for Redis on 6380.
+fn default_port(host: &str) -> u16 {
+    if host.to_ascii_lowercase().ends_with(".redis.azure.net") {
+        10000
+    } else {
+        6380
+    }
+}
+
+/// Picks the credential: `Redis__credential` if set; else a client secret,
+/// workload identity, managed identity when in Azure, developer tools.
+pub fn choose_credential(get: &impl Fn(&str) -> Option<String>) -> Result<CredentialChoice, SettingsError> {
+    let client_id = get("Redis__clientId");
+    let tenant_id = get("Redis__tenantId");
+    let secret = get("Redis__clientSecret");
+    let forced = get("Redis__credential").map(|v| v.to_ascii_lowercase());
+    let in_azure = get("IDENTITY_ENDPOINT").is_some() && get("IDENTITY_HEADER").is_some();
+    let kind = match forced.as_deref() {
+        Some(k @ ("managedidentity" | "clientsecret" | "workloadidentity" | "developertools")) => k,
+        Some(_) => {
+            return Err(bad(
+                "Redis__credential",
+                "must be one of managedidentity, clientsecret, workloadidentity, developertools",
+            ))
+        }
+        None if secret.is_some() => "clientsecret",
+        None if get("AZURE_FEDERATED_TOKEN_FILE").is_some() => "workloadidentity",
+        None if in_azure || client_id.is_some() => "managedidentity",
+        None => "developertools",
+    };
+    Ok(match kind {
+        "clientsecret" => CredentialChoice::ClientSecret {
+            tenant_id: tenant_id.ok_or_else(|| bad("Redis__tenantId", "is required with a client secret"))?,
+            client_id: client_id.ok_or_else(|| bad("Redis__clientId", "is required with a client secret"))?,
+            secret: Secret::new(
+                secret.ok_or_else(|| bad("Redis__clientSecret", "is required for the clientsecret credential"))?,
+            ),
+        },
+        "workloadidentity" => {
+            if get("AZURE_FEDERATED_TOKEN_FILE").is_none() {
+                return Err(bad(
+                    "AZURE_FEDERATED_TOKEN_FILE",
+                    "is required for the workloadidentity credential",
+                ));
+            }
+            CredentialChoice::WorkloadIdentity { client_id, tenant_id }
+        }
+        "managedidentity" => CredentialChoice::ManagedIdentity { client_id },
+        _ => CredentialChoice::DeveloperTools,
+    })
+}
+
+/// Parses a StackExchange.Redis connection string: `host:port,password=KEY,ssl=True,user=NAME`.
+pub fn parse_connection_string(conn: &str) -> Result<RedisSettings, SettingsError> {
+    let mut parts = conn.split(',').map(str::trim).filter(|p| !p.is_empty());
+    let endpoint = parts.next().ok_or_else(|| bad("Redis", "is empty"))?;
+    if endpoint.contains('=') {
+        return Err(bad(
+            "Redis",
+            "must start with host:port (StackExchange.Redis form host:port,password=KEY,ssl=True)",
+        ));
+    }
+    let (host, port) = match endpoint.rsplit_once(':') {
+        Some((h, p)) => (h.to_owned(), parse_port("Redis", p)?),
+        None => (endpoint.to_owned(), default_port(endpoint)),
+    };
+    let (mut password, mut user, mut tls) = (None, None, false);
+    for part in parts {
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            bad(
+                "Redis",
+                format!("option '{}' is not key=value", part.split('=').next().unwrap_or("")),
+            )
+        })?;
+        match k.trim().to_ascii_lowercase().as_str() {
+            "password" => password = Some(Secret::new(v.trim())),
+            "user" => user = Some(v.trim().to_owned()),
+            "ssl" => tls = parse_bool("Redis", v)?,
+            // StackExchange.Redis options that make no difference here.
+            _ => {}
+        }
+    }
+    Ok(RedisSettings {
+        host,
+        port,
+        tls,
+        extra_ca_file: None,
+        auth: AuthSettings::AccessKey {
+            user,
+            password: password.ok_or_else(|| bad("Redis", "has no password= (the access key)"))?,
+        },
+    })
+}
+
+fn parse_port(name: &'static str, v: &str) -> Result<u16, SettingsError> {
+    match v.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(bad(name, "must be a port number from 1 to 65535")),
+    }
+}
+
+fn parse_bool(name: &'static str, v: &str) -> Result<bool, SettingsError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(bad(name, "must be true or false")),
+    }
+}
+
+fn seconds(get: &impl Fn(&str) -> Option<String>, name: &'static str, default: f64) -> Result<Duration, SettingsError> {
+    let Some(v) = get(name) else {
+        return Ok(Duration::from_secs_f64(default));
+    };
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(bad(
+            name,
+            "must be a number of seconds greater than 0 and at most 86400",
+        )),
+    }
+}
+
+#[cfg(test)]
+#[path = "settings_tests.rs"]
+mod tests;

@@ -1,0 +1,325 @@
+//! Access tokens and their lazy, single-flight refresh.
+//!
+//! Each invocation asks [`TokenManager::current`] for a token. The common case
+//! is one atomic load and one clock read: the token is not yet due. When it is
+//! due (it expires within the refresh offset, less a per-token jitter), one
+//! caller fetches a new token under a lock while the others wait for that one
+//! fetch, then all go on with its result. A failed fetch while the current
+//! token is still valid is logged and retried after a backoff; the invocation
+//! goes on with the current token.
+
+use crate::secret::{redact, Secret};
+use arc_swap::ArcSwapOption;
+use base64::Engine;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+/// A token as a credential hands it over.
+#[derive(Debug, Clone)]
+pub struct FetchedToken {
+    /// The access token.
+    pub secret: Secret,
+    /// When it expires.
+    pub expires_on: OffsetDateTime,
+}
+
+/// Why no token could be had.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// The credential failed (message already redacted).
+    #[error("the identity could not get a token: {0}")]
+    Credential(String),
+    /// The credential did not answer within the deadline.
+    #[error("the identity did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The token is not usable (no `oid`, already expired, …).
+    #[error("the token is unusable: {0}")]
+    Invalid(String),
+    /// An earlier fetch failed and the next try is not due yet.
+    #[error("no valid token: the last fetch failed ({0}); retrying shortly")]
+    BackingOff(String),
+}
+
+/// A future that yields a token.
+pub type TokenFuture = Pin<Box<dyn Future<Output = Result<FetchedToken, TokenError>> + Send>>;
+
+/// Something that fetches tokens: an `azure_identity` credential in
+/// production, a scripted fake in unit tests.
+pub trait TokenSource: Send + Sync + 'static {
+    /// Fetches a token (no deadline of its own: the manager adds one).
+    fn fetch(&self) -> TokenFuture;
+}
+
+/// A token in use, with the instants derived from it.
+#[derive(Debug)]
+pub struct Token {
+    /// The access token, sent as the AUTH password.
+    pub secret: Secret,
+    /// The Redis user name: `Redis__principalId` or the token's `oid`.
+    pub user: String,
+    /// When the token expires.
+    pub expires_at: Instant,
+    /// When the next refresh is due (expiry less offset less jitter).
+    pub refresh_at: Instant,
+    /// Counts up with every token taken into use, so a connection can tell
+    /// whether it has authenticated with the latest one.
+    pub generation: u64,
+}
+
+impl Token {
+    /// Time left before expiry (zero once expired).
+    pub fn expires_in(&self) -> Duration {
+        self.expires_at.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the token is still valid now.
+    pub fn is_valid(&self) -> bool {
+        Instant::now() < self.expires_at
+    }
+}
+
+/// When to refresh a token that lives `lifetime` from now.
+///
+/// Refreshes `offset` before expiry, less a jitter of up to a fifth of the
+/// offset (at most 60 s) so that many instances do not all re-AUTH at once
+/// (Microsoft's advice). Jitter moves the refresh later, never earlier, so
+/// with the default 300 s offset it falls when `azure_identity`'s own cache
+/// (stale at 300 s) hands out a new token. When the offset is not shorter
+/// than the lifetime, refreshing "offset before expiry" would mean refreshing
+/// on every call: half the lifetime is used instead, and `clamped` says so.
+pub fn refresh_delay(lifetime: Duration, offset: Duration, jitter_unit: f64) -> (Duration, bool) {
+    let clamped = offset >= lifetime;
+    let offset = if clamped { lifetime / 2 } else { offset };
+    let max_jitter = (offset / 5).min(Duration::from_secs(60));
+    let jitter = max_jitter.mul_f64(jitter_unit.clamp(0.0, 1.0));
+    (lifetime - offset + jitter, clamped)
+}
+
+/// Backoff after `failures` failed fetches in a row: 1 s, 2 s, 4 s … 30 s.
+pub fn failure_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+/// Reads the `oid` claim from a JWT's payload (no signature check: the
+/// token came from Entra ID over TLS, and Redis checks it).
+pub fn oid_from_jwt(token: &str) -> Result<String, TokenError> {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| TokenError::Invalid("not a JWT; set Redis__principalId".into()))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| TokenError::Invalid("its payload is not base64url; set Redis__principalId".into()))?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|_| TokenError::Invalid("its payload is not JSON; set Redis__principalId".into()))?;
+    match claims.get("oid").and_then(|v| v.as_str()) {
+        Some(oid) if !oid.is_empty() => Ok(oid.to_owned()),
+        _ => Err(TokenError::Invalid(
+            "it has no oid claim; set Redis__principalId to the identity's object id".into(),
+        )),
+    }
+}
+
+/// What the refresh lock guards: the failure streak and the next try.
+#[derive(Debug, Default)]
+struct RefreshState {
+    failures: u32,
+    retry_after: Option<Instant>,
+    last_error: Option<TokenError>,
+    warned_clamp: bool,
+}
+
+/// Counters shown by the Health function.
+#[derive(Debug, Default)]
+pub struct TokenStats {
+    /// Token fetches started.
+    pub fetches: AtomicU64,
+    /// New tokens taken into use after the first.
+    pub refreshes: AtomicU64,
+    /// Fetches that failed or timed out.
+    pub failures: AtomicU64,
+}
+
+/// Holds the current token and refreshes it lazily, one fetch at a time.
+pub struct TokenManager {
+    source: Arc<dyn TokenSource>,
+    principal_id: Option<String>,
+    offset: Duration,
+    fetch_timeout: Duration,
+    current: ArcSwapOption<Token>,
+    refresh: tokio::sync::Mutex<RefreshState>,
+    generation: AtomicU64,
+    /// Counters for Health and tests.
+    pub stats: TokenStats,
+}
+
+impl std::fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("principal_id", &self.principal_id)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenManager {
+    /// A manager with no token yet; the first [`current`](Self::current) fetches one.
+    pub fn new(
+        source: Arc<dyn TokenSource>,
+        principal_id: Option<String>,
+        offset: Duration,
+        fetch_timeout: Duration,
+    ) -> Self {
+        Self {
+            source,
+            principal_id,
+            offset,
+            fetch_timeout,
+            current: ArcSwapOption::empty(),
+            refresh: tokio::sync::Mutex::new(RefreshState::default()),
+            generation: AtomicU64::new(0),
+            stats: TokenStats::default(),
+        }
+    }
+
+    /// The token in use, if any, without fetching.
+    pub fn peek(&self) -> Option<Arc<Token>> {
+        self.current.load_full()
+    }
+
+    /// A token good to use now, refreshing first if it is due.
+    pub async fn current(&self) -> Result<Arc<Token>, TokenError> {
+        if let Some(token) = self.current.load_full() {
+            if Instant::now() < token.refresh_at {
+                return Ok(token);
+            }
+        }
+        self.refresh_slow().await
+    }
+
+    async fn refresh_slow(&self) -> Result<Arc<Token>, TokenError> {
+        let mut state = self.refresh.lock().await;
+        let now = Instant::now();
+        let existing = self.current.load_full();
+        // Another caller refreshed while this one waited for the lock.
+        if let Some(token) = existing.as_ref().filter(|t| now < t.refresh_at) {
+            return Ok(token.clone());
+        }
+        if state.retry_after.is_some_and(|at| now < at) {
+            return match existing.filter(|t| t.is_valid()) {
+                Some(token) => Ok(token),
+                None => Err(TokenError::BackingOff(
+                    state.last_error.as_ref().map(ToString::to_string).unwrap_or_default(),
+                )),
+            };
+        }
+        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
+        let fetched = match tokio::time::timeout(self.fetch_timeout, self.source.fetch()).await {
+            Ok(result) => result.and_then(|t| self.accept(t, &mut state)),
+            Err(_) => Err(TokenError::Timeout(self.fetch_timeout)),
+        };
+        match fetched {
+            Ok(fresh) => self.install(fresh, existing, &mut state),
+            Err(err) => self.fetch_failed(err, existing, &mut state),
+        }
+    }
+
+    /// Turns a fetched token into a [`Token`] with its refresh instant.
+    fn accept(&self, fetched: FetchedToken, state: &mut RefreshState) -> Result<Token, TokenError> {
+        let lifetime = (fetched.expires_on - OffsetDateTime::now_utc())
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        if lifetime.is_zero() {
+            return Err(TokenError::Invalid("it has already expired".into()));
+        }
+        let user = match &self.principal_id {
+            Some(id) => id.clone(),
+            None => oid_from_jwt(fetched.secret.expose())?,
+        };
+        let (delay, clamped) = refresh_delay(lifetime, self.offset, fastrand::f64());
+        if clamped && !state.warned_clamp {
+            state.warned_clamp = true;
+            tracing::warn!(
+                offset_s = self.offset.as_secs_f64(),
+                lifetime_s = lifetime.as_secs_f64(),
+                "Redis__tokenRefreshOffsetSeconds is not shorter than the token lifetime; refreshing at half the lifetime instead"
+            );
+        }
+        let now = Instant::now();
+        Ok(Token {
+            secret: fetched.secret,
+            user,
+            expires_at: now + lifetime,
+            refresh_at: now + delay,
+            generation: 0,
+        })
+    }
+
+    fn install(
+        &self,
+        mut fresh: Token,
+        existing: Option<Arc<Token>>,
+        state: &mut RefreshState,
+    ) -> Result<Arc<Token>, TokenError> {
+        state.failures = 0;
+        state.last_error = None;
+        if let Some(old) = existing {
+            // azure_identity caches tokens: asking early hands back the same
+            // one. Keep it, and ask again later rather than on every call.
+            if fresh.expires_at <= old.expires_at + Duration::from_secs(1) {
+                let wait = (old.expires_in() / 8).clamp(Duration::from_secs(1), Duration::from_secs(30));
+                state.retry_after = Some(Instant::now() + wait);
+                tracing::debug!(
+                    retry_in_s = wait.as_secs_f64(),
+                    "credential returned the current token again"
+                );
+                return Ok(old);
+            }
+            self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        }
+        state.retry_after = None;
+        fresh.generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(expires_in_s = fresh.expires_in().as_secs(), user = %fresh.user, "new access token in use");
+        let fresh = Arc::new(fresh);
+        self.current.store(Some(fresh.clone()));
+        Ok(fresh)
+    }
+
+    fn fetch_failed(
+        &self,
+        err: TokenError,
+        existing: Option<Arc<Token>>,
+        state: &mut RefreshState,
+    ) -> Result<Arc<Token>, TokenError> {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        state.failures += 1;
+        let backoff = failure_backoff(state.failures);
+        state.retry_after = Some(Instant::now() + backoff);
+        state.last_error = Some(err.clone());
+        match existing.filter(|t| t.is_valid()) {
+            Some(token) => {
+                tracing::warn!(error = %err, failures = state.failures, retry_in_s = backoff.as_secs(),
+                    expires_in_s = token.expires_in().as_secs(), "token refresh failed; going on with the current token");
+                Ok(token)
+            }
+            None => {
+                tracing::warn!(error = %err, failures = state.failures, retry_in_s = backoff.as_secs(), "token fetch failed");
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Maps an `azure_core` error to a [`TokenError`], redacting its text.
+pub fn credential_error(err: &dyn std::fmt::Display) -> TokenError {
+    TokenError::Credential(redact(&err.to_string()))
+}
+
+#[cfg(test)]
+#[path = "token_tests.rs"]
+mod tests;
