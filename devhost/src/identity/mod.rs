@@ -1,0 +1,209 @@
+//! The App Service managed-identity endpoint (`IDENTITY_ENDPOINT` /
+//! `IDENTITY_HEADER`), as `azure_identity` 1.0.0's `ManagedIdentityCredential`
+//! calls it.
+//!
+//! Follows AZURE-FACTS "azure_identity 1.0.0": `GET {IDENTITY_ENDPOINT}?
+//! api-version=2019-08-01&resource=https%3A%2F%2Fredis.azure.com[&client_id=…]`
+//! with headers `metadata: true` and `x-identity-header`; the answer holds
+//! `access_token`, `expires_on` (a JSON string of Unix seconds), `token_type`
+//! and `resource`; a 400 means "identity not assigned". And "Entra ID and
+//! Azure Redis": with a Redis attached, each token becomes a password of the
+//! user named by its `oid` before the answer leaves, and is removed once
+//! expired (AUTH with an expired token then gives `WRONGPASS`).
+
+mod jwt;
+mod server;
+
+pub use jwt::{Claims, VerifyError, REDIS_AUDIENCE};
+
+use crate::redis_server::RedisAdmin;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How the endpoint answers token requests (fault injection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityMode {
+    /// Mint and return tokens.
+    Normal,
+    /// Answer 500 with a JSON error.
+    Fail500,
+    /// Hold every request without answering until the mode changes (then
+    /// answer per the new mode), the endpoint is dropped, or 10 minutes pass.
+    Hang,
+    /// Answer 401 as for a wrong `x-identity-header`.
+    Unauthorized,
+}
+
+/// What the endpoint issues tokens for.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// Object id of the identity: the `oid` claim and the Redis user name.
+    pub oid: String,
+    /// Tenant id: the `tid` claim and part of `iss`.
+    pub tenant_id: String,
+    /// Client id of an assigned user-assigned identity. A request with a
+    /// `client_id` other than this (or any `client_id` when `None`) gets 400
+    /// "identity not assigned"; a request without one gets the identity.
+    pub client_id: Option<String>,
+    /// Lifetime of minted tokens (`expires_on` = now + this, rounded up).
+    pub token_lifetime: Duration,
+    /// When set, each token is added as a password of user `oid` before the
+    /// answer is sent, and removed after it expires.
+    pub redis: Option<RedisAdmin>,
+}
+
+impl Default for IdentityConfig {
+    /// Fixed GUID-like ids, 1 h lifetime (ordinary Entra tokens live
+    /// 60-90 min), no Redis.
+    fn default() -> Self {
+        IdentityConfig {
+            oid: "00000000-0000-4000-8000-00000000a11d".into(),
+            tenant_id: "00000000-0000-4000-8000-0000000007e1".into(),
+            client_id: None,
+            token_lifetime: Duration::from_secs(3600),
+            redis: None,
+        }
+    }
+}
+
+/// State shared by the HTTP handler, the sweeper and the owner.
+struct Shared {
+    cfg: IdentityConfig,
+    key: Vec<u8>,
+    secret: String,
+    lifetime: Mutex<Duration>,
+    requests: AtomicUsize,
+    minted: AtomicUsize,
+    last_token: Mutex<Option<String>>,
+    last_query: Mutex<Option<BTreeMap<String, String>>>,
+    /// Tokens registered as Redis passwords, with their expiry.
+    live: tokio::sync::Mutex<Vec<(String, i64)>>,
+    mode: watch::Receiver<IdentityMode>,
+}
+
+/// A running managed-identity endpoint on 127.0.0.1; stops on drop.
+pub struct IdentityEndpoint {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    mode_tx: watch::Sender<IdentityMode>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for IdentityEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityEndpoint")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdentityEndpoint {
+    /// Serves the endpoint on 127.0.0.1 at a free port, with a random
+    /// signing key and header secret.
+    pub async fn start(cfg: IdentityConfig) -> anyhow::Result<IdentityEndpoint> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let (mode_tx, mode) = watch::channel(IdentityMode::Normal);
+        let shared = Arc::new(Shared {
+            lifetime: Mutex::new(cfg.token_lifetime),
+            cfg,
+            key: crate::util::random_bytes(32),
+            secret: crate::util::random_hex(16),
+            requests: AtomicUsize::new(0),
+            minted: AtomicUsize::new(0),
+            last_token: Mutex::new(None),
+            last_query: Mutex::new(None),
+            live: tokio::sync::Mutex::new(Vec::new()),
+            mode,
+        });
+        let app = server::router(shared.clone());
+        let serve = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let sweeper = tokio::spawn(server::sweep_forever(shared.clone()));
+        Ok(IdentityEndpoint {
+            addr,
+            shared,
+            mode_tx,
+            tasks: vec![serve, sweeper],
+        })
+    }
+
+    /// The value for `IDENTITY_ENDPOINT`: `http://127.0.0.1:<port>/msi/token`.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}/msi/token", self.addr)
+    }
+
+    /// The value for `IDENTITY_HEADER` (checked as `x-identity-header`).
+    pub fn header_secret(&self) -> String {
+        self.shared.secret.clone()
+    }
+
+    /// `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`, for a child's environment.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("IDENTITY_ENDPOINT".into(), self.endpoint_url()),
+            ("IDENTITY_HEADER".into(), self.header_secret()),
+        ]
+    }
+
+    /// Token requests received, whatever their outcome.
+    pub fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Tokens minted and answered with 200.
+    pub fn tokens_minted(&self) -> usize {
+        self.shared.minted.load(Ordering::SeqCst)
+    }
+
+    /// The most recently minted token.
+    pub fn last_token(&self) -> Option<String> {
+        self.shared.last_token.lock().unwrap().clone()
+    }
+
+    /// The query parameters of the most recent request (e.g. `client_id`).
+    pub fn last_query(&self) -> Option<BTreeMap<String, String>> {
+        self.shared.last_query.lock().unwrap().clone()
+    }
+
+    /// Changes the lifetime of tokens minted from now on.
+    pub fn set_lifetime(&self, lifetime: Duration) {
+        *self.shared.lifetime.lock().unwrap() = lifetime;
+    }
+
+    /// Switches fault injection; releases requests held by `Hang`.
+    pub fn set_mode(&self, mode: IdentityMode) {
+        self.mode_tx.send_replace(mode);
+    }
+
+    /// The object id tokens are issued for (the Redis user name).
+    pub fn oid(&self) -> &str {
+        &self.shared.cfg.oid
+    }
+
+    /// Checks a token minted by this endpoint: signature, `aud`
+    /// (`https://redis.azure.com`) and `exp` (not yet passed).
+    pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        jwt::verify(&self.shared.key, token, crate::util::unix_now())
+    }
+
+    /// Removes the Redis passwords of expired tokens now (the sweeper also
+    /// does this every 250 ms).
+    pub async fn sweep_expired(&self) -> anyhow::Result<()> {
+        server::sweep(&self.shared).await
+    }
+}
+
+impl Drop for IdentityEndpoint {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The HTTP side of the identity endpoint and the expired-password sweeper.
+//!
+//! Follows AZURE-FACTS "azure_identity 1.0.0" (request and response shape;
+//! 400 means "identity not assigned", other errors surface their body).
+
+use super::{jwt, Claims, IdentityMode, Shared};
+use crate::util::{unix_now, uuid_v4};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The API version App Service's endpoint speaks and the client sends.
+const API_VERSION: &str = "2019-08-01";
+
+/// Longest a `Hang` request is held.
+const HANG_LIMIT: Duration = Duration::from_secs(600);
+
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    Router::new().route("/msi/token", get(token)).with_state(shared)
+}
+
+/// An App Service style JSON error.
+fn error(status: StatusCode, message: &str) -> Response {
+    let body = json!({
+        "statusCode": status.as_u16(),
+        "message": message,
+        "correlationId": uuid_v4(),
+    });
+    (status, Json(body)).into_response()
+}
+
+/// Waits while the mode is `Hang`; `None` if the endpoint went away or the
+/// hang limit passed.
+async fn mode_after_hang(s: &Shared) -> Option<IdentityMode> {
+    let mut rx = s.mode.clone();
+    let limit = tokio::time::sleep(HANG_LIMIT);
+    tokio::pin!(limit);
+    loop {
+        let mode = *rx.borrow_and_update();
+        if mode != IdentityMode::Hang {
+            return Some(mode);
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return None },
+            _ = &mut limit => return None,
+        }
+    }
+}
+
+async fn token(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    *s.last_query.lock().unwrap() = Some(q.clone());
+    match mode_after_hang(&s).await {
+        None => return error(StatusCode::SERVICE_UNAVAILABLE, "endpoint shutting down"),
+        Some(IdentityMode::Fail500) => return error(StatusCode::INTERNAL_SERVER_ERROR, "injected failure"),
+        Some(IdentityMode::Unauthorized) => return error(StatusCode::UNAUTHORIZED, "Unauthorized (injected)"),
+        Some(IdentityMode::Normal | IdentityMode::Hang) => {}
+    }
+    let header = headers.get("x-identity-header").and_then(|v| v.to_str().ok());
+    if header != Some(s.secret.as_str()) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: missing or wrong X-IDENTITY-HEADER",
+        );
+    }
+    if q.get("api-version").map(String::as_str) != Some(API_VERSION) {
+        return error(StatusCode::BAD_REQUEST, "unsupported or missing api-version");
+    }
+    let Some(resource) = q.get("resource").filter(|r| !r.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "resource is required");
+    };
+    let cfg = &s.cfg;
+    let wrong_client = q.get("client_id").is_some_and(|c| Some(c) != cfg.client_id.as_ref());
+    let wrong_object = q.get("object_id").is_some_and(|o| *o != cfg.oid);
+    if wrong_client || wrong_object || q.contains_key("msi_res_id") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "No MI found for specified ClientId/ResourceId.",
+        );
+    }
+
+    let now = unix_now();
+    let lifetime = *s.lifetime.lock().unwrap();
+    let exp = now + lifetime.as_secs_f64().ceil() as i64;
+    let claims = Claims {
+        aud: resource.clone(),
+        iss: format!("https://sts.windows.net/{}/", cfg.tenant_id),
+        oid: cfg.oid.clone(),
+        tid: cfg.tenant_id.clone(),
+        iat: now,
+        nbf: now,
+        exp,
+        uti: crate::util::random_hex(12),
+    };
+    let token = jwt::mint(&s.key, &claims);
+    if let Some(redis) = &cfg.redis {
+        let mut live = s.live.lock().await;
+        if let Err(e) = redis.acl_add_password(&cfg.oid, &token).await {
+            let msg = format!("could not register the token with Redis: {e:#}");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, &msg);
+        }
+        live.push((token.clone(), exp));
+    }
+    let _ = sweep(&s).await;
+    s.minted.fetch_add(1, Ordering::SeqCst);
+    *s.last_token.lock().unwrap() = Some(token.clone());
+    let body = json!({
+        "access_token": token,
+        "expires_on": exp.to_string(),
+        "resource": resource,
+        "token_type": "Bearer",
+        "client_id": cfg.client_id.clone().unwrap_or_else(|| "00000000-0000-4000-8000-0000000c11e7".into()),
+    });
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// Removes the Redis passwords of tokens whose `exp` has passed. Entries
+/// whose removal failed (Redis down) are kept and retried next time.
+pub(super) async fn sweep(s: &Shared) -> anyhow::Result<()> {
+    let Some(redis) = &s.cfg.redis else {
+        return Ok(());
+    };
+    let now = unix_now();
+    let mut live = s.live.lock().await;
+    if live.iter().all(|(_, exp)| *exp > now) {
+        return Ok(());
+    }
+    let mut first_err = None;
+    let mut keep = Vec::with_capacity(live.len());
+    for (token, exp) in live.drain(..) {
+        if exp > now {
+            keep.push((token, exp));
+        } else if let Err(e) = redis.acl_remove_password(&s.cfg.oid, &token).await {
+            first_err.get_or_insert(e);
+            keep.push((token, exp));
+        }
+    }
+    *live = keep;
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Runs [`sweep`] every 250 ms, for as long as the endpoint lives.
+pub(super) async fn sweep_forever(s: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let _ = sweep(&s).await;
+    }
+}

@@ -1,0 +1,33 @@
+//! Faithful local stand-ins for the Azure services the handler talks to.
+//!
+//! Neither Azure nor the Functions host can be reached from a developer's
+//! machine or CI, so tests (and the local-run binary) use these emulators.
+//! Each one follows a fact from `AZURE-FACTS.md`, cited in its doc comment.
+//!
+//! Layout:
+//!
+//! - [`pki`]: a throw-away CA and a `localhost`/`127.0.0.1` server
+//!   certificate (TLS for the Redis stand-in).
+//! - [`redis_server`]: a real `redis-server` child process with a TLS port
+//!   for the handler and a plain admin port for the emulators
+//!   ([`redis_server::RedisServer`], [`redis_server::RedisAdmin`]).
+//! - [`identity`]: the App Service managed-identity endpoint that
+//!   `azure_identity`'s `ManagedIdentityCredential` calls; its tokens are
+//!   signed JWTs and, with a Redis attached, valid ACL passwords
+//!   ([`identity::IdentityEndpoint`]; JWT details in `identity/jwt.rs`).
+//! - [`functions_host`]: the Functions host's side of the custom-handler
+//!   protocol: start, readiness probe, forwarded HTTP and envelope
+//!   invocations ([`functions_host::HandlerProcess`]; envelope builders in
+//!   `functions_host/envelope.rs`).
+//! - `util`: loopback port picking and random ids (private).
+//!
+//! Everything listens on 127.0.0.1 only, and every child process is killed
+//! when its owner is dropped.
+
+#![warn(missing_docs)]
+
+pub mod functions_host;
+pub mod identity;
+pub mod pki;
+pub mod redis_server;
+mod util;

@@ -1,0 +1,254 @@
+//! A real `redis-server` (7.x, built with TLS) as a child process, standing
+//! in for Azure Cache for Redis / Azure Managed Redis.
+//!
+//! Follows AZURE-FACTS "Entra ID and Azure Redis": TLS only for the handler
+//! (the TLS port), users are object ids whose passwords are access tokens,
+//! errors are Redis's own (`WRONGPASS invalid username-password pair`,
+//! `NOAUTH`, `NOPERM`). The plain port exists only for the emulators' admin
+//! connection ([`RedisAdmin`]), authenticated as `default` with a random
+//! password. `DEBUG` is enabled for loopback (`DEBUG SLEEP` simulates a slow
+//! cache). What this stand-in does NOT do by itself: close a connection when
+//! its token expires (Azure does; Redis keeps it).
+
+mod admin;
+
+pub use admin::{ClientInfo, RedisAdmin};
+
+use crate::pki::Pki;
+use anyhow::Context;
+use redis::aio::MultiplexedConnection;
+use redis::FromRedisValue;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long [`RedisServer::start`] waits for the server to answer PING.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `redis-server` on 127.0.0.1, killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Mutex<Option<Child>>,
+    plain_port: u16,
+    tls_port: u16,
+    admin: RedisAdmin,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` from PATH with a TLS port using `pki`'s server
+    /// certificate (copied, so `pki` may be dropped afterwards), a plain
+    /// admin port, no persistence, and a random admin password; returns once
+    /// it answers PING (at most ~10 s).
+    pub async fn start(pki: &Pki) -> anyhow::Result<RedisServer> {
+        let dir = tempfile::Builder::new().prefix("devhost-redis-").tempdir()?;
+        for (from, to) in [
+            (&pki.ca_path, "ca.pem"),
+            (&pki.cert_path, "server.pem"),
+            (&pki.key_path, "server.key"),
+        ] {
+            std::fs::copy(from, dir.path().join(to)).with_context(|| format!("copying {}", from.display()))?;
+        }
+        let plain_port = crate::util::free_port()?;
+        let mut tls_port = crate::util::free_port()?;
+        while tls_port == plain_port {
+            tls_port = crate::util::free_port()?;
+        }
+        let password = crate::util::random_hex(24);
+        let hash: String = Sha256::digest(password.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(
+            dir.path().join("users.acl"),
+            format!("user default on #{hash} ~* &* +@all\n"),
+        )?;
+        let server = RedisServer {
+            child: Mutex::new(None),
+            plain_port,
+            tls_port,
+            admin: RedisAdmin::new(plain_port, password),
+            dir,
+        };
+        server.start_again().await?;
+        Ok(server)
+    }
+
+    /// Starts the server again after [`RedisServer::stop`], on the same ports
+    /// with the same configuration and ACL users (the keys are gone), and waits until it
+    /// answers. Does nothing if it is running.
+    pub async fn start_again(&self) -> anyhow::Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let child = self.spawn()?;
+        *self.child.lock().unwrap() = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.lock().unwrap().as_mut().and_then(exited) {
+                anyhow::bail!(
+                    "redis-server exited during start-up ({status}); log tail:\n{}",
+                    self.log_tail()
+                );
+            }
+            if let Ok(mut conn) = self.admin.connection().await {
+                if redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                anyhow::bail!(
+                    "redis-server did not answer PING on 127.0.0.1:{} within {:?}; log tail:\n{}",
+                    self.plain_port,
+                    READY_TIMEOUT,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn spawn(&self) -> anyhow::Result<Child> {
+        let d = self.dir.path();
+        let out = File::create(self.log_path()).context("creating the redis log")?;
+        let p = |s: &str| d.join(s).into_os_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port").arg(self.plain_port.to_string());
+        cmd.args(["--bind", "127.0.0.1", "--daemonize", "no"]);
+        cmd.arg("--tls-port").arg(self.tls_port.to_string());
+        cmd.arg("--tls-cert-file").arg(p("server.pem"));
+        cmd.arg("--tls-key-file").arg(p("server.key"));
+        cmd.arg("--tls-ca-cert-file").arg(p("ca.pem"));
+        cmd.args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"]);
+        cmd.args(["--enable-debug-command", "local"]);
+        cmd.arg("--dir").arg(d);
+        cmd.arg("--aclfile").arg(p("users.acl"));
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .current_dir(d);
+        cmd.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                anyhow::anyhow!(
+                    "redis-server not found on PATH; install Redis 7 with TLS: \
+                     `apt-get install -y redis-server`"
+                )
+            } else {
+                anyhow::Error::new(e).context("spawning redis-server")
+            }
+        })
+    }
+
+    /// Kills the server (SIGKILL, like a crash or failover) and reaps it. The
+    /// ports are kept for [`RedisServer::start_again`].
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the child process is alive.
+    pub fn is_running(&self) -> bool {
+        let mut guard = self.child.lock().unwrap();
+        match guard.as_mut() {
+            Some(child) => exited(child).is_none(),
+            None => false,
+        }
+    }
+
+    /// The TLS port: the one the handler uses (`Redis__port`).
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
+    }
+
+    /// The plain port, for the emulators' admin connection only.
+    pub fn plain_port(&self) -> u16 {
+        self.plain_port
+    }
+
+    /// The child's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap().as_ref().map(Child::id)
+    }
+
+    /// A cloneable admin handle (give it to [`crate::identity::IdentityConfig`]).
+    pub fn admin_handle(&self) -> RedisAdmin {
+        self.admin.clone()
+    }
+
+    /// A new admin connection: plain TCP, authenticated as `default`.
+    pub async fn admin(&self) -> anyhow::Result<MultiplexedConnection> {
+        self.admin.connection().await
+    }
+
+    /// Runs one command on a fresh admin connection.
+    pub async fn admin_cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
+        self.admin.cmd(cmd).await
+    }
+
+    /// The `default` user's password (an access key, for key-based tests).
+    pub fn admin_password(&self) -> &str {
+        self.admin.password()
+    }
+
+    /// See [`RedisAdmin::acl_add_password`].
+    pub async fn acl_add_password(&self, user: &str, password: &str) -> anyhow::Result<()> {
+        self.admin.acl_add_password(user, password).await
+    }
+
+    /// See [`RedisAdmin::acl_remove_password`].
+    pub async fn acl_remove_password(&self, user: &str, password: &str) -> anyhow::Result<bool> {
+        self.admin.acl_remove_password(user, password).await
+    }
+
+    /// See [`RedisAdmin::acl_disable_user`].
+    pub async fn acl_disable_user(&self, user: &str) -> anyhow::Result<()> {
+        self.admin.acl_disable_user(user).await
+    }
+
+    /// See [`RedisAdmin::acl_enable_user`].
+    pub async fn acl_enable_user(&self, user: &str) -> anyhow::Result<()> {
+        self.admin.acl_enable_user(user).await
+    }
+
+    /// See [`RedisAdmin::client_list`] (the asking admin connection excluded).
+    pub async fn client_list(&self) -> anyhow::Result<Vec<ClientInfo>> {
+        self.admin.client_list().await
+    }
+
+    /// See [`RedisAdmin::client_kill_user`].
+    pub async fn client_kill_user(&self, user: &str) -> anyhow::Result<usize> {
+        self.admin.client_kill_user(user).await
+    }
+
+    /// The server's working directory (its log is `redis.log` in it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// The last 40 lines of the server's stdout/stderr log.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+fn exited(child: &mut Child) -> Option<std::process::ExitStatus> {
+    child.try_wait().ok().flatten()
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,58 @@
+//! Small helpers shared by the emulators: free loopback ports and random ids.
+
+use std::net::{Ipv4Addr, TcpListener};
+
+/// Asks the OS for a free TCP port on 127.0.0.1 (bind to port 0, read it,
+/// release it). There is a small window in which another process could take
+/// it; on a test machine that is acceptable.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `n` bytes from the OS random source.
+pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).expect("OS random source unavailable");
+    buf
+}
+
+/// `n` random bytes as lowercase hex (2n characters).
+pub(crate) fn random_hex(n: usize) -> String {
+    random_bytes(n).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random version-4 UUID in its usual 8-4-4-4-12 text form.
+pub(crate) fn uuid_v4() -> String {
+    let mut b = random_bytes(16);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uuid_has_v4_shape() {
+        let u = super::uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_eq!(u.matches('-').count(), 4);
+    }
+}
