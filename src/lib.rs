@@ -10,12 +10,14 @@
 //! - [`cache`]: the one Redis connection: connect, re-AUTH, reconnect, deadlines.
 //! - [`host`]: the Functions host protocol (envelopes, TimerInfo, HTTP data).
 //! - [`functions`]: one file per function.
+//! - [`body`]: reading request bodies within a limit.
 //! - [`error`]: the error every function answers with.
 //! - [`app`]: the axum router, shared state and per-invocation logging.
 //! - [`telemetry`]: tracing set-up.
 //! - [`server`]: bind, serve, graceful shutdown.
 
 pub mod app;
+pub mod body;
 pub mod cache;
 pub mod credential;
 pub mod error;

@@ -9,7 +9,6 @@ use crate::error::AppError;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -70,23 +69,12 @@ pub async fn put(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, AppError> {
     let key = validate_key(key)?;
     let Query(query) = query.map_err(|_| AppError::BadRequest("the query string is malformed".into()))?;
     let ttl = parse_ttl(&query)?;
-    let limit = state.max_value_bytes;
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(AppError::PayloadTooLarge(limit));
-    }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| AppError::PayloadTooLarge(limit))?;
+    let bytes = crate::body::read_limited(body, state.max_value_bytes).await?;
     let value = std::str::from_utf8(&bytes).map_err(|_| AppError::BadRequest("the value must be UTF-8 text".into()))?;
     let mut cmd = redis::cmd("SET");
     cmd.arg(&key).arg(value);

@@ -83,6 +83,8 @@ struct Shared {
     last_query: Mutex<Option<BTreeMap<String, String>>>,
     /// Tokens registered as Redis passwords, with their expiry.
     live: tokio::sync::Mutex<Vec<(String, i64)>>,
+    /// Tokens minted while Redis was unreachable, registered by the sweeper.
+    pending: tokio::sync::Mutex<Vec<(String, i64)>>,
     mode: watch::Receiver<IdentityMode>,
 }
 
@@ -119,6 +121,7 @@ impl IdentityEndpoint {
             last_token: Mutex::new(None),
             last_query: Mutex::new(None),
             live: tokio::sync::Mutex::new(Vec::new()),
+            pending: tokio::sync::Mutex::new(Vec::new()),
             mode,
         });
         let app = server::router(shared.clone());

@@ -106,11 +106,13 @@ async fn token(
     let token = jwt::mint(&s.key, &claims);
     if let Some(redis) = &cfg.redis {
         let mut live = s.live.lock().await;
-        if let Err(e) = redis.acl_add_password(&cfg.oid, &token).await {
-            let msg = format!("could not register the token with Redis: {e:#}");
-            return error(StatusCode::INTERNAL_SERVER_ERROR, &msg);
+        // Entra ID does not depend on the cache: with Redis down the token
+        // is still issued, and the sweeper registers it once Redis is back
+        // (as an access policy assignment outlives a cache restart).
+        match redis.acl_add_password(&cfg.oid, &token).await {
+            Ok(()) => live.push((token.clone(), exp)),
+            Err(_) => s.pending.lock().await.push((token.clone(), exp)),
         }
-        live.push((token.clone(), exp));
     }
     let _ = sweep(&s).await;
     s.minted.fetch_add(1, Ordering::SeqCst);
@@ -133,6 +135,18 @@ pub(super) async fn sweep(s: &Shared) -> anyhow::Result<()> {
     };
     let now = unix_now();
     let mut live = s.live.lock().await;
+    let mut pending = s.pending.lock().await;
+    let waiting = std::mem::take(&mut *pending);
+    for (token, exp) in waiting {
+        if exp <= now {
+            continue;
+        }
+        match redis.acl_add_password(&s.cfg.oid, &token).await {
+            Ok(()) => live.push((token, exp)),
+            Err(_) => pending.push((token, exp)),
+        }
+    }
+    drop(pending);
     if live.iter().all(|(_, exp)| *exp > now) {
         return Ok(());
     }

@@ -1,0 +1,159 @@
+//! The connection's behaviour across token refreshes and connection loss,
+//! against a real TLS redis-server and the App Service identity endpoint
+//! with tokens that live seconds.
+
+mod support;
+
+use reqwest::Method;
+use std::time::{Duration, Instant};
+use support::{sleep_until, spawn_app, Options};
+
+/// Tokens of 6 s refreshed 3 s before expiry (jitter moves it up to 0.6 s later).
+fn short_tokens() -> Options {
+    Options {
+        token_lifetime: Duration::from_secs(6),
+        refresh_offset_s: 3.0,
+        ..Options::default()
+    }
+}
+
+/// The refresh is lazy, happens at the offset, and re-authenticates the
+/// same connection: CLIENT LIST shows one connection whose id stays put.
+#[tokio::test]
+async fn lazy_refresh_reauthenticates_the_same_connection() {
+    let app = spawn_app(short_tokens()).await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    let first = Instant::now();
+    assert_eq!(app.identity.requests(), 1);
+    let before = app.handler_connections().await;
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    sleep_until(first, Duration::from_millis(1500)).await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    assert_eq!(app.identity.requests(), 1, "not due yet: no fetch");
+
+    // Nothing runs between the calls: the handler refreshes only when an
+    // invocation finds the token due.
+    sleep_until(first, Duration::from_millis(4200)).await;
+    assert_eq!(app.identity.requests(), 1, "no background refresh");
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    assert_eq!(app.identity.requests(), 2, "one refresh inside the window");
+
+    let after = app.handler_connections().await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].id, before[0].id, "the same connection, re-authenticated");
+    let (_, h) = app.get("/api/health").await;
+    assert_eq!(h["token"]["refreshes"], 1, "{h}");
+    assert_eq!(h["connection"]["reauths"], 1, "{h}");
+    assert_eq!(h["connection"]["connects"], 1, "{h}");
+    let out = app.output();
+    assert!(
+        out.contains("re-authenticated the connection with the new token"),
+        "{out}"
+    );
+}
+
+/// Hundreds of concurrent invocations inside the refresh window cause one
+/// token request, and all of them succeed.
+#[tokio::test]
+async fn single_flight_refresh_under_concurrency() {
+    let app = spawn_app(short_tokens()).await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    let first = Instant::now();
+    sleep_until(first, Duration::from_millis(4200)).await;
+    let calls = (0..300).map(|_| app.handler.forward(Method::GET, "/api/ping", None));
+    let results = futures_util::future::join_all(calls).await;
+    for r in results {
+        assert_eq!(r.expect("answer").status(), 200);
+    }
+    assert_eq!(app.identity.requests(), 2, "one initial fetch and exactly one refresh");
+    assert_eq!(app.handler_connections().await.len(), 1);
+}
+
+/// A connection killed by the server is re-made transparently: the call
+/// that finds it dead still succeeds.
+#[tokio::test]
+async fn killed_connection_is_remade() {
+    let app = spawn_app(Options::default()).await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    let before = app.handler_connections().await;
+    assert_eq!(app.redis.client_kill_user(&app.oid).await.unwrap(), 1);
+    let (s, b) = app.call(Method::PUT, "/api/cache/after-kill", Some(b"v")).await;
+    assert_eq!(s, 200, "{b}");
+    let after = app.handler_connections().await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after[0].id, before[0].id);
+    let (_, h) = app.get("/api/health").await;
+    assert_eq!(h["connection"]["connects"], 2, "{h}");
+    assert_eq!(h["connection"]["drops"], 1, "{h}");
+}
+
+/// A connection lost after its token expired is re-made with a fresh
+/// token: the old one is no longer a valid password.
+#[tokio::test]
+async fn connection_lost_after_expiry_uses_a_fresh_token() {
+    let app = spawn_app(Options {
+        token_lifetime: Duration::from_secs(3),
+        refresh_offset_s: 1.5,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    let first = Instant::now();
+    let old_token = app.identity.last_token().unwrap();
+    sleep_until(first, Duration::from_millis(3600)).await;
+    app.identity.sweep_expired().await.unwrap();
+    let still_a_password = app.redis.acl_remove_password(&app.oid, &old_token).await.unwrap();
+    assert!(!still_a_password, "the expired token is no longer a valid password");
+    app.redis.client_kill_user(&app.oid).await.unwrap();
+    let (s, b) = app.get("/api/ping").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(app.identity.requests(), 2);
+    assert_eq!(app.handler_connections().await.len(), 1);
+}
+
+/// A whole session at `trace` (start, refreshes, a kill, values written)
+/// never prints a token, the identity header or a client secret.
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    let secret = "client-secret-that-must-not-leak";
+    let app = spawn_app(Options {
+        token_lifetime: Duration::from_secs(4),
+        refresh_offset_s: 2.0,
+        rust_log: "trace",
+        // Set but unused (managed identity is forced): still never printed.
+        env: vec![
+            ("Redis__clientSecret".into(), secret.into()),
+            ("Redis__credential".into(), "managedidentity".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let mut tokens = Vec::new();
+    let start = Instant::now();
+    for round in 0..3u64 {
+        let (s, _) = app
+            .call(Method::PUT, &format!("/api/cache/k{round}"), Some(b"some value"))
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(app.get("/api/health").await.0, 200);
+        tokens.push(app.identity.last_token().unwrap());
+        if round == 1 {
+            app.redis.client_kill_user(&app.oid).await.unwrap();
+        }
+        sleep_until(start, Duration::from_millis(2600 * (round + 1))).await;
+    }
+    assert!(app.identity.requests() >= 3, "refreshed during the session");
+    let out = app.output();
+    assert!(out.contains("TRACE") || out.contains("DEBUG"), "trace logging was on");
+    for token in &tokens {
+        assert!(!out.contains(token.as_str()), "a token leaked into the logs");
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!out.contains(signature), "a token signature leaked into the logs");
+    }
+    assert!(
+        !out.contains(&app.identity.header_secret()),
+        "the identity header leaked"
+    );
+    assert!(!out.contains(secret), "the client secret leaked");
+}

@@ -1,0 +1,149 @@
+//! The deployable app's files agree with the handler: every
+//! `function-app/*/function.json` has a route the handler serves, every
+//! function the handler serves has a function.json, and host.json sets the
+//! custom handler up as CONTRACT.md and AZURE-FACTS.md say.
+
+use azure_redis_handler::functions::{Trigger, FUNCTIONS};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn function_jsons() -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(root().join("function-app")).unwrap() {
+        let dir = entry.unwrap().path();
+        let text = std::fs::read_to_string(dir.join("function.json"))
+            .unwrap_or_else(|e| panic!("{} has no function.json: {e}", dir.display()));
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        out.insert(name, serde_json::from_str(&text).expect("function.json is JSON"));
+    }
+    out
+}
+
+fn trigger_of(json: &Value) -> &Value {
+    json["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["direction"] == "in")
+        .expect("an input binding")
+}
+
+/// Every function.json matches a function the handler serves, and back.
+#[test]
+fn function_jsons_and_handler_routes_agree() {
+    let files = function_jsons();
+    let served: Vec<&str> = FUNCTIONS.iter().map(|f| f.name).collect();
+    assert_eq!(files.keys().map(String::as_str).collect::<Vec<_>>(), {
+        let mut s = served.clone();
+        s.sort();
+        s
+    });
+    for spec in FUNCTIONS {
+        let json = &files[spec.name];
+        let trigger = trigger_of(json);
+        match spec.trigger {
+            Trigger::Http { route, methods } => {
+                assert_eq!(trigger["type"], "httpTrigger", "{}", spec.name);
+                assert_eq!(trigger["route"], route, "{}", spec.name);
+                assert_eq!(trigger["authLevel"], "function", "{}", spec.name);
+                let listed: Vec<&str> = trigger["methods"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.as_str().unwrap())
+                    .collect();
+                assert_eq!(listed, methods, "{}", spec.name);
+                let bindings = json["bindings"].as_array().unwrap();
+                assert_eq!(
+                    bindings.len(),
+                    2,
+                    "{}: one http in and one http out, so forwarding applies",
+                    spec.name
+                );
+                let out = bindings.iter().find(|b| b["direction"] == "out").unwrap();
+                assert_eq!(
+                    (out["type"].as_str(), out["name"].as_str()),
+                    (Some("http"), Some("res")),
+                    "{}",
+                    spec.name
+                );
+            }
+            Trigger::Timer => {
+                assert_eq!(trigger["type"], "timerTrigger", "{}", spec.name);
+                let schedule = trigger["schedule"].as_str().unwrap();
+                assert_eq!(
+                    schedule.split_whitespace().count(),
+                    6,
+                    "NCRONTAB with seconds: {schedule}"
+                );
+                assert_eq!(schedule, "0 */5 * * * *");
+            }
+        }
+    }
+}
+
+/// Each function.json route is actually served by the router (not 404/405).
+#[tokio::test]
+async fn every_route_is_served() {
+    use axum::body::Body;
+    use tower::ServiceExt;
+    let settings = azure_redis_handler::settings::Settings::from_lookup(|k| match k {
+        "Redis" => Some("127.0.0.1:1,password=k,ssl=False".into()),
+        "Redis__connectTimeoutSeconds" | "Redis__commandTimeoutSeconds" => Some("0.2".into()),
+        _ => None,
+    })
+    .unwrap();
+    let cache = std::sync::Arc::new(azure_redis_handler::app::build_cache(&settings).unwrap());
+    let app = azure_redis_handler::app::app(azure_redis_handler::app::AppState::new(cache, &settings));
+    for (name, json) in function_jsons() {
+        let trigger = trigger_of(&json);
+        let requests: Vec<(String, String)> = if trigger["type"] == "httpTrigger" {
+            let path = format!("/api/{}", trigger["route"].as_str().unwrap().replace("{key}", "probe"));
+            trigger["methods"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| (m.as_str().unwrap().to_uppercase(), path.clone()))
+                .collect()
+        } else {
+            vec![("POST".into(), format!("/{name}"))]
+        };
+        for (method, path) in requests {
+            let body = if method == "POST" && !path.starts_with("/api") {
+                include_str!("data/timer_with_status.json")
+            } else {
+                ""
+            };
+            let req = axum::http::Request::builder()
+                .method(method.as_str())
+                .uri(&path)
+                .body(Body::from(body))
+                .unwrap();
+            let status = app.clone().oneshot(req).await.unwrap().status().as_u16();
+            assert!(
+                ![404, 405].contains(&status),
+                "{name}: {method} {path} is not served ({status})"
+            );
+        }
+    }
+}
+
+/// host.json runs the `handler` binary as a custom handler with forwarding on.
+#[test]
+fn host_json_configures_the_custom_handler() {
+    let host: Value = serde_json::from_str(&std::fs::read_to_string(root().join("host.json")).unwrap()).unwrap();
+    assert_eq!(host["version"], "2.0");
+    assert_eq!(host["customHandler"]["description"]["defaultExecutablePath"], "handler");
+    assert_eq!(host["customHandler"]["enableForwardingHttpRequest"], true);
+    assert_eq!(
+        host["extensionBundle"]["id"],
+        "Microsoft.Azure.Functions.ExtensionBundle"
+    );
+    assert_eq!(host["extensionBundle"]["version"], "[4.*, 5.0.0)");
+    assert_eq!(host["extensions"]["http"]["routePrefix"], "api");
+}

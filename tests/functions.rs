@@ -1,0 +1,376 @@
+//! Every function and error of CONTRACT.md, driven the way the host drives
+//! the handler: forwarded `/api/...` requests and `POST /<Function>` envelopes,
+//! against a real TLS redis-server through an Entra ID token.
+
+mod support;
+
+use devhost::functions_host::{http_envelope_metadata, http_envelope_request, timer_info};
+use reqwest::Method;
+use serde_json::json;
+use support::{spawn_app, Options, TestApp};
+
+async fn app() -> TestApp {
+    spawn_app(Options::default()).await
+}
+
+/// Ping answers pong with a latency, over TLS, authenticated as the token's oid.
+#[tokio::test]
+async fn ping_answers_pong() {
+    let app = app().await;
+    let (status, body) = app.get("/api/ping").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pong"], true);
+    assert!(body["latency_ms"].as_f64().unwrap() >= 0.0);
+    let conns = app.handler_connections().await;
+    assert_eq!(conns.len(), 1, "one connection, as the token's oid: {conns:?}");
+    assert_eq!(
+        conns[0].laddr.rsplit(':').next().unwrap(),
+        app.redis.tls_port().to_string(),
+        "over the TLS port"
+    );
+}
+
+/// PUT, GET, DELETE round trip, ttl, and 404 for a missing key.
+#[tokio::test]
+async fn cache_item_round_trip() {
+    let app = app().await;
+    let (s, b) = app.call(Method::PUT, "/api/cache/greeting", Some(b"hello world")).await;
+    assert_eq!((s, &b), (200, &json!({"key": "greeting", "stored": true})));
+    let (s, b) = app.get("/api/cache/greeting").await;
+    assert_eq!((s, &b), (200, &json!({"key": "greeting", "value": "hello world"})));
+    let ttl: i64 = app.redis.admin_cmd(redis::cmd("TTL").arg("greeting")).await.unwrap();
+    assert_eq!(ttl, -1, "no ttl unless asked");
+
+    let (s, _) = app
+        .call(Method::PUT, "/api/cache/short?ttl=100&code=functionkey", Some(b"v"))
+        .await;
+    assert_eq!(s, 200);
+    let ttl: i64 = app.redis.admin_cmd(redis::cmd("TTL").arg("short")).await.unwrap();
+    assert!((1..=100).contains(&ttl), "ttl {ttl}");
+
+    let (s, b) = app.call(Method::DELETE, "/api/cache/greeting", None).await;
+    assert_eq!((s, &b), (200, &json!({"key": "greeting", "deleted": true})));
+    let (s, b) = app.call(Method::DELETE, "/api/cache/greeting", None).await;
+    assert_eq!((s, &b), (200, &json!({"key": "greeting", "deleted": false})));
+    let (s, b) = app.get("/api/cache/greeting").await;
+    assert_eq!(s, 404, "{b}");
+    assert_eq!(b["code"], "not_found");
+}
+
+/// Keys with spaces, newlines, slashes and non-ASCII are stored exactly; an
+/// empty PUT body is an empty value; a value at the limit is accepted.
+#[tokio::test]
+async fn unusual_keys_and_values_are_kept_exactly() {
+    let app = app().await;
+    for (encoded, raw) in [
+        ("a%20b", "a b"),
+        ("line%0Abreak", "line\nbreak"),
+        ("sl%2Fash", "sl/ash"),
+        ("%C3%A9t%C3%A9%20%E2%98%83", "été ☃"),
+        ("%00bin%01", "\u{0}bin\u{1}"),
+    ] {
+        let value = format!("value of {raw}");
+        let (s, b) = app
+            .call(Method::PUT, &format!("/api/cache/{encoded}"), Some(value.as_bytes()))
+            .await;
+        assert_eq!(s, 200, "{encoded}: {b}");
+        let stored: Option<String> = app.redis.admin_cmd(redis::cmd("GET").arg(raw)).await.unwrap();
+        assert_eq!(
+            stored.as_deref(),
+            Some(value.as_str()),
+            "{encoded} stored under the decoded key"
+        );
+        let (s, b) = app.get(&format!("/api/cache/{encoded}")).await;
+        assert_eq!(
+            (s, b["key"].as_str(), b["value"].as_str()),
+            (200, Some(raw), Some(value.as_str()))
+        );
+    }
+    let (s, _) = app.call(Method::PUT, "/api/cache/empty", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(app.get("/api/cache/empty").await.1["value"], "");
+    let max = 1024 * 1024;
+    let (s, _) = app.call(Method::PUT, "/api/cache/big", Some(&vec![b'x'; max])).await;
+    assert_eq!(s, 200);
+    let len: usize = app.redis.admin_cmd(redis::cmd("STRLEN").arg("big")).await.unwrap();
+    assert_eq!(len, max);
+}
+
+/// A request and the status and code it must get.
+type Case = (Method, String, Option<Vec<u8>>, u16, &'static str);
+
+/// Every error of the contract, each a JSON body with a code, and none changes the cache.
+#[tokio::test]
+async fn contract_errors() {
+    let app = app().await;
+    let long = "k".repeat(1025);
+    let cases: Vec<Case> = vec![
+        (Method::GET, "/api/cache/".into(), None, 400, "bad_request"),
+        (
+            Method::PUT,
+            format!("/api/cache/{long}"),
+            Some(b"v".to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::PUT,
+            "/api/cache/t?ttl=0".into(),
+            Some(b"v".to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::PUT,
+            "/api/cache/t?ttl=-5".into(),
+            Some(b"v".to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::PUT,
+            "/api/cache/t?ttl=1.5".into(),
+            Some(b"v".to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::PUT,
+            "/api/cache/t?ttl=soon".into(),
+            Some(b"v".to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::PUT,
+            "/api/cache/t".into(),
+            Some(vec![0xc3, 0x28]),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::PUT,
+            "/api/cache/t".into(),
+            Some(vec![b'x'; 1024 * 1024 + 1]),
+            413,
+            "payload_too_large",
+        ),
+        (Method::GET, "/api/nope".into(), None, 404, "not_found"),
+        (Method::GET, "/api/cache/missing".into(), None, 404, "not_found"),
+        (Method::POST, "/api/ping".into(), None, 405, "method_not_allowed"),
+        (
+            Method::POST,
+            "/api/cache/t".into(),
+            Some(b"v".to_vec()),
+            405,
+            "method_not_allowed",
+        ),
+        (Method::GET, "/api/quickstart".into(), None, 405, "method_not_allowed"),
+        (Method::DELETE, "/api/clients".into(), None, 405, "method_not_allowed"),
+        (Method::PUT, "/api/health".into(), None, 405, "method_not_allowed"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (s, b) = app.call(method.clone(), &path, body.as_deref()).await;
+        assert_eq!(s, status, "{method} {path}: {b}");
+        assert_eq!(b["code"], code, "{method} {path}: {b}");
+        assert!(!b["error"].as_str().unwrap_or("").is_empty(), "{b}");
+    }
+    let keys: Vec<String> = app.redis.admin_cmd(redis::cmd("KEYS").arg("*")).await.unwrap();
+    assert!(keys.is_empty(), "bad input changed nothing: {keys:?}");
+}
+
+/// A key holding another type is a 409, not a crash or a 5xx.
+#[tokio::test]
+async fn wrong_type_is_409() {
+    let app = app().await;
+    let _: () = app
+        .redis
+        .admin_cmd(redis::cmd("LPUSH").arg("alist").arg("x"))
+        .await
+        .unwrap();
+    let (s, b) = app.get("/api/cache/alist").await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("wrong_type")), "{b}");
+}
+
+/// Clients lists CLIENT LIST entries, the handler's own connection among them.
+#[tokio::test]
+async fn clients_lists_connections() {
+    let app = app().await;
+    let (s, b) = app.get("/api/clients").await;
+    assert_eq!(s, 200, "{b}");
+    let clients = b["clients"].as_array().unwrap();
+    assert!(
+        clients
+            .iter()
+            .any(|c| c["user"] == app.oid.as_str() && c["cmd"] == "client|list"),
+        "{b}"
+    );
+    assert!(clients.iter().all(|c| c["id"].is_string() && c["addr"].is_string()));
+}
+
+/// The quickstart scenario: PING, SET Message, GET Message, CLIENT LIST.
+#[tokio::test]
+async fn quickstart_scenario() {
+    let app = app().await;
+    let (s, b) = app.call(Method::POST, "/api/quickstart", None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["ping"]["result"], true);
+    assert_eq!(b["set"]["result"], true);
+    assert_eq!(b["get"]["result"], "Hello, The cache is working with Rust!");
+    assert!(b["client_list"]["count"].as_u64().unwrap() >= 1);
+    let stored: String = app.redis.admin_cmd(redis::cmd("GET").arg("Message")).await.unwrap();
+    assert_eq!(stored, "Hello, The cache is working with Rust!");
+}
+
+/// The timer: any binding name, ScheduleStatus or null, IsPastDue; the
+/// answer has the host's shape, and Health shows the last check.
+#[tokio::test]
+async fn timer_check_and_health() {
+    let app = app().await;
+    for (binding, past_due, status) in [("myTimer", false, true), ("t", true, false)] {
+        let res = app
+            .handler
+            .invoke_timer("CacheHealthCheck", binding, timer_info(past_due, status))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        let b: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(b["Outputs"], json!({}));
+        assert!(b["Logs"][0].as_str().unwrap().contains("passed"), "{b}");
+        let r = &b["ReturnValue"];
+        assert_eq!(r["ok"], true, "{b}");
+        assert_eq!(r["is_past_due"], past_due);
+        assert!(r["ping_ms"].as_f64().is_some() && r["round_trip_ms"].as_f64().is_some());
+        assert!(r["client_count"].as_u64().unwrap() >= 1);
+        assert!(r["token_expires_in_s"].as_u64().unwrap() > 3000);
+        let probe = r["probe_key"].as_str().unwrap();
+        let ttl: i64 = app.redis.admin_cmd(redis::cmd("TTL").arg(probe)).await.unwrap();
+        assert!((1..=60).contains(&ttl), "probe key has a short ttl: {ttl}");
+    }
+    let (s, h) = app.get("/api/health").await;
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["connection"]["connected"], true);
+    assert_eq!(h["connection"]["connects"], 1);
+    assert_eq!(h["token"]["user"], app.oid.as_str());
+    assert!(h["token"]["expires_in_s"].as_u64().unwrap() > 3000);
+    assert_eq!(h["last_check"]["ok"], true);
+    assert_eq!(h["last_check"]["is_past_due"], true);
+    assert!(
+        !h.to_string().contains(&app.identity.last_token().unwrap()),
+        "never the token"
+    );
+}
+
+/// HTTP functions through the envelope answer in Outputs.res.
+#[tokio::test]
+async fn http_functions_through_the_envelope() {
+    let app = app().await;
+    let put = http_envelope_request(
+        "PUT",
+        "http://localhost:7071/api/cache/env%20key?ttl=30",
+        &[("ttl", "30")],
+        &[("Content-Type", "text/plain")],
+        &[("key", "env key")],
+        Some("enveloped"),
+    );
+    let res = app
+        .handler
+        .invoke(
+            "CacheItem",
+            json!({"req": put}),
+            http_envelope_metadata(&[("ttl", "30")], &[], &[("key", "env key")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let b: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(b["Outputs"]["res"]["statusCode"], 200, "{b}");
+    let stored: String = app.redis.admin_cmd(redis::cmd("GET").arg("env key")).await.unwrap();
+    assert_eq!(stored, "enveloped");
+
+    let get = http_envelope_request(
+        "GET",
+        "http://localhost:7071/api/cache/env%20key",
+        &[],
+        &[],
+        &[("key", "env key")],
+        None,
+    );
+    let res = app
+        .handler
+        .invoke(
+            "CacheItem",
+            json!({"req": get}),
+            http_envelope_metadata(&[], &[], &[("key", "env key")]),
+        )
+        .await
+        .unwrap();
+    let b: serde_json::Value = res.json().await.unwrap();
+    let inner: serde_json::Value = serde_json::from_str(b["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(inner, json!({"key": "env key", "value": "enveloped"}));
+
+    let ping = http_envelope_request("GET", "http://localhost:7071/api/ping", &[], &[], &[], None);
+    let res = app
+        .handler
+        .invoke("Ping", json!({"req": ping}), http_envelope_metadata(&[], &[], &[]))
+        .await
+        .unwrap();
+    let b: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(b["Outputs"]["res"]["statusCode"], 200, "{b}");
+}
+
+/// Each invocation is one log line with function, invocation id, status and duration.
+#[tokio::test]
+async fn one_log_line_per_invocation() {
+    let app = app().await;
+    let res = app
+        .handler
+        .forward_with_headers(
+            Method::GET,
+            "/api/ping",
+            &[("X-Azure-Functions-InvocationId", "inv-1234-abcd")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    app.wait_for_output("inv-1234-abcd", std::time::Duration::from_secs(5))
+        .await;
+    let out = app.output();
+    let line = out
+        .lines()
+        .find(|l| l.contains("inv-1234-abcd") && l.contains("invocation done"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("function=\"Ping\"") || line.contains("function=Ping"),
+        "{line}"
+    );
+    assert!(line.contains("status=200"), "{line}");
+    assert!(line.contains("duration_ms="), "{line}");
+}
+
+/// The access-key connection string works too, and the key never shows.
+#[tokio::test]
+async fn access_key_connection_string() {
+    let app = spawn_app(Options {
+        access_key: true,
+        rust_log: "trace",
+        ..Options::default()
+    })
+    .await;
+    let (s, b) = app.call(Method::POST, "/api/quickstart", None).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, h) = app.get("/api/health").await;
+    assert_eq!(s, 200);
+    assert_eq!(h["token"], serde_json::Value::Null);
+    assert_eq!(app.identity.requests(), 0, "no token with an access key");
+    assert!(
+        !app.output().contains(app.redis.admin_password()),
+        "the access key leaked into the logs"
+    );
+}

@@ -1,0 +1,178 @@
+//! Shared set-up for the integration tests: a real TLS `redis-server` with
+//! ACL users, the App Service identity endpoint, and the built `handler`
+//! started the way the Functions host starts it (all from `devhost`).
+//!
+//! Handler output is captured for assertions; set `TEST_LOG=1` to also see it.
+
+#![allow(dead_code)]
+
+use devhost::functions_host::HandlerProcess;
+use devhost::identity::{IdentityConfig, IdentityEndpoint, IdentityMode};
+use devhost::pki::Pki;
+use devhost::redis_server::{ClientInfo, RedisServer};
+use reqwest::Method;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+/// How to start a test app.
+pub struct Options {
+    /// Lifetime of each token the identity endpoint mints.
+    pub token_lifetime: Duration,
+    /// `Redis__tokenRefreshOffsetSeconds`.
+    pub refresh_offset_s: f64,
+    /// `RUST_LOG` for the handler.
+    pub rust_log: &'static str,
+    /// More settings, applied last.
+    pub env: Vec<(String, String)>,
+    /// Use the access-key connection string instead of Entra ID.
+    pub access_key: bool,
+    /// The identity endpoint's mode when the handler starts.
+    pub identity_mode: IdentityMode,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            token_lifetime: Duration::from_secs(3600),
+            refresh_offset_s: 300.0,
+            rust_log: "debug",
+            env: Vec::new(),
+            access_key: false,
+            identity_mode: IdentityMode::Normal,
+        }
+    }
+}
+
+/// One handler with its own Redis and identity endpoint.
+pub struct TestApp {
+    pub pki: Pki,
+    pub redis: RedisServer,
+    pub identity: IdentityEndpoint,
+    pub handler: HandlerProcess,
+    pub oid: String,
+}
+
+/// The built handler binary.
+pub fn handler_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_handler"))
+}
+
+/// The repository root: the function app's root (host.json, function-app/).
+pub fn app_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts Redis, the identity endpoint and the handler; returns once the
+/// handler answers `GET /` (it has not necessarily connected yet).
+pub async fn spawn_app(opts: Options) -> TestApp {
+    let pki = Pki::generate().expect("test PKI");
+    let redis = RedisServer::start(&pki).await.expect("redis-server with TLS");
+    let cfg = IdentityConfig {
+        redis: Some(redis.admin_handle()),
+        token_lifetime: opts.token_lifetime,
+        ..IdentityConfig::default()
+    };
+    let oid = cfg.oid.clone();
+    let identity = IdentityEndpoint::start(cfg).await.expect("identity endpoint");
+    identity.set_mode(opts.identity_mode);
+    let mut env: Vec<(String, String)> = vec![
+        ("SSL_CERT_FILE".into(), pki.ca_path.display().to_string()),
+        ("RUST_LOG".into(), opts.rust_log.into()),
+    ];
+    if opts.access_key {
+        let conn = format!(
+            "127.0.0.1:{},password={},ssl=True,abortConnect=False",
+            redis.tls_port(),
+            redis.admin_password()
+        );
+        env.push(("Redis".into(), conn));
+    } else {
+        env.extend([
+            ("Redis__redisHostName".into(), "127.0.0.1".into()),
+            ("Redis__port".into(), redis.tls_port().to_string()),
+            (
+                "Redis__tokenRefreshOffsetSeconds".into(),
+                opts.refresh_offset_s.to_string(),
+            ),
+        ]);
+        env.extend(identity.env());
+    }
+    env.extend(opts.env);
+    let handler = HandlerProcess::spawn(handler_binary(), app_root(), &env)
+        .await
+        .expect("handler starts");
+    TestApp {
+        pki,
+        redis,
+        identity,
+        handler,
+        oid,
+    }
+}
+
+impl TestApp {
+    /// Sends a forwarded request; returns the status and the JSON body.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&[u8]>) -> (u16, Value) {
+        let res = self
+            .handler
+            .forward(method.clone(), path, body.map(<[u8]>::to_vec))
+            .await
+            .expect("handler answers");
+        let status = res.status().as_u16();
+        let ctype = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = res.bytes().await.expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "{method} {path}: {status} {ctype} is not JSON: {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        assert!(
+            ctype.starts_with("application/json"),
+            "{method} {path}: content-type {ctype}"
+        );
+        (status, json)
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// Connections the handler's identity has open on Redis.
+    pub async fn handler_connections(&self) -> Vec<ClientInfo> {
+        let all = self.redis.client_list().await.expect("CLIENT LIST");
+        all.into_iter().filter(|c| c.user == self.oid).collect()
+    }
+
+    /// All the handler printed so far.
+    pub fn output(&self) -> String {
+        format!("{}\n{}", self.handler.stdout(), self.handler.stderr())
+    }
+
+    /// Waits until the handler has written `needle`, or panics after `limit`.
+    pub async fn wait_for_output(&self, needle: &str, limit: Duration) {
+        let start = std::time::Instant::now();
+        while !self.output().contains(needle) {
+            assert!(
+                start.elapsed() < limit,
+                "no {needle:?} in the handler's output:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Sleeps until `deadline` (a point relative to `start`).
+pub async fn sleep_until(start: std::time::Instant, deadline: Duration) {
+    if let Some(left) = deadline.checked_sub(start.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+}
