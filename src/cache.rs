@@ -120,6 +120,9 @@ struct Live {
     number: u64,
     authed_generation: AtomicU64,
     timeouts_in_a_row: AtomicU32,
+    /// After the cache refused a newer token: no new AUTH before this; the
+    /// connection goes on with the token it has, while that is valid.
+    reauth_after: std::sync::Mutex<Option<(Instant, u32)>>,
 }
 
 #[derive(Default)]
@@ -310,6 +313,7 @@ impl Cache {
                     number,
                     authed_generation: AtomicU64::new(creds.generation),
                     timeouts_in_a_row: AtomicU32::new(0),
+                    reauth_after: std::sync::Mutex::new(None),
                 });
                 self.live.store(Some(live.clone()));
                 tracing::info!(connection = number, host = %self.target.host, port = self.target.port, "connected to the cache");
@@ -376,6 +380,11 @@ impl Cache {
     }
 
     /// Sends `AUTH` with the newer token on the live connection, once.
+    ///
+    /// If the cache refuses the newer token, the connection keeps the
+    /// identity it has (its token is still valid, or the cache would have
+    /// closed it) and the AUTH is tried again after a backoff, not on every
+    /// invocation.
     async fn ensure_authenticated(&self, live: &Arc<Live>, creds: &Credentials) -> Result<(), CacheError> {
         if live.authed_generation.load(Ordering::Acquire) >= creds.generation {
             return Ok(());
@@ -384,6 +393,11 @@ impl Cache {
         if live.authed_generation.load(Ordering::Acquire) >= creds.generation {
             return Ok(());
         }
+        let failures = match *live.reauth_after.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, _)) if Instant::now() < at => return Ok(()),
+            Some((_, n)) => n,
+            None => 0,
+        };
         let mut auth = redis::cmd("AUTH");
         if let Some(user) = &creds.user {
             auth.arg(user);
@@ -393,6 +407,7 @@ impl Cache {
         match tokio::time::timeout(self.target.deadlines.command, auth.query_async::<()>(&mut conn)).await {
             Ok(Ok(())) => {
                 live.authed_generation.store(creds.generation, Ordering::Release);
+                *live.reauth_after.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 self.stats.reauths.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     connection = live.number,
@@ -405,9 +420,12 @@ impl Cache {
                 Err(CacheError::Unavailable(redact(&e.to_string())))
             }
             Ok(Err(e)) => {
-                let err = classify(&e);
-                tracing::warn!(error = %err, connection = live.number, "the cache refused the new token");
-                Err(err)
+                let backoff = Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30));
+                *live.reauth_after.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now() + backoff, failures + 1));
+                tracing::warn!(error = %classify(&e), connection = live.number, retry_in_s = backoff.as_secs(),
+                    "the cache refused the new token; going on with the current one");
+                Ok(())
             }
             Err(_) => Err(CacheError::Timeout(self.target.deadlines.command)),
         }

@@ -100,9 +100,16 @@ pub fn refresh_delay(lifetime: Duration, offset: Duration, jitter_unit: f64) -> 
     (lifetime - offset + jitter, clamped)
 }
 
-/// Backoff after `failures` failed fetches in a row: 1 s, 2 s, 4 s … 30 s.
-pub fn failure_backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+/// Backoff after `failures` failed fetches in a row: 1 s, 2 s, 4 s, 8 s,
+/// then 10 s; while a token is still valid, never more than a quarter of
+/// its remaining lifetime, so retries come closer together as expiry nears
+/// instead of letting it pass inside one backoff.
+pub fn failure_backoff(failures: u32, valid_for: Option<Duration>) -> Duration {
+    let backoff = Duration::from_secs(1u64 << failures.saturating_sub(1).min(4)).min(Duration::from_secs(10));
+    match valid_for {
+        Some(left) => backoff.min(left / 4).max(Duration::from_millis(100)),
+        None => backoff,
+    }
 }
 
 /// Reads the `oid` claim from a JWT's payload (no signature check: the
@@ -298,17 +305,18 @@ impl TokenManager {
     ) -> Result<Arc<Token>, TokenError> {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
         state.failures += 1;
-        let backoff = failure_backoff(state.failures);
+        let valid = existing.filter(|t| t.is_valid());
+        let backoff = failure_backoff(state.failures, valid.as_ref().map(|t| t.expires_in()));
         state.retry_after = Some(Instant::now() + backoff);
         state.last_error = Some(err.clone());
-        match existing.filter(|t| t.is_valid()) {
+        match valid {
             Some(token) => {
-                tracing::warn!(error = %err, failures = state.failures, retry_in_s = backoff.as_secs(),
+                tracing::warn!(error = %err, failures = state.failures, retry_in_s = backoff.as_secs_f64(),
                     expires_in_s = token.expires_in().as_secs(), "token refresh failed; going on with the current token");
                 Ok(token)
             }
             None => {
-                tracing::warn!(error = %err, failures = state.failures, retry_in_s = backoff.as_secs(), "token fetch failed");
+                tracing::warn!(error = %err, failures = state.failures, retry_in_s = backoff.as_secs_f64(), "token fetch failed");
                 Err(err)
             }
         }

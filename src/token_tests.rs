@@ -93,11 +93,53 @@ fn refresh_delay_arithmetic() {
     assert_eq!(refresh_delay(hour, five, 7.0).0, Duration::from_secs(3360));
 }
 
-/// Backoff doubles from 1 s and stops at 30 s.
+/// Backoff doubles from 1 s and stops at 10 s; near expiry it shrinks to a
+/// quarter of the time left (at least 100 ms).
 #[test]
-fn backoff_grows_and_caps() {
-    let secs: Vec<u64> = (1..=8).map(|n| failure_backoff(n).as_secs()).collect();
-    assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+fn backoff_grows_caps_and_shrinks_near_expiry() {
+    let secs: Vec<u64> = (1..=7).map(|n| failure_backoff(n, None).as_secs()).collect();
+    assert_eq!(secs, vec![1, 2, 4, 8, 10, 10, 10]);
+    assert_eq!(
+        failure_backoff(5, Some(Duration::from_secs(3600))),
+        Duration::from_secs(10)
+    );
+    assert_eq!(failure_backoff(5, Some(Duration::from_secs(8))), Duration::from_secs(2));
+    assert_eq!(
+        failure_backoff(1, Some(Duration::from_millis(200))),
+        Duration::from_millis(100)
+    );
+}
+
+/// An identity that stays down while the token runs out: retries come
+/// closer together, so the first retry after it recovers falls before expiry.
+#[tokio::test(start_paused = true)]
+async fn retries_tighten_before_expiry() {
+    let src = FakeSource::new(Duration::from_secs(12));
+    let m = manager(&src, 8);
+    m.current().await.unwrap();
+    *src.fail.lock().unwrap() = true;
+    // Call every 100 ms from the refresh point to 11.5 s.
+    tokio::time::advance(Duration::from_millis(4000)).await;
+    let mut last_fetch_count = src.calls();
+    let mut gaps = Vec::new();
+    let mut since = Instant::now();
+    while Instant::now().duration_since(since) < Duration::from_secs(30)
+        && m.peek().unwrap().expires_in() > Duration::from_millis(500)
+    {
+        m.current().await.unwrap();
+        if src.calls() != last_fetch_count {
+            gaps.push(since.elapsed());
+            since = Instant::now();
+            last_fetch_count = src.calls();
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    assert!(gaps.len() >= 4, "kept retrying: {gaps:?}");
+    let last = *gaps.last().unwrap();
+    assert!(
+        last <= Duration::from_secs(1),
+        "retries are dense near expiry: {gaps:?}"
+    );
 }
 
 /// The oid claim is read from a real base64url JWT payload.

@@ -6,13 +6,17 @@
 
 #![allow(dead_code)]
 
+pub mod gateway;
+
 use devhost::functions_host::HandlerProcess;
 use devhost::identity::{IdentityConfig, IdentityEndpoint, IdentityMode};
 use devhost::pki::Pki;
 use devhost::redis_server::{ClientInfo, RedisServer};
+use gateway::Gateway;
 use reqwest::Method;
 use serde_json::Value;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How to start a test app.
@@ -29,6 +33,8 @@ pub struct Options {
     pub access_key: bool,
     /// The identity endpoint's mode when the handler starts.
     pub identity_mode: IdentityMode,
+    /// Put the Entra-enforcing gateway between the handler and Redis.
+    pub gateway: bool,
 }
 
 impl Default for Options {
@@ -40,6 +46,7 @@ impl Default for Options {
             env: Vec::new(),
             access_key: false,
             identity_mode: IdentityMode::Normal,
+            gateway: false,
         }
     }
 }
@@ -48,8 +55,9 @@ impl Default for Options {
 pub struct TestApp {
     pub pki: Pki,
     pub redis: RedisServer,
-    pub identity: IdentityEndpoint,
+    pub identity: Arc<IdentityEndpoint>,
     pub handler: HandlerProcess,
+    pub gateway: Option<Gateway>,
     pub oid: String,
 }
 
@@ -74,8 +82,20 @@ pub async fn spawn_app(opts: Options) -> TestApp {
         ..IdentityConfig::default()
     };
     let oid = cfg.oid.clone();
-    let identity = IdentityEndpoint::start(cfg).await.expect("identity endpoint");
+    let identity = Arc::new(IdentityEndpoint::start(cfg).await.expect("identity endpoint"));
     identity.set_mode(opts.identity_mode);
+    let gateway = if opts.gateway {
+        let id = identity.clone();
+        let verify: gateway::Verify = Arc::new(move |user: &str, token: &str| match id.verify(token) {
+            Ok(claims) if claims.oid == user => Ok(claims.exp),
+            Ok(_) => Err("the user is not the token's oid".into()),
+            Err(e) => Err(format!("{e:?}")),
+        });
+        Some(Gateway::start(&pki, redis.plain_port(), redis.admin_password(), verify).await)
+    } else {
+        None
+    };
+    let redis_port = gateway.as_ref().map_or(redis.tls_port(), Gateway::port);
     let mut env: Vec<(String, String)> = vec![
         ("SSL_CERT_FILE".into(), pki.ca_path.display().to_string()),
         ("RUST_LOG".into(), opts.rust_log.into()),
@@ -90,7 +110,7 @@ pub async fn spawn_app(opts: Options) -> TestApp {
     } else {
         env.extend([
             ("Redis__redisHostName".into(), "127.0.0.1".into()),
-            ("Redis__port".into(), redis.tls_port().to_string()),
+            ("Redis__port".into(), redis_port.to_string()),
             (
                 "Redis__tokenRefreshOffsetSeconds".into(),
                 opts.refresh_offset_s.to_string(),
@@ -107,6 +127,7 @@ pub async fn spawn_app(opts: Options) -> TestApp {
         redis,
         identity,
         handler,
+        gateway,
         oid,
     }
 }
@@ -149,6 +170,11 @@ impl TestApp {
     pub async fn handler_connections(&self) -> Vec<ClientInfo> {
         let all = self.redis.client_list().await.expect("CLIENT LIST");
         all.into_iter().filter(|c| c.user == self.oid).collect()
+    }
+
+    /// The gateway (the test asked for one).
+    pub fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().expect("started with gateway: true")
     }
 
     /// All the handler printed so far.

@@ -1,0 +1,398 @@
+//! Never fail an invocation for an expiring token, a restarting cache or a
+//! slow identity endpoint: faults injected into real parts (redis-server,
+//! the identity endpoint, the Entra-enforcing gateway), each a test.
+
+mod support;
+
+use devhost::identity::IdentityMode;
+use reqwest::Method;
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use support::{sleep_until, spawn_app, Options, TestApp};
+
+/// Short deadlines so that fault tests stay quick: 1 s per token fetch,
+/// connect and command.
+fn fast_deadlines() -> Vec<(String, String)> {
+    [
+        "Redis__tokenTimeoutSeconds",
+        "Redis__connectTimeoutSeconds",
+        "Redis__commandTimeoutSeconds",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), "1".to_string()))
+    .collect()
+}
+
+/// One invocation's outcome.
+struct Outcome {
+    status: u16,
+    body: Value,
+    took: Duration,
+}
+
+async fn invoke(app: &TestApp, method: Method, path: &str, body: Option<&[u8]>) -> Outcome {
+    let start = Instant::now();
+    let (status, body) = app.call(method, path, body).await;
+    Outcome {
+        status,
+        body,
+        took: start.elapsed(),
+    }
+}
+
+/// The gateway itself enforces what Azure does: a valid token works, a bad
+/// one is a real WRONGPASS, and a connection whose token expires without a
+/// new AUTH is closed. (So the tests below would catch a handler that did
+/// not re-authenticate in time.)
+#[tokio::test]
+async fn gateway_enforces_tokens_and_expiry() {
+    let app = spawn_app(Options {
+        gateway: true,
+        token_lifetime: Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
+    let gw = app.gateway();
+    let token = reqwest::Client::new()
+        .get(format!(
+            "{}?api-version=2019-08-01&resource=https://redis.azure.com",
+            app.identity.endpoint_url()
+        ))
+        .header("x-identity-header", app.identity.header_secret())
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let client = |user: &str, password: &str| {
+        let info = redis::ConnectionAddr::TcpTls {
+            host: "127.0.0.1".into(),
+            port: gw.port(),
+            insecure: false,
+            tls_params: None,
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(info)
+            .unwrap()
+            .set_redis_settings(
+                redis::RedisConnectionInfo::default()
+                    .set_username(user)
+                    .set_password(password),
+            );
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(app.pki.ca_pem.clone().into_bytes()),
+        };
+        redis::Client::build_with_tls(info, certs).unwrap()
+    };
+    azure_redis_handler::tls::install_crypto_provider();
+    let wrong = client(&app.oid, "eyJ.not.valid")
+        .get_multiplexed_async_connection()
+        .await;
+    let wrong = wrong.unwrap_err();
+    assert!(
+        wrong.to_string().contains("WRONGPASS") || wrong.kind() == redis::ErrorKind::AuthenticationFailed,
+        "{wrong}"
+    );
+    let other_user = client("someone-else", &token).get_multiplexed_async_connection().await;
+    let other_user = other_user.unwrap_err();
+    assert!(
+        other_user.to_string().contains("WRONGPASS") || other_user.kind() == redis::ErrorKind::AuthenticationFailed,
+        "{other_user}"
+    );
+    let mut conn = client(&app.oid, &token)
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    assert_eq!(pong, "PONG");
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let after: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+    assert!(after.is_err(), "closed once its token expired");
+    // The handler's own connection, idle since its warm-up, was closed too:
+    // refresh is lazy, so an idle instance's connection expires. The next
+    // invocation refreshes and reconnects without failing.
+    assert_eq!(gw.stats().expiry_closes.load(Ordering::SeqCst), 2);
+    assert!(gw.stats().auth_rejected.load(Ordering::SeqCst) >= 2);
+    let (s, b) = app.get("/api/ping").await;
+    assert_eq!(s, 200, "{b}");
+}
+
+/// Soak: tokens of 10 s refreshed 4 s before expiry, continuous concurrent
+/// load through the host emulator for several lifetimes: no failed
+/// invocation, no close for expiry, one token request per refresh period.
+#[tokio::test]
+async fn soak_across_token_lifetimes() {
+    let lifetime = Duration::from_secs(10);
+    let app = spawn_app(Options {
+        gateway: true,
+        token_lifetime: lifetime,
+        refresh_offset_s: 4.0,
+        rust_log: "info",
+        ..Options::default()
+    })
+    .await;
+    let run_for = Duration::from_secs(32);
+    let start = Instant::now();
+    let worker = |w: usize| {
+        let app = &app;
+        async move {
+            let (mut ok, mut failed, mut i) = (0usize, Vec::new(), 0usize);
+            while start.elapsed() < run_for {
+                i += 1;
+                let key = format!("/api/cache/soak-{w}-{}", i % 8);
+                let out = match i % 3 {
+                    0 => invoke(app, Method::PUT, &key, Some(b"v")).await,
+                    1 => invoke(app, Method::GET, "/api/ping", None).await,
+                    _ => invoke(app, Method::GET, &key, None).await,
+                };
+                if out.status == 200 || (out.status == 404 && out.body["code"] == "not_found") {
+                    ok += 1;
+                } else {
+                    failed.push(format!("{} {}", out.status, out.body));
+                }
+            }
+            (ok, failed)
+        }
+    };
+    let results = futures_util::future::join_all((0..12).map(worker)).await;
+    let ok: usize = results.iter().map(|r| r.0).sum();
+    let failed: Vec<&String> = results.iter().flat_map(|r| r.1.iter()).collect();
+    let gw = app.gateway().stats();
+    let requests = app.identity.requests();
+    let elapsed = start.elapsed();
+    println!(
+        "soak: {} invocations in {:.1} s, {} failed, {:.1} token lifetimes crossed, {} token requests, {} AUTHs accepted, {} connections, {} closes for expiry",
+        ok + failed.len(),
+        elapsed.as_secs_f64(),
+        failed.len(),
+        elapsed.as_secs_f64() / lifetime.as_secs_f64(),
+        requests,
+        gw.auth_accepted.load(Ordering::SeqCst),
+        gw.connections.load(Ordering::SeqCst),
+        gw.expiry_closes.load(Ordering::SeqCst),
+    );
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 1000, "load was continuous: {ok}");
+    assert_eq!(gw.expiry_closes.load(Ordering::SeqCst), 0);
+    assert_eq!(gw.connections.load(Ordering::SeqCst), 1, "one connection throughout");
+    // A token is used from its fetch until 4 s (less jitter) before expiry:
+    // at most one request per 5 s, and at least one per 6.9 s (+ the first).
+    let periods = elapsed.as_secs_f64();
+    assert!(requests as f64 <= periods / 5.0 + 2.0, "{requests} token requests");
+    assert!(requests as f64 >= periods / 7.0, "{requests} token requests");
+    assert_eq!(gw.auth_accepted.load(Ordering::SeqCst), requests, "one AUTH per token");
+}
+
+/// The identity endpoint failing (500), then hanging, while the token is
+/// still valid: invocations keep succeeding within the deadlines, and the
+/// refresh happens once it recovers, before the token expires.
+#[tokio::test]
+async fn identity_failing_while_token_is_valid() {
+    let app = spawn_app(Options {
+        gateway: true,
+        token_lifetime: Duration::from_secs(13),
+        refresh_offset_s: 9.0,
+        env: fast_deadlines(),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    let start = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for (mode, until) in [(IdentityMode::Fail500, 5500), (IdentityMode::Hang, 8000)] {
+        app.identity.set_mode(mode);
+        while start.elapsed() < Duration::from_millis(until) {
+            let out = invoke(&app, Method::GET, "/api/ping", None).await;
+            assert_eq!(out.status, 200, "{:?}: {}", mode, out.body);
+            slowest = slowest.max(out.took);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let failed_fetches = app.identity.requests() - 1;
+    assert!(failed_fetches >= 2, "the refresh was tried: {failed_fetches}");
+    assert!(
+        slowest < Duration::from_millis(2500),
+        "token deadline + Redis deadline bound every call: {slowest:?}"
+    );
+    let minted = app.identity.tokens_minted();
+    app.identity.set_mode(IdentityMode::Normal);
+    while app.identity.tokens_minted() == minted {
+        assert!(
+            start.elapsed() < Duration::from_secs(11),
+            "refresh resumed before expiry"
+        );
+        assert_eq!(invoke(&app, Method::GET, "/api/ping", None).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sleep_until(start, Duration::from_millis(13_500)).await;
+    assert_eq!(app.get("/api/ping").await.0, 200, "past the old token's expiry");
+    let gw = app.gateway().stats();
+    assert_eq!(gw.expiry_closes.load(Ordering::SeqCst), 0);
+    assert_eq!(gw.connections.load(Ordering::SeqCst), 1);
+}
+
+/// Token expired and the identity endpoint down: a fast 503 naming the
+/// identity; recovery once it is back.
+#[tokio::test]
+async fn expired_token_with_identity_down() {
+    let app = spawn_app(Options {
+        gateway: true,
+        token_lifetime: Duration::from_secs(3),
+        refresh_offset_s: 1.0,
+        env: fast_deadlines(),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    app.identity.set_mode(IdentityMode::Fail500);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for _ in 0..5 {
+        let out = invoke(&app, Method::GET, "/api/ping", None).await;
+        assert_eq!(out.status, 503, "{}", out.body);
+        assert_eq!(out.body["code"], "identity_unavailable", "{}", out.body);
+        assert!(out.body["error"].as_str().unwrap().contains("token"), "{}", out.body);
+        assert!(out.took < Duration::from_millis(1500), "fast: {:?}", out.took);
+    }
+    app.identity.set_mode(IdentityMode::Normal);
+    let back = Instant::now();
+    loop {
+        let out = invoke(&app, Method::GET, "/api/ping", None).await;
+        if out.status == 200 {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(12), "recovered: {}", out.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// redis-server stopped mid-load and started again on the same port:
+/// answers during the outage are 503/504 JSON within the deadline, the
+/// process stays up, success resumes, and one connection is left.
+#[tokio::test]
+async fn redis_restart_mid_load() {
+    let app = spawn_app(Options {
+        env: fast_deadlines(),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    let start = Instant::now();
+    let load = |w: usize| {
+        let app = &app;
+        async move {
+            let mut seen = Vec::new();
+            while start.elapsed() < Duration::from_secs(7) {
+                let out = invoke(app, Method::PUT, &format!("/api/cache/restart-{w}"), Some(b"v")).await;
+                seen.push((
+                    start.elapsed(),
+                    out.status,
+                    out.body["code"].as_str().unwrap_or("").to_owned(),
+                    out.took,
+                ));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        }
+    };
+    let outage = async {
+        sleep_until(start, Duration::from_secs(1)).await;
+        app.redis.stop();
+        sleep_until(start, Duration::from_secs(3)).await;
+        app.redis.start_again().await.unwrap();
+    };
+    let (results, ()) = tokio::join!(futures_util::future::join_all((0..6).map(load)), outage);
+    let all: Vec<_> = results.into_iter().flatten().collect();
+    let failures: Vec<_> = all.iter().filter(|r| r.1 != 200).collect();
+    assert!(!failures.is_empty(), "the outage was seen");
+    for (at, status, code, took) in &failures {
+        assert!([503, 504].contains(status), "{at:?}: {status} {code}");
+        assert!(
+            ["cache_unavailable", "cache_timeout"].contains(&code.as_str()),
+            "{at:?}: {code}"
+        );
+        assert!(*took < Duration::from_millis(3500), "no hang: {took:?}");
+    }
+    let late: Vec<_> = all.iter().filter(|r| r.0 > Duration::from_secs(6)).collect();
+    assert!(
+        !late.is_empty() && late.iter().all(|r| r.1 == 200),
+        "success resumed within a few seconds"
+    );
+    assert_eq!(app.get("/api/health").await.0, 200);
+    assert_eq!(app.handler_connections().await.len(), 1, "back to one connection");
+}
+
+/// The gateway refusing the token (the identity lost its access policy): a
+/// clear 503 naming authentication, a bounded number of AUTH attempts, and
+/// recovery when the policy is back.
+#[tokio::test]
+async fn refused_token_is_clear_and_bounded() {
+    let app = spawn_app(Options {
+        gateway: true,
+        env: fast_deadlines(),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    let gw = app.gateway();
+    gw.set_reject_all(true);
+    gw.close_all();
+    let rejected_before = gw.stats().auth_rejected.load(Ordering::SeqCst);
+    let start = Instant::now();
+    let load = || async {
+        let mut n = 0;
+        while start.elapsed() < Duration::from_secs(3) {
+            let out = invoke(&app, Method::GET, "/api/ping", None).await;
+            assert_eq!(out.status, 503, "{}", out.body);
+            assert_eq!(out.body["code"], "cache_authentication_failed", "{}", out.body);
+            assert!(out.body["error"].as_str().unwrap().contains("authentication"));
+            n += 1;
+        }
+        n
+    };
+    let calls: usize = futures_util::future::join_all((0..8).map(|_| load()))
+        .await
+        .into_iter()
+        .sum();
+    let attempts = gw.stats().auth_rejected.load(Ordering::SeqCst) - rejected_before;
+    assert!(calls > 50, "{calls} invocations");
+    assert!(
+        attempts <= 8,
+        "{attempts} AUTH attempts for {calls} invocations: backoff, no storm"
+    );
+    gw.set_reject_all(false);
+    let back = Instant::now();
+    while app.get("/api/ping").await.0 != 200 {
+        assert!(
+            back.elapsed() < Duration::from_secs(8),
+            "recovered after the policy came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A connection cut by the front end is re-made without failing a call.
+#[tokio::test]
+async fn connection_cut_by_gateway_is_remade() {
+    let app = spawn_app(Options {
+        gateway: true,
+        ..Options::default()
+    })
+    .await;
+    for round in 1..=3 {
+        assert_eq!(app.get("/api/ping").await.0, 200);
+        app.gateway().close_all();
+        let (s, b) = app.call(Method::PUT, "/api/cache/cut", Some(b"v")).await;
+        assert_eq!(s, 200, "round {round}: {b}");
+    }
+    assert_eq!(app.gateway().stats().connections.load(Ordering::SeqCst), 4);
+}
