@@ -213,19 +213,24 @@ where
 /// A rewritten frame for AUTH/HELLO-with-AUTH, or `None` to pass it on.
 fn rewrite(args: &[Vec<u8>], s: &Shared, expiry: &AtomicI64) -> Option<Vec<u8>> {
     let name = args.first()?.to_ascii_uppercase();
-    let (user, token, prefix, suffix): (&[u8], &[u8], &[Vec<u8>], &[Vec<u8>]) = match name.as_slice() {
-        b"AUTH" if args.len() == 3 => (&args[1], &args[2], &args[..0], &args[3..]),
-        b"AUTH" if args.len() == 2 => (b"", &args[1], &args[..0], &args[2..]),
+    // Where the user name (if any) and the token stand.
+    let (user_at, token_at) = match name.as_slice() {
+        b"AUTH" if args.len() == 3 => (Some(1), 2),
+        b"AUTH" if args.len() == 2 => (None, 1),
         b"HELLO" => {
             let i = args.iter().position(|a| a.eq_ignore_ascii_case(b"AUTH"))?;
-            (args.get(i + 1)?, args.get(i + 2)?, &args[..i], &args[i + 3..])
+            if args.len() < i + 3 {
+                return None;
+            }
+            (Some(i + 1), i + 2)
         }
         _ => return None,
     };
+    let user = user_at.map_or(&b""[..], |i| &args[i][..]);
     let verdict = if s.reject_all.load(Ordering::SeqCst) {
         Err("access policy removed".to_owned())
     } else {
-        (s.verify)(&String::from_utf8_lossy(user), &String::from_utf8_lossy(token))
+        (s.verify)(&String::from_utf8_lossy(user), &String::from_utf8_lossy(&args[token_at]))
     };
     let password = match verdict {
         Ok(exp) => {
@@ -238,18 +243,12 @@ fn rewrite(args: &[Vec<u8>], s: &Shared, expiry: &AtomicI64) -> Option<Vec<u8>> 
             b"rejected-by-gateway".to_vec()
         }
     };
-    let mut parts: Vec<Vec<u8>> = Vec::new();
-    if name == b"HELLO" {
-        parts.extend(prefix.iter().cloned());
-    } else {
-        parts.push(b"AUTH".to_vec());
+    let mut parts = args.to_vec();
+    parts[token_at] = password;
+    match user_at {
+        Some(u) => parts[u] = b"default".to_vec(),
+        None => parts.insert(token_at, b"default".to_vec()),
     }
-    if name == b"HELLO" {
-        parts.push(b"AUTH".to_vec());
-    }
-    parts.push(b"default".to_vec());
-    parts.push(password);
-    parts.extend(suffix.iter().cloned());
     Some(encode(&parts))
 }
 
