@@ -142,12 +142,7 @@ async fn envelope(
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| AppError::PayloadTooLarge(limit))?;
-    let request: InvocationRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        AppError::BadRequest(format!(
-            "the invocation body is not a host envelope: {}",
-            short(&e.to_string())
-        ))
-    })?;
+    let request = crate::host::parse_invocation(&bytes).map_err(AppError::BadRequest)?;
     match spec.trigger {
         Trigger::Timer => health_check::invoke(&state, &request)
             .await
@@ -197,10 +192,6 @@ async fn http_envelope(api: Router, request: &InvocationRequest) -> Result<Respo
         return_value: serde_json::Value::Null,
     })
     .into_response())
-}
-
-fn short(s: &str) -> String {
-    s.chars().take(200).collect()
 }
 
 /// One log line per invocation: function, invocation id, status, duration.

@@ -47,8 +47,9 @@ pub struct TimerInfo {
     /// Last/next run; null with `useMonitor: false`, frequent schedules, local runs.
     #[serde(rename = "ScheduleStatus", default)]
     pub schedule_status: Option<ScheduleStatus>,
-    /// Whether this run is late.
-    #[serde(rename = "IsPastDue", default)]
+    /// Whether this run is late. Required: the host always sends it, and it
+    /// is what tells a timer value from any other object.
+    #[serde(rename = "IsPastDue")]
     pub is_past_due: bool,
 }
 
@@ -99,6 +100,15 @@ pub struct HttpResponseData {
     pub body: String,
     /// Response headers.
     pub headers: BTreeMap<String, String>,
+}
+
+/// Parses the body of `POST /<FunctionName>`; the error is a short
+/// sentence for the caller (no input echoed back beyond the parser's words).
+pub fn parse_invocation(body: &[u8]) -> Result<InvocationRequest, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        let msg: String = e.to_string().chars().take(200).collect();
+        format!("the invocation body is not a host envelope: {msg}")
+    })
 }
 
 /// Reads a binding value: by `name` when given and present, else the first

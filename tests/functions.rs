@@ -374,3 +374,35 @@ async fn access_key_connection_string() {
         "the access key leaked into the logs"
     );
 }
+
+/// Generated keys (any Unicode, control characters, spaces) are stored and
+/// read back exactly, or refused with 400: never mangled.
+#[tokio::test]
+async fn generated_keys_round_trip_exactly() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let app = app().await;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = proptest::string::string_regex("(.|\n|\r| ){1,40}").unwrap();
+    for _ in 0..150 {
+        let key = strategy.new_tree(&mut runner).unwrap().current();
+        let encoded: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+        let (s, b) = app
+            .call(Method::PUT, &format!("/api/cache/{encoded}"), Some(key.as_bytes()))
+            .await;
+        if s == 400 {
+            continue;
+        }
+        assert_eq!(s, 200, "{key:?}: {b}");
+        let raw: Option<Vec<u8>> = app
+            .redis
+            .admin_cmd(redis::cmd("GET").arg(key.as_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(raw.as_deref(), Some(key.as_bytes()), "stored under exactly {key:?}");
+        let (s, b) = app.get(&format!("/api/cache/{encoded}")).await;
+        assert_eq!(
+            (s, b["key"].as_str(), b["value"].as_str()),
+            (200, Some(key.as_str()), Some(key.as_str()))
+        );
+    }
+}

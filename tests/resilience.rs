@@ -396,3 +396,83 @@ async fn connection_cut_by_gateway_is_remade() {
     }
     assert_eq!(app.gateway().stats().connections.load(Ordering::SeqCst), 4);
 }
+
+/// A whole session at `trace` through success, refreshes and every fault
+/// above never prints a token, the identity header or a client secret, in
+/// stdout, stderr or any response.
+#[tokio::test]
+async fn no_secret_leaks_through_any_fault() {
+    let client_secret = "client-secret-value-never-printed";
+    let mut env = fast_deadlines();
+    env.push(("Redis__clientSecret".into(), client_secret.into()));
+    env.push(("Redis__credential".into(), "managedidentity".into()));
+    let app = spawn_app(Options {
+        gateway: true,
+        token_lifetime: Duration::from_secs(4),
+        refresh_offset_s: 2.0,
+        rust_log: "trace",
+        env,
+        ..Options::default()
+    })
+    .await;
+    let mut tokens = std::collections::BTreeSet::new();
+    let mut bodies = Vec::new();
+    let mut step = |out: Outcome, tokens: &mut std::collections::BTreeSet<String>| {
+        bodies.push(out.body.to_string());
+        tokens.extend(app.identity.last_token());
+    };
+    step(
+        invoke(&app, Method::PUT, "/api/cache/s", Some(b"value")).await,
+        &mut tokens,
+    );
+    step(invoke(&app, Method::POST, "/api/quickstart", None).await, &mut tokens);
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    step(invoke(&app, Method::GET, "/api/health", None).await, &mut tokens);
+    app.identity.set_mode(IdentityMode::Fail500);
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    step(invoke(&app, Method::GET, "/api/cache/s", None).await, &mut tokens);
+    step(invoke(&app, Method::GET, "/api/health", None).await, &mut tokens);
+    app.identity.set_mode(IdentityMode::Normal);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    step(invoke(&app, Method::GET, "/api/ping", None).await, &mut tokens);
+    app.gateway().set_reject_all(true);
+    app.gateway().close_all();
+    step(invoke(&app, Method::GET, "/api/ping", None).await, &mut tokens);
+    app.gateway().set_reject_all(false);
+    app.redis.stop();
+    step(invoke(&app, Method::GET, "/api/clients", None).await, &mut tokens);
+    app.redis.start_again().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    step(invoke(&app, Method::GET, "/api/health", None).await, &mut tokens);
+    let timer = app
+        .handler
+        .invoke_timer(
+            "CacheHealthCheck",
+            "t",
+            devhost::functions_host::timer_info(false, true),
+        )
+        .await
+        .unwrap();
+    bodies.push(timer.text().await.unwrap());
+
+    assert!(tokens.len() >= 3, "several tokens were minted: {}", tokens.len());
+    let out = app.output();
+    assert!(out.contains("TRACE"), "trace logging was on");
+    let seen = format!("{out}\n{}", bodies.join("\n"));
+    for token in &tokens {
+        assert!(!seen.contains(token.as_str()), "a token leaked");
+        assert!(
+            !seen.contains(token.rsplit('.').next().unwrap()),
+            "a token signature leaked"
+        );
+    }
+    assert!(
+        !seen.contains(&app.identity.header_secret()),
+        "the identity header leaked"
+    );
+    assert!(!seen.contains(client_secret), "the client secret leaked");
+    assert!(
+        !seen.contains(app.redis.admin_password()),
+        "the backend's password leaked"
+    );
+}

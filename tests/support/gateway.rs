@@ -230,7 +230,10 @@ fn rewrite(args: &[Vec<u8>], s: &Shared, expiry: &AtomicI64) -> Option<Vec<u8>> 
     let verdict = if s.reject_all.load(Ordering::SeqCst) {
         Err("access policy removed".to_owned())
     } else {
-        (s.verify)(&String::from_utf8_lossy(user), &String::from_utf8_lossy(&args[token_at]))
+        (s.verify)(
+            &String::from_utf8_lossy(user),
+            &String::from_utf8_lossy(&args[token_at]),
+        )
     };
     let password = match verdict {
         Ok(exp) => {

@@ -7,6 +7,12 @@
 //! naming the setting.
 
 use crate::secret::Secret;
+
+mod connection_string;
+mod credential;
+
+pub use connection_string::parse_connection_string;
+pub use credential::{choose_credential, CredentialChoice};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -78,34 +84,6 @@ pub struct EntraSettings {
     pub credential: CredentialChoice,
 }
 
-/// The credential that fetches tokens, chosen as CONTRACT.md says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CredentialChoice {
-    /// Managed identity (App Service endpoint or IMDS); `client_id` picks a user-assigned one.
-    ManagedIdentity {
-        /// `Redis__clientId`.
-        client_id: Option<String>,
-    },
-    /// A service principal with a client secret.
-    ClientSecret {
-        /// `Redis__tenantId`.
-        tenant_id: String,
-        /// `Redis__clientId`.
-        client_id: String,
-        /// `Redis__clientSecret`.
-        secret: Secret,
-    },
-    /// Workload identity (`AZURE_FEDERATED_TOKEN_FILE`).
-    WorkloadIdentity {
-        /// `Redis__clientId`, else `AZURE_CLIENT_ID`.
-        client_id: Option<String>,
-        /// `Redis__tenantId`, else `AZURE_TENANT_ID`.
-        tenant_id: Option<String>,
-    },
-    /// Azure CLI, then Azure Developer CLI (a laptop after `az login`).
-    DeveloperTools,
-}
-
 /// Deadlines for calls that leave the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
@@ -146,7 +124,7 @@ pub struct SettingsError {
     pub problem: String,
 }
 
-fn bad(name: &'static str, problem: impl Into<String>) -> SettingsError {
+pub(crate) fn bad(name: &'static str, problem: impl Into<String>) -> SettingsError {
     SettingsError {
         name,
         problem: problem.into(),
@@ -260,7 +238,7 @@ fn redis_settings(get: &impl Fn(&str) -> Option<String>) -> Result<RedisSettings
 }
 
 /// Azure Managed Redis listens on 10000, Azure Cache for Redis on 6380.
-fn default_port(host: &str) -> u16 {
+pub(crate) fn default_port(host: &str) -> u16 {
     if host.to_ascii_lowercase().ends_with(".redis.azure.net") {
         10000
     } else {
@@ -268,99 +246,14 @@ fn default_port(host: &str) -> u16 {
     }
 }
 
-/// Picks the credential: `Redis__credential` if set; else a client secret,
-/// workload identity, managed identity when in Azure, developer tools.
-pub fn choose_credential(get: &impl Fn(&str) -> Option<String>) -> Result<CredentialChoice, SettingsError> {
-    let client_id = get("Redis__clientId");
-    let tenant_id = get("Redis__tenantId");
-    let secret = get("Redis__clientSecret");
-    let forced = get("Redis__credential").map(|v| v.to_ascii_lowercase());
-    let in_azure = get("IDENTITY_ENDPOINT").is_some() && get("IDENTITY_HEADER").is_some();
-    let kind = match forced.as_deref() {
-        Some(k @ ("managedidentity" | "clientsecret" | "workloadidentity" | "developertools")) => k,
-        Some(_) => {
-            return Err(bad(
-                "Redis__credential",
-                "must be one of managedidentity, clientsecret, workloadidentity, developertools",
-            ))
-        }
-        None if secret.is_some() => "clientsecret",
-        None if get("AZURE_FEDERATED_TOKEN_FILE").is_some() => "workloadidentity",
-        None if in_azure || client_id.is_some() => "managedidentity",
-        None => "developertools",
-    };
-    Ok(match kind {
-        "clientsecret" => CredentialChoice::ClientSecret {
-            tenant_id: tenant_id.ok_or_else(|| bad("Redis__tenantId", "is required with a client secret"))?,
-            client_id: client_id.ok_or_else(|| bad("Redis__clientId", "is required with a client secret"))?,
-            secret: Secret::new(
-                secret.ok_or_else(|| bad("Redis__clientSecret", "is required for the clientsecret credential"))?,
-            ),
-        },
-        "workloadidentity" => {
-            if get("AZURE_FEDERATED_TOKEN_FILE").is_none() {
-                return Err(bad(
-                    "AZURE_FEDERATED_TOKEN_FILE",
-                    "is required for the workloadidentity credential",
-                ));
-            }
-            CredentialChoice::WorkloadIdentity { client_id, tenant_id }
-        }
-        "managedidentity" => CredentialChoice::ManagedIdentity { client_id },
-        _ => CredentialChoice::DeveloperTools,
-    })
-}
-
-/// Parses a StackExchange.Redis connection string: `host:port,password=KEY,ssl=True,user=NAME`.
-pub fn parse_connection_string(conn: &str) -> Result<RedisSettings, SettingsError> {
-    let mut parts = conn.split(',').map(str::trim).filter(|p| !p.is_empty());
-    let endpoint = parts.next().ok_or_else(|| bad("Redis", "is empty"))?;
-    if endpoint.contains('=') {
-        return Err(bad(
-            "Redis",
-            "must start with host:port (StackExchange.Redis form host:port,password=KEY,ssl=True)",
-        ));
-    }
-    let (host, port) = match endpoint.rsplit_once(':') {
-        Some((h, p)) => (h.to_owned(), parse_port("Redis", p)?),
-        None => (endpoint.to_owned(), default_port(endpoint)),
-    };
-    let (mut password, mut user, mut tls) = (None, None, false);
-    for part in parts {
-        let (k, v) = part.split_once('=').ok_or_else(|| {
-            bad(
-                "Redis",
-                format!("option '{}' is not key=value", part.split('=').next().unwrap_or("")),
-            )
-        })?;
-        match k.trim().to_ascii_lowercase().as_str() {
-            "password" => password = Some(Secret::new(v.trim())),
-            "user" => user = Some(v.trim().to_owned()),
-            "ssl" => tls = parse_bool("Redis", v)?,
-            // StackExchange.Redis options that make no difference here.
-            _ => {}
-        }
-    }
-    Ok(RedisSettings {
-        host,
-        port,
-        tls,
-        extra_ca_file: None,
-        auth: AuthSettings::AccessKey {
-            user,
-            password: password.ok_or_else(|| bad("Redis", "has no password= (the access key)"))?,
-        },
-    })
-}
-
-fn parse_port(name: &'static str, v: &str) -> Result<u16, SettingsError> {
+pub(crate) fn parse_port(name: &'static str, v: &str) -> Result<u16, SettingsError> {
     match v.trim().parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
         _ => Err(bad(name, "must be a port number from 1 to 65535")),
     }
 }
 
-fn parse_bool(name: &'static str, v: &str) -> Result<bool, SettingsError> {
+pub(crate) fn parse_bool(name: &'static str, v: &str) -> Result<bool, SettingsError> {
     match v.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
@@ -382,5 +275,4 @@ fn seconds(get: &impl Fn(&str) -> Option<String>, name: &'static str, default: f
 }
 
 #[cfg(test)]
-#[path = "settings_tests.rs"]
 mod tests;

@@ -1,0 +1,178 @@
+//! Making the connection, re-authenticating it, and dropping a broken one.
+
+use super::error::{classify, connection_broken, CacheError};
+use super::{Cache, ConnectState, Credentials, Live};
+use crate::secret::redact;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl Cache {
+    pub(super) async fn live_connection(
+        &self,
+        creds: &Credentials,
+        deadline: Instant,
+    ) -> Result<Arc<Live>, CacheError> {
+        if let Some(live) = self.live.load_full() {
+            return Ok(live);
+        }
+        let mut state = self.connect.lock().await;
+        if let Some(live) = self.live.load_full() {
+            return Ok(live);
+        }
+        let now = Instant::now();
+        if let (Some(at), Some(err)) = (state.retry_after, &state.last_error) {
+            if now < at {
+                return Err(err.clone());
+            }
+        }
+        let budget = self
+            .target
+            .deadlines
+            .connect
+            .min(deadline.saturating_duration_since(now));
+        let result = match tokio::time::timeout(budget, self.open(creds, budget)).await {
+            Ok(r) => r,
+            Err(_) => Err(CacheError::Unavailable(format!(
+                "connecting took longer than {budget:?}"
+            ))),
+        };
+        match result {
+            Ok(conn) => {
+                let number = self.stats.connects.fetch_add(1, Ordering::Relaxed) + 1;
+                *state = ConnectState::default();
+                let live = Arc::new(Live {
+                    conn,
+                    number,
+                    authed_generation: AtomicU64::new(creds.generation),
+                    timeouts_in_a_row: AtomicU32::new(0),
+                    reauth_after: std::sync::Mutex::new(None),
+                });
+                self.live.store(Some(live.clone()));
+                tracing::info!(connection = number, host = %self.target.host, port = self.target.port, "connected to the cache");
+                Ok(live)
+            }
+            Err(err) => {
+                state.failures += 1;
+                // Refused credentials back off longer: retrying cannot help
+                // until someone fixes the access policy.
+                let cap = if matches!(err, CacheError::Auth(_)) {
+                    10_000
+                } else {
+                    2_000
+                };
+                let backoff = Duration::from_millis((100u64 << state.failures.min(10)).min(cap));
+                state.retry_after = Some(Instant::now() + backoff);
+                state.last_error = Some(err.clone());
+                tracing::warn!(error = %err, failures = state.failures, retry_in_ms = backoff.as_millis() as u64, "could not connect to the cache");
+                Err(err)
+            }
+        }
+    }
+
+    async fn open(&self, creds: &Credentials, budget: Duration) -> Result<MultiplexedConnection, CacheError> {
+        let addr = if self.target.tls {
+            ConnectionAddr::TcpTls {
+                host: self.target.host.clone(),
+                port: self.target.port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(self.target.host.clone(), self.target.port)
+        };
+        let mut redis_info = RedisConnectionInfo::default().set_password(creds.password.expose());
+        if let Some(user) = &creds.user {
+            redis_info = redis_info.set_username(user);
+        }
+        let info = addr
+            .into_connection_info()
+            .map_err(|e| classify(&e))?
+            .set_redis_settings(redis_info);
+        let client = match &self.target.root_bundle {
+            Some(pem) if self.target.tls => Client::build_with_tls(
+                info,
+                TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            _ => Client::open(info),
+        }
+        .map_err(|e| classify(&e))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(budget))
+            .set_response_timeout(Some(self.target.deadlines.command));
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| match classify(&e) {
+                CacheError::Command(msg) => CacheError::Unavailable(msg),
+                other => other,
+            })
+    }
+
+    /// Sends `AUTH` with the newer token on the live connection, once.
+    ///
+    /// If the cache refuses the newer token, the connection keeps the
+    /// identity it has (its token is still valid, or the cache would have
+    /// closed it) and the AUTH is tried again after a backoff, not on every
+    /// invocation.
+    pub(super) async fn ensure_authenticated(&self, live: &Arc<Live>, creds: &Credentials) -> Result<(), CacheError> {
+        if live.authed_generation.load(Ordering::Acquire) >= creds.generation {
+            return Ok(());
+        }
+        let _one_at_a_time = self.reauth.lock().await;
+        if live.authed_generation.load(Ordering::Acquire) >= creds.generation {
+            return Ok(());
+        }
+        let failures = match *live.reauth_after.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, _)) if Instant::now() < at => return Ok(()),
+            Some((_, n)) => n,
+            None => 0,
+        };
+        let mut auth = redis::cmd("AUTH");
+        if let Some(user) = &creds.user {
+            auth.arg(user);
+        }
+        auth.arg(creds.password.expose());
+        let mut conn = live.conn.clone();
+        match tokio::time::timeout(self.target.deadlines.command, auth.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => {
+                live.authed_generation.store(creds.generation, Ordering::Release);
+                *live.reauth_after.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                self.stats.reauths.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    connection = live.number,
+                    "re-authenticated the connection with the new token"
+                );
+                Ok(())
+            }
+            Ok(Err(e)) if connection_broken(&e) => {
+                self.discard(live, &e.to_string());
+                Err(CacheError::Unavailable(redact(&e.to_string())))
+            }
+            Ok(Err(e)) => {
+                let backoff = Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30));
+                *live.reauth_after.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now() + backoff, failures + 1));
+                tracing::warn!(error = %classify(&e), connection = live.number, retry_in_s = backoff.as_secs(),
+                    "the cache refused the new token; going on with the current one");
+                Ok(())
+            }
+            Err(_) => Err(CacheError::Timeout(self.target.deadlines.command)),
+        }
+    }
+
+    /// Drops `live` if it is still the current connection.
+    pub(super) fn discard(&self, live: &Arc<Live>, why: &str) {
+        let prev = self.live.compare_and_swap(&Some(live.clone()), None);
+        if prev.as_ref().is_some_and(|p| Arc::ptr_eq(p, live)) {
+            self.stats.drops.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(connection = live.number, reason = %redact(why), "dropped the cache connection; the next call makes a new one");
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! What a Redis call can fail with, and how redis errors map to it.
+
+use crate::secret::redact;
+use crate::token::TokenError;
+use std::time::Duration;
+
+/// Why a Redis call failed, in words a caller may see (no secrets).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CacheError {
+    /// No token: the identity is the problem.
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    /// The cache refused the credentials (WRONGPASS, NOPERM, NOAUTH).
+    #[error("the cache refused authentication: {0}")]
+    Auth(String),
+    /// The cache could not be reached or the connection broke.
+    #[error("the cache is unavailable: {0}")]
+    Unavailable(String),
+    /// A call ran past its deadline.
+    #[error("the cache did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The cache answered with an error for this command.
+    #[error("the cache rejected the command: {0}")]
+    Command(String),
+}
+
+/// Whether an error means the connection is gone or unusable.
+pub(super) fn connection_broken(e: &redis::RedisError) -> bool {
+    e.is_unrecoverable_error() || e.is_connection_dropped() || e.is_io_error() || e.code() == Some("NOAUTH")
+}
+
+/// Maps a redis error to what a caller is told (redacted).
+pub fn classify(e: &redis::RedisError) -> CacheError {
+    let msg = redact(&e.to_string());
+    let auth_refused = matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+        || e.kind() == redis::ErrorKind::AuthenticationFailed
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm);
+    if auth_refused {
+        CacheError::Auth(msg)
+    } else if e.is_timeout() {
+        CacheError::Timeout(Duration::ZERO)
+    } else if e.is_io_error() || e.is_connection_dropped() || e.kind() == redis::ErrorKind::InvalidClientConfig {
+        CacheError::Unavailable(msg)
+    } else {
+        CacheError::Command(msg)
+    }
+}

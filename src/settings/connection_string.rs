@@ -1,0 +1,46 @@
+//! The access-key connection string (`Redis`), StackExchange.Redis form.
+
+use super::{bad, default_port, parse_bool, parse_port, AuthSettings, RedisSettings, SettingsError};
+use crate::secret::Secret;
+
+/// Parses a StackExchange.Redis connection string: `host:port,password=KEY,ssl=True,user=NAME`.
+pub fn parse_connection_string(conn: &str) -> Result<RedisSettings, SettingsError> {
+    let mut parts = conn.split(',').map(str::trim).filter(|p| !p.is_empty());
+    let endpoint = parts.next().ok_or_else(|| bad("Redis", "is empty"))?;
+    if endpoint.contains('=') {
+        return Err(bad(
+            "Redis",
+            "must start with host:port (StackExchange.Redis form host:port,password=KEY,ssl=True)",
+        ));
+    }
+    let (host, port) = match endpoint.rsplit_once(':') {
+        Some((h, p)) => (h.to_owned(), parse_port("Redis", p)?),
+        None => (endpoint.to_owned(), default_port(endpoint)),
+    };
+    let (mut password, mut user, mut tls) = (None, None, false);
+    for part in parts {
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            bad(
+                "Redis",
+                format!("option '{}' is not key=value", part.split('=').next().unwrap_or("")),
+            )
+        })?;
+        match k.trim().to_ascii_lowercase().as_str() {
+            "password" => password = Some(Secret::new(v.trim())),
+            "user" => user = Some(v.trim().to_owned()),
+            "ssl" => tls = parse_bool("Redis", v)?,
+            // StackExchange.Redis options that make no difference here.
+            _ => {}
+        }
+    }
+    Ok(RedisSettings {
+        host,
+        port,
+        tls,
+        extra_ca_file: None,
+        auth: AuthSettings::AccessKey {
+            user,
+            password: password.ok_or_else(|| bad("Redis", "has no password= (the access key)"))?,
+        },
+    })
+}

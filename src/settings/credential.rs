@@ -1,0 +1,75 @@
+//! Which credential fetches tokens, chosen as CONTRACT.md says.
+
+use super::{bad, SettingsError};
+use crate::secret::Secret;
+
+/// The credential that fetches tokens, chosen as CONTRACT.md says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialChoice {
+    /// Managed identity (App Service endpoint or IMDS); `client_id` picks a user-assigned one.
+    ManagedIdentity {
+        /// `Redis__clientId`.
+        client_id: Option<String>,
+    },
+    /// A service principal with a client secret.
+    ClientSecret {
+        /// `Redis__tenantId`.
+        tenant_id: String,
+        /// `Redis__clientId`.
+        client_id: String,
+        /// `Redis__clientSecret`.
+        secret: Secret,
+    },
+    /// Workload identity (`AZURE_FEDERATED_TOKEN_FILE`).
+    WorkloadIdentity {
+        /// `Redis__clientId`, else `AZURE_CLIENT_ID`.
+        client_id: Option<String>,
+        /// `Redis__tenantId`, else `AZURE_TENANT_ID`.
+        tenant_id: Option<String>,
+    },
+    /// Azure CLI, then Azure Developer CLI (a laptop after `az login`).
+    DeveloperTools,
+}
+
+/// Picks the credential: `Redis__credential` if set; else a client secret,
+/// workload identity, managed identity when in Azure, developer tools.
+pub fn choose_credential(get: &impl Fn(&str) -> Option<String>) -> Result<CredentialChoice, SettingsError> {
+    let client_id = get("Redis__clientId");
+    let tenant_id = get("Redis__tenantId");
+    let secret = get("Redis__clientSecret");
+    let forced = get("Redis__credential").map(|v| v.to_ascii_lowercase());
+    let in_azure = get("IDENTITY_ENDPOINT").is_some() && get("IDENTITY_HEADER").is_some();
+    let kind = match forced.as_deref() {
+        Some(k @ ("managedidentity" | "clientsecret" | "workloadidentity" | "developertools")) => k,
+        Some(_) => {
+            return Err(bad(
+                "Redis__credential",
+                "must be one of managedidentity, clientsecret, workloadidentity, developertools",
+            ))
+        }
+        None if secret.is_some() => "clientsecret",
+        None if get("AZURE_FEDERATED_TOKEN_FILE").is_some() => "workloadidentity",
+        None if in_azure || client_id.is_some() => "managedidentity",
+        None => "developertools",
+    };
+    Ok(match kind {
+        "clientsecret" => CredentialChoice::ClientSecret {
+            tenant_id: tenant_id.ok_or_else(|| bad("Redis__tenantId", "is required with a client secret"))?,
+            client_id: client_id.ok_or_else(|| bad("Redis__clientId", "is required with a client secret"))?,
+            secret: Secret::new(
+                secret.ok_or_else(|| bad("Redis__clientSecret", "is required for the clientsecret credential"))?,
+            ),
+        },
+        "workloadidentity" => {
+            if get("AZURE_FEDERATED_TOKEN_FILE").is_none() {
+                return Err(bad(
+                    "AZURE_FEDERATED_TOKEN_FILE",
+                    "is required for the workloadidentity credential",
+                ));
+            }
+            CredentialChoice::WorkloadIdentity { client_id, tenant_id }
+        }
+        "managedidentity" => CredentialChoice::ManagedIdentity { client_id },
+        _ => CredentialChoice::DeveloperTools,
+    })
+}
