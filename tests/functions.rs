@@ -406,3 +406,40 @@ async fn generated_keys_round_trip_exactly() {
         );
     }
 }
+
+/// A command that runs past its deadline (the server busy in DEBUG SLEEP)
+/// is a 504 JSON answer at the deadline, not a hang; the next call succeeds.
+#[tokio::test]
+async fn slow_cache_is_504_at_the_deadline() {
+    let app = spawn_app(Options {
+        env: vec![("Redis__commandTimeoutSeconds".into(), "0.5".into())],
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    // redis-cli, not the admin client: that one gives up after 500 ms.
+    let sleeper = tokio::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &app.redis.plain_port().to_string(),
+            "--no-auth-warning",
+            "-a",
+            app.redis.admin_password(),
+        ])
+        .args(["DEBUG", "SLEEP", "2"])
+        .output();
+    let sleeper = tokio::spawn(sleeper);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let start = std::time::Instant::now();
+    let (s, b) = app.get("/api/cache/anything").await;
+    assert_eq!((s, b["code"].as_str()), (504, Some("cache_timeout")), "{b}");
+    assert!(b["error"].as_str().unwrap().contains("500ms"), "{b}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    let out = sleeper.await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(app.get("/api/ping").await.0, 200);
+}

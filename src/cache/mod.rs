@@ -223,7 +223,23 @@ impl Cache {
             .deadlines
             .command
             .min(deadline.saturating_duration_since(Instant::now()));
-        match tokio::time::timeout(budget, cmd.query_async::<T>(&mut conn)).await {
+        let outcome = tokio::time::timeout(budget, cmd.query_async::<T>(&mut conn)).await;
+        // Ours or the client's own response timeout: the command ran past
+        // its deadline. That is a 504, not a broken connection to retry on.
+        let timed_out = match &outcome {
+            Err(_) => true,
+            Ok(Err(e)) => e.is_timeout(),
+            Ok(Ok(_)) => false,
+        };
+        if timed_out {
+            // One slow command is not a dead connection; three in a row is
+            // what a half-open socket looks like.
+            if live.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= 3 {
+                self.discard(&live, "three commands in a row timed out");
+            }
+            return Err(CacheError::Timeout(budget));
+        }
+        match outcome {
             Ok(Ok(v)) => {
                 live.timeouts_in_a_row.store(0, Ordering::Relaxed);
                 Ok(v)
@@ -233,14 +249,7 @@ impl Cache {
                 Err(CacheError::Unavailable(redact(&e.to_string())))
             }
             Ok(Err(e)) => Err(classify(&e)),
-            Err(_) => {
-                // One slow command is not a dead connection; three in a row is
-                // what a half-open socket looks like.
-                if live.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= 3 {
-                    self.discard(&live, "three commands in a row timed out");
-                }
-                Err(CacheError::Timeout(budget))
-            }
+            Err(_) => Err(CacheError::Timeout(budget)),
         }
     }
 
