@@ -21,13 +21,31 @@
 //!   `functions_host/envelope.rs`).
 //! - `util`: loopback port picking and random ids (private).
 //!
+//! The `devhost` binary runs the function app on a developer's machine with
+//! these stand-ins, and packages it for Azure:
+//!
+//! - [`local`]: `devhost start`, a local Functions host in front of the
+//!   handler (routes, forwarding, timers, invocation log).
+//! - [`invoke`]: `devhost invoke`, one invocation sent by hand.
+//! - [`package`]: `devhost package`, the deployable zip.
+//! - [`app_manifest`]: host.json and function.json as the host reads them;
+//!   [`schedule`]: NCRONTAB timer schedules; [`local_settings`]:
+//!   `local.settings.json`; [`cargo_build`]: building the handler.
+//!
 //! Everything listens on 127.0.0.1 only, and every child process is killed
 //! when its owner is dropped.
 
 #![warn(missing_docs)]
 
+pub mod app_manifest;
+pub mod cargo_build;
 pub mod functions_host;
 pub mod identity;
+pub mod invoke;
+pub mod local;
+pub mod local_settings;
+pub mod package;
 pub mod pki;
 pub mod redis_server;
+pub mod schedule;
 mod util;

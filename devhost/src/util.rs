@@ -46,6 +46,36 @@ pub(crate) fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Puts the child spawned by `cmd` in its own process group (a terminal's
+/// Ctrl-C then reaches only this process, which stops the child in order)
+/// and, on Linux, makes the kernel send it `signal` when the spawning thread
+/// exits (so when this process dies, even by SIGKILL), raising it at once if
+/// the parent is already gone.
+pub(crate) fn die_with_parent(cmd: &mut std::process::Command, signal: libc::c_int) {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getpid is always safe to call.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the closure runs between fork and exec and only calls
+        // async-signal-safe functions (prctl, getppid, raise).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    libc::raise(signal);
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = signal;
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

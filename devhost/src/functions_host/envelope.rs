@@ -50,15 +50,37 @@ pub fn envelope(function_name: &str, data: Value, metadata: Value) -> Value {
 /// with one, `Last` is a minute ago, `Next` a minute ahead.
 pub fn timer_info(is_past_due: bool, with_schedule_status: bool) -> Value {
     let now = OffsetDateTime::now_utc();
-    let status = if with_schedule_status {
-        let minute = time::Duration::minutes(1);
-        json!({
-            "Last": dotnet_offset(now - minute),
-            "Next": dotnet_offset(now + minute),
-            "LastUpdated": dotnet_offset(now),
-        })
-    } else {
-        Value::Null
+    let minute = time::Duration::minutes(1);
+    let status = with_schedule_status.then(|| ScheduleStatus {
+        last: Some(now - minute),
+        next: now + minute,
+        last_updated: now,
+    });
+    timer_info_with_status(is_past_due, status.as_ref())
+}
+
+/// What the host's schedule monitor knows of a timer when it fires it: the
+/// status written after the previous run (or at the first start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleStatus {
+    /// The previous run's scheduled time; `None` before the first run (sent
+    /// as `0001-01-01T00:00:00`).
+    pub last: Option<OffsetDateTime>,
+    /// The occurrence this status expected next (the one firing now).
+    pub next: OffsetDateTime,
+    /// When the status was written.
+    pub last_updated: OffsetDateTime,
+}
+
+/// [`timer_info`] with a given `ScheduleStatus` (`None` sends null).
+pub fn timer_info_with_status(is_past_due: bool, status: Option<&ScheduleStatus>) -> Value {
+    let status = match status {
+        Some(s) => json!({
+            "Last": s.last.map_or_else(|| "0001-01-01T00:00:00".to_string(), dotnet_time),
+            "Next": dotnet_time(s.next),
+            "LastUpdated": dotnet_time(s.last_updated),
+        }),
+        None => Value::Null,
     };
     json!({
         "Schedule": { "AdjustForDST": true },
@@ -130,8 +152,9 @@ fn flat(pairs: &[(&str, &str)]) -> Map<String, Value> {
     m
 }
 
-/// .NET's `DateTimeOffset` text, `2024-05-01T10:15:00+00:00`.
-fn dotnet_offset(t: OffsetDateTime) -> String {
+/// .NET's `DateTimeOffset` text in UTC, `2024-05-01T10:15:00+00:00`.
+pub fn dotnet_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
         t.year(),
@@ -146,7 +169,7 @@ fn dotnet_offset(t: OffsetDateTime) -> String {
 /// .NET's UTC `DateTime` text with 7 fractional digits, `…T10:15:00.1234567Z`.
 fn utc_now_dotnet() -> String {
     let t = OffsetDateTime::now_utc();
-    let base = dotnet_offset(t);
+    let base = dotnet_time(t);
     format!("{}.{:07}Z", &base[..19], t.nanosecond() / 100)
 }
 
@@ -165,6 +188,16 @@ mod tests {
         for k in ["Last", "Next", "LastUpdated"] {
             assert!(s[k].as_str().unwrap().ends_with("+00:00"), "{k}: {s}");
         }
+        let next = OffsetDateTime::from_unix_timestamp(1_714_558_500).unwrap();
+        let first = ScheduleStatus {
+            last: None,
+            next,
+            last_updated: next - time::Duration::seconds(30),
+        };
+        let t = timer_info_with_status(false, Some(&first));
+        assert_eq!(t["ScheduleStatus"]["Last"], "0001-01-01T00:00:00");
+        assert_eq!(t["ScheduleStatus"]["Next"], "2024-05-01T10:15:00+00:00");
+        assert_eq!(t["ScheduleStatus"]["LastUpdated"], "2024-05-01T10:14:30+00:00");
     }
 
     #[test]

@@ -12,18 +12,24 @@
 //! not followed; other invocations are `POST /{FunctionName}` with a chunked
 //! JSON envelope.
 
+mod client;
 mod envelope;
+mod output;
 
-pub use envelope::{envelope, host_encode, http_envelope_metadata, http_envelope_request, timer_info};
+pub use client::{new_invocation_id, HandlerClient};
+pub use envelope::{
+    dotnet_time, envelope, host_encode, http_envelope_metadata, http_envelope_request, timer_info,
+    timer_info_with_status, ScheduleStatus,
+};
 
 use anyhow::Context;
+use output::{capture, Echo};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
 /// The host version the emulator claims (headers and User-Agent).
@@ -32,8 +38,32 @@ pub const HOST_VERSION: &str = "4.1037.0.0";
 /// How long the host waits for `GET /` to answer (`initializationTimeout`).
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Per-request limit: an HTTP trigger must answer within 230 s on Azure.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(230);
+/// With live output, how much of each stream is kept for error messages.
+const KEPT_WHEN_ECHOING: usize = 256 * 1024;
+
+/// How [`HandlerProcess::spawn_with`] starts the handler, beyond the host's
+/// own environment.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// The port to give it (host.json `customHandler.port`); a free one when `None`.
+    pub port: Option<u16>,
+    /// Print each output line as it comes, prefixed with `[<label>]` (stdout
+    /// lines to stdout, stderr lines to stderr); only the last 256 KiB are
+    /// then kept for [`HandlerProcess::stdout`]/[`HandlerProcess::stderr`].
+    /// Without it, lines are echoed to stderr only when `TEST_LOG` is set.
+    pub echo: Option<String>,
+    /// Inherited variables not to pass on (e.g. settings that would point
+    /// the handler elsewhere).
+    pub env_remove: Vec<String>,
+    /// Run the handler in its own process group, so a terminal's Ctrl-C
+    /// reaches only this process, which then stops the handler in order;
+    /// and on Linux the handler gets SIGTERM if this process dies without
+    /// stopping it (even by SIGKILL). Spawn from a thread that outlives the
+    /// handler (the signal fires when the spawning thread exits).
+    pub die_with_parent: bool,
+    /// Command-line arguments (host.json `customHandler.description.arguments`).
+    pub args: Vec<String>,
+}
 
 /// A running custom handler, started as the Functions host starts it; killed
 /// on drop.
@@ -44,7 +74,7 @@ pub struct HandlerProcess {
     port: u16,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
-    client: reqwest::Client,
+    client: HandlerClient,
 }
 
 impl HandlerProcess {
@@ -53,9 +83,26 @@ impl HandlerProcess {
     /// `app_root`, captures its output, and returns once `GET /` gets any
     /// HTTP answer. Fails after 30 s, or at once with its stderr if it exits.
     pub async fn spawn(binary: &Path, app_root: &Path, env: &[(String, String)]) -> anyhow::Result<HandlerProcess> {
-        let port = crate::util::free_port()?;
+        Self::spawn_with(binary, app_root, env, &SpawnOptions::default()).await
+    }
+
+    /// [`HandlerProcess::spawn`] with [`SpawnOptions`].
+    pub async fn spawn_with(
+        binary: &Path,
+        app_root: &Path,
+        env: &[(String, String)],
+        opts: &SpawnOptions,
+    ) -> anyhow::Result<HandlerProcess> {
+        let port = match opts.port {
+            Some(p) => p,
+            None => crate::util::free_port()?,
+        };
         let mut cmd = Command::new(binary);
-        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        for name in &opts.env_remove {
+            cmd.env_remove(name);
+        }
+        cmd.args(&opts.args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
             .env("FUNCTIONS_HTTPWORKER_PORT", port.to_string())
             .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", crate::util::uuid_v4())
@@ -65,19 +112,27 @@ impl HandlerProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if opts.die_with_parent {
+            crate::util::die_with_parent(cmd.as_std_mut(), libc::SIGTERM);
+        }
         let mut child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
         let pid = child.id().context("child has no pid")?;
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().context("no stdout pipe")?;
         let err = child.stderr.take().context("no stderr pipe")?;
-        tokio::spawn(capture(out, stdout.clone(), format!("handler {pid} stdout")));
-        tokio::spawn(capture(err, stderr.clone(), format!("handler {pid} stderr")));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
+        let (out_echo, err_echo) = match &opts.echo {
+            Some(label) => (Echo::Stdout(label.clone()), Echo::Stderr(label.clone())),
+            None if std::env::var_os("TEST_LOG").is_some() => (
+                Echo::Stderr(format!("handler {pid} stdout")),
+                Echo::Stderr(format!("handler {pid} stderr")),
+            ),
+            None => (Echo::None, Echo::None),
+        };
+        let keep = opts.echo.as_ref().map(|_| KEPT_WHEN_ECHOING);
+        tokio::spawn(capture(out, stdout.clone(), out_echo, keep));
+        tokio::spawn(capture(err, stderr.clone(), err_echo, keep));
+        let client = HandlerClient::new(format!("http://127.0.0.1:{port}"))?;
         let mut handler = HandlerProcess {
             child,
             pid,
@@ -94,7 +149,7 @@ impl HandlerProcess {
         let deadline = Instant::now() + INIT_TIMEOUT;
         let url = format!("{}/", self.base_url());
         loop {
-            let probe = self.client.get(&url).timeout(Duration::from_secs(1));
+            let probe = self.client.http().get(&url).timeout(Duration::from_secs(1));
             if probe.send().await.is_ok() {
                 return Ok(());
             }
@@ -126,6 +181,12 @@ impl HandlerProcess {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// A cloneable client for this handler (for tasks that invoke it while
+    /// the owner keeps the process).
+    pub fn client(&self) -> HandlerClient {
+        self.client.clone()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.pid
@@ -144,6 +205,11 @@ impl HandlerProcess {
     /// The exit status, if the handler has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits for the handler to exit by itself.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
     }
 
     /// Forwards an HTTP request as the host does with
@@ -167,18 +233,9 @@ impl HandlerProcess {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> reqwest::Result<reqwest::Response> {
-        let url = format!("{}{}", self.base_url(), path_and_query);
-        let mut req = self.client.request(method, url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req = req
-            .header("X-Azure-Functions-InvocationId", crate::util::uuid_v4())
-            .header("X-Azure-Functions-HostVersion", HOST_VERSION);
-        if let Some(b) = body.filter(|b| !b.is_empty()) {
-            req = req.body(b);
-        }
-        req.send().await
+        self.client
+            .forward_with_headers(method, path_and_query, headers, body)
+            .await
     }
 
     /// Sends a non-HTTP invocation: `POST /{function_name}` with the
@@ -190,19 +247,7 @@ impl HandlerProcess {
         data: Value,
         metadata: Value,
     ) -> reqwest::Result<reqwest::Response> {
-        let body = serde_json::to_vec(&envelope(function_name, data, metadata)).expect("envelope serialises");
-        let chunks = vec![Ok::<_, std::io::Error>(bytes::Bytes::from(body))];
-        let traceparent = format!("00-{}-{}-01", crate::util::random_hex(16), crate::util::random_hex(8));
-        self.client
-            .post(format!("{}/{}", self.base_url(), function_name))
-            .header("content-type", "application/json; charset=utf-8")
-            .header("User-Agent", format!("Azure-Functions-Host/{HOST_VERSION}"))
-            .header("X-Azure-Functions-InvocationId", crate::util::uuid_v4())
-            .header("X-Azure-Functions-HostVersion", HOST_VERSION)
-            .header("traceparent", traceparent)
-            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
-            .send()
-            .await
+        self.client.invoke(function_name, data, metadata).await
     }
 
     /// Invokes a timer function: `Data` = `{binding_name: timer_info}` (see
@@ -239,29 +284,5 @@ impl HandlerProcess {
 impl Drop for HandlerProcess {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
-    }
-}
-
-/// Appends each line of `pipe` to `buf`; echoes to stderr when `TEST_LOG`
-/// is set.
-async fn capture(pipe: impl AsyncRead + Unpin, buf: Arc<Mutex<String>>, label: String) {
-    let echo = std::env::var_os("TEST_LOG").is_some();
-    let mut reader = BufReader::new(pipe);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                if echo {
-                    eprint!("[{label}] {text}");
-                    if !text.ends_with('\n') {
-                        eprintln!();
-                    }
-                }
-                buf.lock().unwrap().push_str(&text);
-            }
-        }
     }
 }

@@ -25,13 +25,26 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// How to get a `redis-server` built with TLS (6.0 or later; 7.x tested).
+pub const INSTALL_HINT: &str = "install Redis 7 with TLS: `sudo apt-get install -y redis-server` (Debian/Ubuntu), \
+     `sudo dnf install -y redis` (Fedora), `brew install redis` (macOS), or see https://redis.io/docs/latest/operate/oss_and_stack/install/";
+
 /// How long [`RedisServer::start`] waits for the server to answer PING.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How [`RedisServer::start_with`] runs the server.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedisOptions {
+    /// Linux: the server gets SIGTERM if this process dies without stopping
+    /// it (even by SIGKILL). Start it from a thread that outlives it.
+    pub die_with_parent: bool,
+}
 
 /// A running `redis-server` on 127.0.0.1, killed on drop.
 #[derive(Debug)]
 pub struct RedisServer {
     child: Mutex<Option<Child>>,
+    opts: RedisOptions,
     plain_port: u16,
     tls_port: u16,
     admin: RedisAdmin,
@@ -44,6 +57,11 @@ impl RedisServer {
     /// admin port, no persistence, and a random admin password; returns once
     /// it answers PING (at most ~10 s).
     pub async fn start(pki: &Pki) -> anyhow::Result<RedisServer> {
+        Self::start_with(pki, RedisOptions::default()).await
+    }
+
+    /// [`RedisServer::start`] with [`RedisOptions`].
+    pub async fn start_with(pki: &Pki, opts: RedisOptions) -> anyhow::Result<RedisServer> {
         let dir = tempfile::Builder::new().prefix("devhost-redis-").tempdir()?;
         for (from, to) in [
             (&pki.ca_path, "ca.pem"),
@@ -68,6 +86,7 @@ impl RedisServer {
         )?;
         let server = RedisServer {
             child: Mutex::new(None),
+            opts,
             plain_port,
             tls_port,
             admin: RedisAdmin::new(plain_port, password),
@@ -131,12 +150,12 @@ impl RedisServer {
             .stdout(out.try_clone()?)
             .stderr(out)
             .current_dir(d);
+        if self.opts.die_with_parent {
+            crate::util::die_with_parent(&mut cmd, libc::SIGTERM);
+        }
         cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow::anyhow!(
-                    "redis-server not found on PATH; install Redis 7 with TLS: \
-                     `apt-get install -y redis-server`"
-                )
+                anyhow::anyhow!("redis-server not found on PATH; {INSTALL_HINT}")
             } else {
                 anyhow::Error::new(e).context("spawning redis-server")
             }

@@ -1,0 +1,83 @@
+//! What the local host prints: the start-up banner listing every function
+//! (as `func start` does) and one line per invocation as it finishes.
+
+use crate::app_manifest::{AppManifest, Trigger};
+use std::time::Duration;
+
+/// UTC now as `2024-05-01T10:15:00.123Z`, the stamp `func start` prints.
+pub fn stamp() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler answered with this HTTP status.
+    Status(u16),
+    /// No answer: the reason.
+    Failed(String),
+}
+
+/// Prints `[stamp] <function> <what> -> <status> (<ms> ms) id=<short id>`.
+pub fn invocation(function: &str, what: &str, outcome: &Outcome, elapsed: Duration, invocation_id: &str) {
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    let result = match outcome {
+        Outcome::Status(s) => s.to_string(),
+        Outcome::Failed(why) => format!("failed: {why}"),
+    };
+    let id = invocation_id.get(..8).unwrap_or(invocation_id);
+    println!("[{}] {function} {what} -> {result} ({ms:.1} ms) id={id}", stamp());
+}
+
+/// Prints the `Logs` of an envelope answer, as the host logs them on the
+/// invocation's logger.
+pub fn logs(function: &str, lines: &[String]) {
+    for l in lines {
+        println!("    {function} log: {l}");
+    }
+}
+
+/// The function list: each HTTP function's methods and URL, each timer's
+/// schedule, each other trigger's type.
+pub fn functions(manifest: &AppManifest, base_url: &str, timers: &[(String, String)]) {
+    println!("\nFunctions:\n");
+    for f in &manifest.functions {
+        match &f.trigger {
+            Trigger::Http(h) => {
+                let methods = h.methods.as_ref().map_or_else(|| "ALL".to_string(), |m| m.join(","));
+                println!(
+                    "        {}: [{methods}] {base_url}{}",
+                    f.name,
+                    manifest.http_path(&h.route)
+                );
+            }
+            Trigger::Timer(_) => {
+                let desc = timers
+                    .iter()
+                    .find(|(n, _)| *n == f.name)
+                    .map_or("timerTrigger", |(_, d)| d.as_str());
+                println!("        {}: {desc}", f.name);
+            }
+            Trigger::Other { kind, .. } => {
+                println!("        {}: {kind} (not triggered locally; use devhost invoke)", f.name);
+            }
+        }
+    }
+    println!();
+}
+
+/// The closing lines of the banner.
+pub fn ready(base_url: &str) {
+    println!("Invoke by hand: cargo devhost invoke <Function> (see --help). Ctrl+C stops everything.");
+    println!("Ready: {base_url}");
+}

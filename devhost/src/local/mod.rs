@@ -1,0 +1,189 @@
+//! `devhost start`: the function app on this machine in one command, doing
+//! for a custom handler what `func start` does, without the .NET Core Tools.
+//!
+//! It reads `host.json` and the function folders ([`crate::app_manifest`]),
+//! builds the handler with Cargo unless given one, starts the built-in cache
+//! ([`stack`]) unless `local.settings.json` or the environment names a real
+//! one ([`crate::local_settings`]), starts the handler as the host does
+//! ([`crate::functions_host`]), serves the functions at
+//! `http://127.0.0.1:<port>/api/...` ([`http`], [`routes`]), fires timers on
+//! their schedule ([`timer`]), and prints each invocation ([`console`]).
+//! Ctrl-C or SIGTERM stops the timers and the listener, lets the handler
+//! drain, then stops the cache: nothing is left running.
+
+pub mod console;
+pub mod http;
+pub mod routes;
+pub mod run_file;
+pub mod stack;
+pub mod timer;
+
+use crate::app_manifest::AppManifest;
+use crate::cargo_build::{self, BuildRequest};
+use crate::local_settings::{CacheTarget, LocalSettings, MergedSettings};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The port `func start` uses by default.
+pub const DEFAULT_PORT: u16 = 7071;
+
+/// What `devhost start` runs.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// The app root (host.json, function folders, Cargo workspace).
+    pub app_root: PathBuf,
+    /// The port; `None`: `local.settings.json` `Host.LocalHttpPort`, else 7071.
+    pub port: Option<u16>,
+    /// A handler binary to run instead of building one.
+    pub handler: Option<PathBuf>,
+    /// Build the handler with `--release`.
+    pub release: bool,
+    /// `(function, schedule)` pairs replacing timer schedules.
+    pub schedule_overrides: Vec<(String, String)>,
+    /// Use the built-in local cache even when settings name a real one.
+    pub force_local: bool,
+}
+
+/// Runs the app until Ctrl-C/SIGTERM/SIGHUP (then `Ok`) or until the
+/// handler exits by itself (then an error).
+pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
+    let manifest = AppManifest::load(&opts.app_root)?;
+    let file = LocalSettings::load(&opts.app_root)?;
+    let settings = MergedSettings::merge(&file, |k| std::env::var(k).ok());
+    for k in &settings.skipped {
+        println!("Skipping '{k}' from local settings as it's already defined in current environment variables.");
+    }
+    let timers = timer::plan(&manifest, &opts.schedule_overrides, |k| settings.get(k))?;
+    let port = opts.port.or(file.local_http_port).unwrap_or(DEFAULT_PORT);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port} (in use? pick another with --port)"))?;
+    let base_url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+
+    let binary = match &opts.handler {
+        Some(h) => std::fs::canonicalize(h).with_context(|| format!("--handler {}", h.display()))?,
+        None => {
+            let bin = std::path::Path::new(&manifest.host.executable)
+                .file_name()
+                .context("host.json defaultExecutablePath has no file name")?
+                .to_string_lossy()
+                .into_owned();
+            let req = BuildRequest {
+                dir: &opts.app_root,
+                bin: &bin,
+                release: opts.release,
+                target: None,
+            };
+            println!("devhost: {}", cargo_build::describe(&req));
+            cargo_build::build(&req)?
+        }
+    };
+    let cache = match opts.force_local {
+        true => CacheTarget::Local,
+        false => settings.cache_target(),
+    };
+    let mut stack = stack::Stack::start(&manifest, &settings, &cache, &binary).await?;
+    print_processes(&stack, &cache, &binary);
+    let described: Vec<(String, String)> = timers.iter().map(|t| (t.function.clone(), t.describe())).collect();
+    console::functions(&manifest, &base_url, &described);
+
+    let shared = Arc::new(http::Shared {
+        routes: routes::RouteTable::new(&manifest),
+        manifest,
+        handler: stack.handler.client(),
+        timers: timers.into_iter().map(Arc::new).collect(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = axum::serve(listener, http::router(shared.clone())).with_graceful_shutdown(async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    let timer_tasks: Vec<_> = shared
+        .timers
+        .iter()
+        .map(|t| {
+            let (t, s, stop) = (t.clone(), shared.clone(), stop_rx.clone());
+            tokio::spawn(async move { t.run(&s, stop).await })
+        })
+        .collect();
+    let run_file = run_file::RunFile::write(
+        &opts.app_root,
+        run_file::RunInfo {
+            pid: std::process::id(),
+            host_url: base_url.clone(),
+            handler_url: stack.handler.base_url(),
+        },
+    )?;
+    console::ready(&base_url);
+
+    let outcome = tokio::select! {
+        signal = shutdown_signal() => Ok(signal),
+        status = stack.handler.wait() => Err(anyhow::anyhow!(
+            "the handler exited by itself ({}); stopping",
+            status.map_or_else(|e| e.to_string(), |s| s.to_string())
+        )),
+    };
+    match &outcome {
+        Ok(signal) => println!("\n{signal}: stopping (Ctrl+C again to kill at once)"),
+        Err(e) => println!("\n{e}"),
+    }
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("devhost: killed");
+        std::process::exit(130);
+    });
+    let _ = stop_tx.send(true);
+    for t in timer_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let status = stack.stop().await;
+    drop(run_file);
+    println!("devhost: handler stopped ({status}); local cache and identity stopped; done");
+    outcome.map(|_| ())
+}
+
+fn print_processes(stack: &stack::Stack, cache: &CacheTarget, binary: &std::path::Path) {
+    println!();
+    if let Some(local) = &stack.local {
+        let r = &local.redis;
+        // The admin password stays out of the output, like every secret.
+        println!(
+            "  redis-server  pid {}  TLS 127.0.0.1:{} (built-in local cache; admin port {}, password not printed)",
+            r.pid().unwrap_or(0),
+            r.tls_port(),
+            r.plain_port(),
+        );
+        println!(
+            "  identity      {}  (App Service managed identity; Redis user {})",
+            local.identity.endpoint_url(),
+            local.identity.oid()
+        );
+    }
+    if let CacheTarget::Real(desc) = cache {
+        println!("  cache         {desc}  (from the environment / local.settings.json)");
+    }
+    let h = &stack.handler;
+    println!(
+        "  handler       pid {}  {}  ({})",
+        h.pid(),
+        h.base_url(),
+        binary.display()
+    );
+}
+
+/// Waits for Ctrl-C (SIGINT), SIGTERM or SIGHUP; returns its name.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl+C",
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+    }
+}
