@@ -199,12 +199,11 @@ async fn log_invocation(request: Request, next: Next) -> Response {
     let path = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| request.uri().path().to_owned());
+        .map_or_else(|| request.uri().path(), MatchedPath::as_str);
     if path == "/" {
         return next.run(request).await;
     }
-    let function = match functions::by_path(&path) {
+    let function = match functions::by_path(path) {
         Some(f) => f.name,
         None if path == "/{function}" => functions::by_path(request.uri().path()).map_or("unknown", |f| f.name),
         None => "unknown",
@@ -213,10 +212,12 @@ async fn log_invocation(request: Request, next: Next) -> Response {
         .iter()
         .find_map(|h| request.headers().get(*h))
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .chars()
-        .take(64)
-        .collect::<String>();
+        .unwrap_or("");
+    // At most 64 characters, borrowed: the span formats it right away.
+    let invocation_id = invocation_id
+        .char_indices()
+        .nth(64)
+        .map_or(invocation_id, |(end, _)| &invocation_id[..end]);
     let method = request.method().clone();
     let span = tracing::info_span!("invocation", function, invocation_id = %invocation_id);
     let start = Instant::now();

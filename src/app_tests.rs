@@ -14,7 +14,7 @@ fn test_app(max_value_bytes: usize) -> Router {
         host: "127.0.0.1".into(),
         port: 1,
         tls: false,
-        root_bundle: None,
+        extra_roots: None,
         deadlines: Deadlines {
             token_fetch: Duration::from_secs(1),
             connect: Duration::from_millis(300),

@@ -13,7 +13,8 @@
 //! - [`body`]: reading request bodies within a limit.
 //! - [`error`]: the error every function answers with.
 //! - [`app`]: the axum router, shared state and per-invocation logging.
-//! - [`telemetry`]: tracing set-up.
+//! - [`telemetry`]: tracing set-up, stdout written in batches.
+//! - [`malloc`]: one glibc malloc arena (less resident memory).
 //! - [`server`]: bind, serve, graceful shutdown.
 
 pub mod app;
@@ -23,6 +24,7 @@ pub mod credential;
 pub mod error;
 pub mod functions;
 pub mod host;
+pub mod malloc;
 pub mod secret;
 pub mod server;
 pub mod settings;

@@ -1,14 +1,24 @@
 //! The `handler` binary: read settings, set up logging, bind, serve.
 
-use azure_redis_handler::{app, cache::Cache, server, settings::Settings, telemetry, tls};
+use azure_redis_handler::{app, cache::Cache, malloc, server, settings::Settings, telemetry, tls};
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
 /// The process-wide Redis connection, shared by every invocation.
 static CACHE: OnceLock<Arc<Cache>> = OnceLock::new();
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    malloc::use_one_arena();
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("handler: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -16,7 +26,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(settings.log_format);
+    // Held to the end: dropping it writes the log lines still waiting.
+    let _log = telemetry::init(settings.log_format);
     tls::install_crypto_provider();
     let cache = match app::build_cache(&settings) {
         Ok(c) => CACHE.get_or_init(|| Arc::new(c)).clone(),

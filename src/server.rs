@@ -25,7 +25,10 @@ pub async fn serve(listener: TcpListener, app: Router, drain: Duration) -> std::
         );
         let _ = tx.send(true);
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signalled);
+    // Turn every route into its service once, here, and share it: handing
+    // axum the `Router` itself rebuilds its route table for each connection.
+    let app: Router = app.with_state(());
+    let server = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(signalled);
     let deadline = async move {
         let _ = rx.wait_for(|stop| *stop).await;
         tokio::time::sleep(drain).await;

@@ -330,12 +330,8 @@ async fn one_log_line_per_invocation() {
     let app = app().await;
     let res = app
         .handler
-        .forward_with_headers(
-            Method::GET,
-            "/api/ping",
-            &[("X-Azure-Functions-InvocationId", "inv-1234-abcd")],
-            None,
-        )
+        .client()
+        .forward_as("inv-1234-abcd", Method::GET, "/api/ping", Default::default(), None)
         .await
         .unwrap();
     assert_eq!(res.status(), 200);

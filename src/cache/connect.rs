@@ -13,7 +13,7 @@ use tokio::time::Instant;
 impl Cache {
     pub(super) async fn live_connection(
         &self,
-        creds: &Credentials,
+        creds: &Credentials<'_>,
         deadline: Instant,
     ) -> Result<Arc<Live>, CacheError> {
         if let Some(live) = self.live.load_full() {
@@ -47,7 +47,7 @@ impl Cache {
                 let live = Arc::new(Live {
                     conn,
                     number,
-                    authed_generation: AtomicU64::new(creds.generation),
+                    authed_generation: AtomicU64::new(creds.generation()),
                     timeouts_in_a_row: AtomicU32::new(0),
                     reauth_after: std::sync::Mutex::new(None),
                 });
@@ -73,7 +73,7 @@ impl Cache {
         }
     }
 
-    async fn open(&self, creds: &Credentials, budget: Duration) -> Result<MultiplexedConnection, CacheError> {
+    async fn open(&self, creds: &Credentials<'_>, budget: Duration) -> Result<MultiplexedConnection, CacheError> {
         let addr = if self.target.tls {
             ConnectionAddr::TcpTls {
                 host: self.target.host.clone(),
@@ -84,20 +84,20 @@ impl Cache {
         } else {
             ConnectionAddr::Tcp(self.target.host.clone(), self.target.port)
         };
-        let mut redis_info = RedisConnectionInfo::default().set_password(creds.password.expose());
-        if let Some(user) = &creds.user {
+        let mut redis_info = RedisConnectionInfo::default().set_password(creds.password());
+        if let Some(user) = creds.user() {
             redis_info = redis_info.set_username(user);
         }
         let info = addr
             .into_connection_info()
             .map_err(|e| classify(&e))?
             .set_redis_settings(redis_info);
-        let client = match &self.target.root_bundle {
+        let client = match &self.target.extra_roots {
             Some(pem) if self.target.tls => Client::build_with_tls(
                 info,
                 TlsCertificates {
                     client_tls: None,
-                    root_cert: Some(pem.clone()),
+                    root_cert: Some(crate::tls::with_system_roots(pem)),
                 },
             ),
             _ => Client::open(info),
@@ -121,12 +121,16 @@ impl Cache {
     /// identity it has (its token is still valid, or the cache would have
     /// closed it) and the AUTH is tried again after a backoff, not on every
     /// invocation.
-    pub(super) async fn ensure_authenticated(&self, live: &Arc<Live>, creds: &Credentials) -> Result<(), CacheError> {
-        if live.authed_generation.load(Ordering::Acquire) >= creds.generation {
+    pub(super) async fn ensure_authenticated(
+        &self,
+        live: &Arc<Live>,
+        creds: &Credentials<'_>,
+    ) -> Result<(), CacheError> {
+        if live.authed_generation.load(Ordering::Acquire) >= creds.generation() {
             return Ok(());
         }
         let _one_at_a_time = self.reauth.lock().await;
-        if live.authed_generation.load(Ordering::Acquire) >= creds.generation {
+        if live.authed_generation.load(Ordering::Acquire) >= creds.generation() {
             return Ok(());
         }
         let failures = match *live.reauth_after.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -135,14 +139,14 @@ impl Cache {
             None => 0,
         };
         let mut auth = redis::cmd("AUTH");
-        if let Some(user) = &creds.user {
+        if let Some(user) = creds.user() {
             auth.arg(user);
         }
-        auth.arg(creds.password.expose());
+        auth.arg(creds.password());
         let mut conn = live.conn.clone();
         match tokio::time::timeout(self.target.deadlines.command, auth.query_async::<()>(&mut conn)).await {
             Ok(Ok(())) => {
-                live.authed_generation.store(creds.generation, Ordering::Release);
+                live.authed_generation.store(creds.generation(), Ordering::Release);
                 *live.reauth_after.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 self.stats.reauths.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(

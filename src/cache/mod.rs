@@ -20,7 +20,7 @@ pub use error::{classify, CacheError};
 
 use crate::secret::{redact, Secret};
 use crate::settings::{Deadlines, RedisSettings};
-use crate::token::TokenManager;
+use crate::token::{Token, TokenManager};
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use redis::FromRedisValue;
@@ -55,8 +55,9 @@ pub struct Target {
     pub port: u16,
     /// TLS on or off.
     pub tls: bool,
-    /// PEM roots to trust instead of the platform's (see [`crate::tls`]).
-    pub root_bundle: Option<Vec<u8>>,
+    /// Extra PEM roots (`SSL_CERT_FILE`), trusted with the system bundle
+    /// instead of the platform's roots (see [`crate::tls`]).
+    pub extra_roots: Option<Vec<u8>>,
     /// Connect and command deadlines.
     pub deadlines: Deadlines,
 }
@@ -68,7 +69,7 @@ impl Target {
             host: redis.host.clone(),
             port: redis.port,
             tls: redis.tls,
-            root_bundle: crate::tls::root_bundle(redis.extra_ca_file.as_deref())?,
+            extra_roots: crate::tls::extra_roots(redis.extra_ca_file.as_deref())?,
             deadlines,
         })
     }
@@ -138,10 +139,41 @@ impl std::fmt::Debug for Cache {
 }
 
 /// The user and password for one AUTH, and which token they came from.
-struct Credentials {
-    user: Option<String>,
-    password: Secret,
-    generation: u64,
+///
+/// Borrowed or shared, never copied: every invocation asks for these, and
+/// cloning a token (about a kilobyte) per call would put an allocation on
+/// the hot path only to be thrown away when no AUTH is needed.
+enum Credentials<'a> {
+    /// The current Entra ID token.
+    Token(Arc<Token>),
+    /// The access key and its optional user.
+    Key {
+        user: Option<&'a str>,
+        password: &'a Secret,
+    },
+}
+
+impl Credentials<'_> {
+    fn user(&self) -> Option<&str> {
+        match self {
+            Self::Token(token) => Some(&token.user),
+            Self::Key { user, .. } => *user,
+        }
+    }
+
+    fn password(&self) -> &str {
+        match self {
+            Self::Token(token) => token.secret.expose(),
+            Self::Key { password, .. } => password.expose(),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        match self {
+            Self::Token(token) => token.generation,
+            Self::Key { .. } => 0,
+        }
+    }
 }
 
 impl Cache {
@@ -253,20 +285,12 @@ impl Cache {
         }
     }
 
-    async fn credentials(&self) -> Result<Credentials, CacheError> {
+    async fn credentials(&self) -> Result<Credentials<'_>, CacheError> {
         match &self.auth {
-            Auth::Entra(tokens) => {
-                let token = tokens.current().await?;
-                Ok(Credentials {
-                    user: Some(token.user.clone()),
-                    password: token.secret.clone(),
-                    generation: token.generation,
-                })
-            }
-            Auth::AccessKey { user, password } => Ok(Credentials {
-                user: user.clone(),
-                password: password.clone(),
-                generation: 0,
+            Auth::Entra(tokens) => Ok(Credentials::Token(tokens.current().await?)),
+            Auth::AccessKey { user, password } => Ok(Credentials::Key {
+                user: user.as_deref(),
+                password,
             }),
         }
     }

@@ -11,7 +11,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use base64::Engine;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::collections::HashMap;
 
 /// Largest key, in bytes.
@@ -46,20 +46,57 @@ pub fn parse_ttl(query: &HashMap<String, String>) -> Result<Option<u64>, AppErro
     }
 }
 
+/// The answer to `GET` (typed, so the hot path builds no JSON tree).
+#[derive(Debug, Serialize)]
+pub struct Item {
+    /// The key asked for.
+    pub key: String,
+    /// The value, when it is UTF-8 text; `null` otherwise.
+    pub value: Option<String>,
+    /// The value as base64, only when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+}
+
+/// The answer to `PUT`.
+#[derive(Debug, Serialize)]
+pub struct Stored {
+    /// The key written.
+    pub key: String,
+    /// Always true: a failed write is an error answer.
+    pub stored: bool,
+}
+
+/// The answer to `DELETE`.
+#[derive(Debug, Serialize)]
+pub struct Deleted {
+    /// The key removed.
+    pub key: String,
+    /// Whether it existed.
+    pub deleted: bool,
+}
+
 /// `GET`: the value, or 404.
 pub async fn get(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Item>, AppError> {
     let key = validate_key(key)?;
     let value: Option<Vec<u8>> = state.cache.query(redis::cmd("GET").arg(&key)).await?;
     match value {
         None => Err(AppError::NotFound(format!("no value is stored under key {key:?}"))),
         Some(bytes) => Ok(Json(match String::from_utf8(bytes) {
-            Ok(text) => json!({ "key": key, "value": text }),
+            Ok(text) => Item {
+                key,
+                value: Some(text),
+                value_base64: None,
+            },
             // Written by another client: never mangle it, hand it over as base64.
-            Err(e) => json!({ "key": key, "value": null,
-                "value_base64": base64::engine::general_purpose::STANDARD.encode(e.into_bytes()) }),
+            Err(e) => Item {
+                key,
+                value: None,
+                value_base64: Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
+            },
         })),
     }
 }
@@ -70,7 +107,7 @@ pub async fn put(
     key: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Body,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Stored>, AppError> {
     let key = validate_key(key)?;
     let Query(query) = query.map_err(|_| AppError::BadRequest("the query string is malformed".into()))?;
     let ttl = parse_ttl(&query)?;
@@ -82,17 +119,20 @@ pub async fn put(
         cmd.arg("EX").arg(ttl);
     }
     let _: String = state.cache.query(&cmd).await?;
-    Ok(Json(json!({ "key": key, "stored": true })))
+    Ok(Json(Stored { key, stored: true }))
 }
 
 /// `DELETE`: removes the key; `deleted` says whether it existed.
 pub async fn delete(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Deleted>, AppError> {
     let key = validate_key(key)?;
     let removed: u64 = state.cache.query(redis::cmd("DEL").arg(&key)).await?;
-    Ok(Json(json!({ "key": key, "deleted": removed > 0 })))
+    Ok(Json(Deleted {
+        key,
+        deleted: removed > 0,
+    }))
 }
 
 /// `/api/cache/` with no key.
