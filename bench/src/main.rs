@@ -1,0 +1,273 @@
+//! `cargo run --release -p bench`: the handler against `redis-benchmark`
+//! (the ceiling) and against a Python peer done the way Microsoft's Python
+//! quickstart does it, all on loopback with a TLS `redis-server` with ACL
+//! users and the local App Service identity endpoint.
+//!
+//! Writes `BENCHMARKS.md` at the repository root and `bench/results/plot.svg`.
+//! `-- --smoke` runs a few seconds of each part at one concurrency, checks
+//! that the pipeline works (no failed request, one token request per
+//! refresh) and writes nothing. `-- --refresh` measures only the cost of
+//! token refresh, in 12 rounds; `-- --rig` starts only Redis and the identity
+//! endpoint and prints the settings, for profiling a handler by hand.
+//!
+//! # Layout
+//!
+//! - `tools`: the programs it needs (checked, never installed), the release
+//!   handler build, the Python peer's virtualenv.
+//! - `rig`: Redis and the identity endpoint (from `devhost`), and the servers
+//!   under test started as the Functions host starts them.
+//! - `load`: `wrk` and `redis-benchmark` runs.
+//! - `client`: a tiny HTTP client for cold starts, the memory run and the burst.
+//! - `scenarios`: throughput, cold start, memory, token refresh.
+//! - `report`, `plot`, `machine`: the Markdown, the SVG, the machine's description.
+
+mod client;
+mod load;
+mod machine;
+mod plot;
+mod report;
+mod rig;
+mod scenarios;
+mod tools;
+
+use anyhow::{bail, ensure, Context};
+use report::Results;
+use rig::{Program, Rig, Server};
+use scenarios::{Side, Timing};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How much of everything to run.
+struct Plan {
+    smoke: bool,
+    /// Only the token refresh cost (`-- --refresh`), with more rounds.
+    refresh_only: bool,
+    concurrency: Vec<u32>,
+    timing: Timing,
+    cold_starts: usize,
+    memory_requests: u64,
+    refresh_rounds: usize,
+    /// Warm-up and length of each refresh-cost run.
+    refresh_timing: Timing,
+    /// (lifetime, offset) of the refreshing tokens, seconds.
+    short_tokens: (u64, u64),
+}
+
+impl Plan {
+    fn full() -> Plan {
+        Plan {
+            smoke: false,
+            refresh_only: false,
+            concurrency: vec![1, 16, 64, 256],
+            timing: Timing {
+                warm: Duration::from_secs(2),
+                measure: Duration::from_secs(5),
+            },
+            cold_starts: 20,
+            memory_requests: 100_000,
+            refresh_rounds: 6,
+            refresh_timing: Timing {
+                warm: Duration::from_secs(2),
+                measure: Duration::from_secs(3),
+            },
+            short_tokens: (6, 3),
+        }
+    }
+
+    fn smoke() -> Plan {
+        Plan {
+            smoke: true,
+            refresh_only: false,
+            concurrency: vec![16],
+            timing: Timing {
+                warm: Duration::from_secs(1),
+                measure: Duration::from_secs(1),
+            },
+            cold_starts: 3,
+            memory_requests: 10_000,
+            refresh_rounds: 0,
+            refresh_timing: Timing {
+                warm: Duration::from_secs(1),
+                measure: Duration::from_secs(1),
+            },
+            short_tokens: (4, 2),
+        }
+    }
+
+    fn command(&self) -> &'static str {
+        if self.smoke {
+            "cargo run --release -p bench -- --smoke"
+        } else {
+            "cargo run --release -p bench"
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let plan = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => Plan::full(),
+        ["--smoke"] => Plan::smoke(),
+        ["--rig"] => return rig_only(),
+        ["--refresh"] => Plan {
+            refresh_only: true,
+            refresh_rounds: 12,
+            ..Plan::full()
+        },
+        _ => bail!("usage: cargo run --release -p bench [-- --smoke | --refresh | --rig]"),
+    };
+    let root = repo_root()?;
+    tools::check(!plan.smoke)?;
+    let handler_bin = tools::build_handler(root)?;
+    let python = tools::python_venv(root, !plan.smoke)?.map(|interpreter| Program::Python {
+        interpreter,
+        script: root.join("bench/python_peer/app.py"),
+    });
+    if plan.smoke && python.is_none() {
+        eprintln!("bench: smoke run without the Python peer (its virtualenv is made by the full run)");
+    }
+    let handler = Program::Handler(handler_bin.clone());
+    let lua = root.join("bench/lua/cache.lua");
+    let mut results = Results {
+        machine: machine::describe(),
+        command: plan.command().to_owned(),
+        concurrency: plan.concurrency.clone(),
+        seconds_per_point: plan.timing.measure.as_secs(),
+        binary_bytes: std::fs::metadata(&handler_bin)?.len(),
+        notes: std::fs::read_to_string(root.join("bench/notes.md")).unwrap_or_default(),
+        ..Results::default()
+    };
+    let rig = Rig::start(root)?;
+
+    if plan.refresh_only {
+        results.refresh = scenarios::refresh(
+            &rig,
+            &lua,
+            &handler,
+            plan.refresh_timing,
+            plan.refresh_rounds,
+            plan.short_tokens,
+        )?;
+        check(&results)?;
+        println!("{}", results.markdown(""));
+        return Ok(());
+    }
+    eprintln!("bench: throughput and latency");
+    let settings = rig.app_settings(&rig.identity, 300);
+    let rust = Server::start(&handler, root, &settings)?;
+    let rust_conns = rig.identity_connections()?;
+    let py = python.as_ref().map(|p| Server::start(p, root, &settings)).transpose()?;
+    results.points = scenarios::throughput(&rig, &lua, &rust, py.as_ref(), &plan.concurrency, plan.timing)?;
+    results.redis_connections.push((Side::Handler, rust_conns));
+    if py.is_some() {
+        results
+            .redis_connections
+            .push((Side::Python, rig.identity_connections()?.saturating_sub(rust_conns)));
+    }
+    results.handler_peak_after_all_kib = rust.rss_kib()?.1;
+    drop((rust, py));
+
+    eprintln!("bench: cold start");
+    results
+        .cold
+        .push((Side::Handler, scenarios::cold_start(&rig, &handler, plan.cold_starts)?));
+    eprintln!("bench: memory");
+    results
+        .memory
+        .push((Side::Handler, scenarios::memory(&rig, &handler, plan.memory_requests)?));
+    if let Some(p) = python.as_ref().filter(|_| !plan.smoke) {
+        results
+            .cold
+            .push((Side::Python, scenarios::cold_start(&rig, p, plan.cold_starts)?));
+        results
+            .memory
+            .push((Side::Python, scenarios::memory(&rig, p, plan.memory_requests)?));
+    }
+    eprintln!("bench: token refresh");
+    results.refresh = scenarios::refresh(
+        &rig,
+        &lua,
+        &handler,
+        plan.refresh_timing,
+        plan.refresh_rounds,
+        plan.short_tokens,
+    )?;
+
+    check(&results)?;
+    let plot_rel = "bench/results/plot.svg";
+    let markdown = results.markdown(plot_rel);
+    println!("{markdown}");
+    if !plan.smoke {
+        let title = format!("handler vs redis-benchmark vs Python peer, {}", machine::now_utc());
+        std::fs::create_dir_all(root.join("bench/results"))?;
+        std::fs::write(
+            root.join(plot_rel),
+            plot::svg(&results.points, &plan.concurrency, &title),
+        )?;
+        std::fs::write(root.join("BENCHMARKS.md"), &markdown)?;
+        eprintln!("bench: wrote BENCHMARKS.md and {plot_rel}");
+    }
+    Ok(())
+}
+
+fn repo_root() -> anyhow::Result<&'static Path> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("bench/ has no parent")
+}
+
+/// `-- --rig`: starts Redis and the identity endpoint only and prints the
+/// settings a handler needs, for profiling by hand (`perf record`, ...);
+/// runs until interrupted.
+fn rig_only() -> anyhow::Result<()> {
+    let root = repo_root()?;
+    let rig = Rig::start(root)?;
+    println!("# Redis and the identity endpoint are up; Ctrl-C stops them. In another shell:");
+    for (k, v) in rig.app_settings(&rig.identity, 300) {
+        println!("export {k}='{v}'");
+    }
+    println!("export FUNCTIONS_CUSTOMHANDLER_PORT=7071");
+    println!("# then: target/release/handler, and e.g. wrk -c 64 -d 5s -s bench/lua/cache.lua http://127.0.0.1:7071 -- GET 10000 100");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// What must hold for any run to count: every request answered, one token
+/// request per refresh. (The speed targets are reported, not enforced.)
+fn check(results: &Results) -> anyhow::Result<()> {
+    for p in &results.points {
+        ensure!(
+            p.result.errors == 0 && p.result.rps > 0.0,
+            "{} {} at {} connections: {} errors, {:.0} req/s",
+            p.side.label(),
+            p.op.label(),
+            p.conns,
+            p.result.errors,
+            p.result.rps
+        );
+    }
+    for r in results.refresh.steady.iter().chain(&results.refresh.refreshing) {
+        ensure!(r.errors == 0, "{} failed requests in the refresh runs", r.errors);
+    }
+    let b = &results.refresh.burst;
+    ensure!(
+        b.ok == b.invocations && b.token_requests == 1,
+        "burst of {} invocations in a refresh window: {} answered 200, {} token requests (want all, and 1)",
+        b.invocations,
+        b.ok,
+        b.token_requests
+    );
+    Ok(())
+}

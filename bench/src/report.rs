@@ -1,0 +1,483 @@
+//! The results as Markdown: ratios up front, the targets, the table, and
+//! the details of each measurement.
+
+use crate::load::LoadResult;
+use crate::scenarios::{ColdStart, Memory, Op, Point, Refresh, Side};
+use std::fmt::Write;
+
+/// Everything one run measured.
+#[derive(Debug, Default)]
+pub struct Results {
+    /// `(name, value)` lines about the machine and tools.
+    pub machine: Vec<(&'static str, String)>,
+    /// The command that produced these numbers.
+    pub command: String,
+    /// Concurrency levels, in order.
+    pub concurrency: Vec<u32>,
+    /// Seconds per measured load run (after a warm-up run).
+    pub seconds_per_point: u64,
+    /// The load runs.
+    pub points: Vec<Point>,
+    /// Cold starts of the handler and (when measured) the Python peer.
+    pub cold: Vec<(Side, ColdStart)>,
+    /// Memory of the handler and (when measured) the Python peer.
+    pub memory: Vec<(Side, Memory)>,
+    /// Connections to Redis each server held after the 256-connection runs.
+    pub redis_connections: Vec<(Side, usize)>,
+    /// `VmHWM` of the handler that served every load run, KiB.
+    pub handler_peak_after_all_kib: u64,
+    /// Size of `target/release/handler`, bytes.
+    pub binary_bytes: u64,
+    /// Token refresh costs.
+    pub refresh: Refresh,
+    /// Hand-written notes (`bench/notes.md`): what profiling found and what was fixed.
+    pub notes: String,
+}
+
+/// One target of the issue and whether this run met it.
+pub struct Target {
+    /// What is asked.
+    pub goal: String,
+    /// What was measured.
+    pub measured: String,
+    /// Met?
+    pub met: bool,
+}
+
+/// The median of `v` (0 when empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+impl Results {
+    fn point(&self, side: Side, op: Op, conns: u32) -> Option<&LoadResult> {
+        self.points
+            .iter()
+            .find(|p| p.side == side && p.op == op && p.conns == conns)
+            .map(|p| &p.result)
+    }
+
+    fn cold_of(&self, side: Side) -> Option<&ColdStart> {
+        self.cold.iter().find(|(s, _)| *s == side).map(|(_, c)| c)
+    }
+
+    fn memory_of(&self, side: Side) -> Option<&Memory> {
+        self.memory.iter().find(|(s, _)| *s == side).map(|(_, m)| m)
+    }
+
+    /// Throughput with refreshes over without, as a loss (0.02 = 2% slower):
+    /// the median of the ratios of the runs of each round, which ran back to
+    /// back, so that drift in the machine's speed cancels out.
+    pub fn refresh_overhead(&self) -> Option<f64> {
+        let r = &self.refresh;
+        let ratios: Vec<f64> = r.refreshing.iter().zip(&r.steady).map(|(a, b)| a.rps / b.rps).collect();
+        (!ratios.is_empty()).then(|| 1.0 - median(&ratios))
+    }
+
+    /// Median req/s with and without refreshes, the loss, and the run-to-run spread.
+    fn refresh_summary(&self, loss: f64) -> String {
+        let rps = |v: &[LoadResult]| v.iter().map(|r| r.rps).collect::<Vec<_>>();
+        let steady = rps(&self.refresh.steady);
+        let all: Vec<f64> = steady.iter().chain(&rps(&self.refresh.refreshing)).copied().collect();
+        let spread = (all.iter().copied().fold(0.0, f64::max) - all.iter().copied().fold(f64::MAX, f64::min))
+            / median(&all).max(1.0);
+        format!(
+            "{} vs {} req/s (medians of {} runs each); median loss in paired runs {:.1}%{}; runs spread over {:.0}%",
+            group(median(&rps(&self.refresh.refreshing)).round() as u64),
+            group(median(&steady).round() as u64),
+            steady.len(),
+            loss * 100.0,
+            if loss <= 0.0 { " (none measurable)" } else { "" },
+            spread * 100.0
+        )
+    }
+
+    /// The issue's targets, each with this run's number.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        let h64 = self.point(Side::Handler, Op::Get, 64);
+        if let (Some(h), Some(r)) = (h64, self.point(Side::Redis, Op::Get, 64)) {
+            t.push(Target {
+                goal: "handler GET req/s at 64 connections ≥ 0.5 × redis-benchmark GET at 64".into(),
+                measured: format!("{:.0} / {:.0} = {:.2}×", h.rps, r.rps, h.rps / r.rps),
+                met: h.rps >= 0.5 * r.rps,
+            });
+        }
+        if let (Some(h), Some(p)) = (h64, self.point(Side::Python, Op::Get, 64)) {
+            t.push(Target {
+                goal: "handler GET req/s at 64 connections ≥ 5 × the Python peer".into(),
+                measured: format!("{:.0} / {:.0} = {:.1}×", h.rps, p.rps, h.rps / p.rps),
+                met: h.rps >= 5.0 * p.rps,
+            });
+        }
+        for op in [Op::Get, Op::Put] {
+            if let Some(h) = self.point(Side::Handler, op, 16) {
+                t.push(Target {
+                    goal: format!("handler {} p99 at 16 connections < 2 ms", op.label()),
+                    measured: format!("{:.3} ms", h.p99_ms),
+                    met: h.p99_ms < 2.0,
+                });
+            }
+        }
+        if let Some(c) = self.cold_of(Side::Handler) {
+            let m = median(&c.first_ms);
+            t.push(Target {
+                goal: format!(
+                    "cold start to the first cache answer (`/api/ping` 200), median of {}, < 20 ms",
+                    c.first_ms.len()
+                ),
+                measured: format!("{m:.1} ms"),
+                met: m < 20.0,
+            });
+        }
+        if let Some(m) = self.memory_of(Side::Handler) {
+            t.push(Target {
+                goal: format!("peak RSS after {} requests < 12 MiB", group(m.requests)),
+                measured: format!("{} (VmHWM; VmRSS {})", mib(m.after_hwm), mib(m.after_rss)),
+                met: m.after_hwm < 12 * 1024,
+            });
+        }
+        if let Some(o) = self.refresh_overhead() {
+            t.push(Target {
+                goal: format!(
+                    "throughput loss with a token refresh every ~{} s < 5%",
+                    self.refresh.lifetime_s - self.refresh.offset_s
+                ),
+                measured: self.refresh_summary(o),
+                met: o < 0.05,
+            });
+        }
+        let b = &self.refresh.burst;
+        if b.invocations > 0 {
+            t.push(Target {
+                goal: format!(
+                    "token requests for one refresh under {} concurrent invocations = 1",
+                    b.invocations
+                ),
+                measured: format!("{} ({} answered 200)", b.token_requests, b.ok),
+                met: b.token_requests == 1 && b.ok == b.invocations,
+            });
+        }
+        t
+    }
+
+    /// The throughput table: one row per concurrency and operation, the three sides side by side.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        s.push_str("| conns | op | handler req/s | p50 ms | p99 ms | redis-benchmark req/s | p50 ms | p99 ms | Python req/s | p50 ms | p99 ms | handler ÷ redis | handler ÷ Python |\n");
+        s.push_str("|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+        for &c in &self.concurrency {
+            for op in [Op::Get, Op::Put] {
+                let cell = |side| {
+                    self.point(side, op, c).map_or("| – | – | – ".to_owned(), |r| {
+                        format!("| {} | {:.3} | {:.3} ", group(r.rps.round() as u64), r.p50_ms, r.p99_ms)
+                    })
+                };
+                let ratio = |other| match (self.point(Side::Handler, op, c), self.point(other, op, c)) {
+                    (Some(h), Some(o)) => format!("{:.2}×", h.rps / o.rps),
+                    _ => "–".into(),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {c} | {} {}{}{}| {} | {} |",
+                    op.label(),
+                    cell(Side::Handler),
+                    cell(Side::Redis),
+                    cell(Side::Python),
+                    ratio(Side::Redis),
+                    ratio(Side::Python)
+                );
+            }
+        }
+        s
+    }
+
+    /// The whole report.
+    pub fn markdown(&self, plot_link: &str) -> String {
+        let mut s = String::new();
+        let date = self
+            .machine
+            .iter()
+            .find(|(k, _)| *k == "date")
+            .map_or("", |(_, v)| v.as_str());
+        let cores = self
+            .machine
+            .iter()
+            .find(|(k, _)| k.starts_with("cores"))
+            .map_or("", |(_, v)| v.as_str());
+        let cpu = self
+            .machine
+            .iter()
+            .find(|(k, _)| *k == "CPU")
+            .map_or("", |(_, v)| v.as_str());
+        s.push_str("# Benchmarks\n\n");
+        let _ = writeln!(
+            s,
+            "Measured {date} on {cores} cores ({cpu}) with `{}`. Generated by the bench; \
+             everything runs on loopback on the one machine, so the load generator, Redis and the \
+             server under test share the cores, and every ratio is taken within this one run.\n",
+            self.command
+        );
+        s.push_str("## Ratios and headline numbers\n\n");
+        self.headline(&mut s);
+        s.push_str("\n## Targets\n\n| target | measured | met |\n|---|---|---|\n");
+        for t in self.targets() {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                t.goal,
+                t.measured,
+                if t.met { "yes" } else { "**no**" }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n## Throughput and latency\n\n`wrk --latency` for {} s per point (after a warm-up run at the same \
+             concurrency) against the handler and the Python peer, `redis-benchmark` for about as long straight \
+             at the same TLS Redis as an ACL user, over the same {} keys of {} bytes. \
+             GET reads stored keys (always 200); PUT/SET writes them.\n",
+            self.seconds_per_point,
+            group(u64::from(crate::rig::KEYSPACE)),
+            crate::rig::VALUE_BYTES
+        );
+        s.push_str(&self.table());
+        let _ = writeln!(s, "\n![throughput and p99 against concurrency]({plot_link})\n");
+        self.details(&mut s);
+        s.push_str("\n## Machine\n\n| | |\n|---|---|\n");
+        for (k, v) in &self.machine {
+            let _ = writeln!(s, "| {k} | {v} |");
+        }
+        if !self.notes.trim().is_empty() {
+            s.push('\n');
+            s.push_str(self.notes.trim());
+            s.push('\n');
+        }
+        s
+    }
+
+    fn headline(&self, s: &mut String) {
+        if let (Some(h), Some(r)) = (
+            self.point(Side::Handler, Op::Get, 64),
+            self.point(Side::Redis, Op::Get, 64),
+        ) {
+            let _ = write!(
+                s,
+                "- **GET at 64 connections: handler {} req/s = {:.2}× redis-benchmark** ({} req/s, no HTTP, no JSON)",
+                group(h.rps.round() as u64),
+                h.rps / r.rps,
+                group(r.rps.round() as u64)
+            );
+            match self.point(Side::Python, Op::Get, 64) {
+                Some(p) => {
+                    let _ = writeln!(
+                        s,
+                        " **= {:.1}× the Python peer** ({} req/s).",
+                        h.rps / p.rps,
+                        group(p.rps.round() as u64)
+                    );
+                }
+                None => s.push_str(".\n"),
+            }
+        }
+        if let (Some(g), Some(p)) = (
+            self.point(Side::Handler, Op::Get, 16),
+            self.point(Side::Handler, Op::Put, 16),
+        ) {
+            let _ = writeln!(
+                s,
+                "- p99 at 16 connections: GET {:.3} ms, PUT {:.3} ms (median {:.3} / {:.3} ms).",
+                g.p99_ms, p.p99_ms, g.p50_ms, p.p50_ms
+            );
+        }
+        for (side, c) in &self.cold {
+            let _ = writeln!(
+                s,
+                "- Cold start, {}: first cache answer {:.1} ms, ready on `GET /` {:.1} ms (medians of {}).",
+                side.label(),
+                median(&c.first_ms),
+                median(&c.ready_ms),
+                c.first_ms.len()
+            );
+        }
+        for (side, m) in &self.memory {
+            let conns = self
+                .redis_connections
+                .iter()
+                .find(|(s, _)| s == side)
+                .map_or(String::new(), |(_, n)| {
+                    format!(", {n} Redis connection(s) after the load runs")
+                });
+            let _ = writeln!(
+                s,
+                "- Memory, {}: peak RSS {} idle, {} after {} requests{conns}.",
+                side.label(),
+                mib(m.idle_hwm),
+                mib(m.after_hwm),
+                group(m.requests)
+            );
+        }
+        if self.binary_bytes > 0 {
+            let _ = writeln!(s, "- Release binary: {}.", mib(self.binary_bytes / 1024));
+        }
+        if let Some(o) = self.refresh_overhead() {
+            let _ = writeln!(
+                s,
+                "- Token refresh every ~{} s under load (GET, 64 connections): {}. One refresh under {} concurrent invocations made {} token request(s).",
+                self.refresh.lifetime_s - self.refresh.offset_s,
+                self.refresh_summary(o),
+                self.refresh.burst.invocations,
+                self.refresh.burst.token_requests
+            );
+        }
+    }
+
+    fn details(&self, s: &mut String) {
+        if !self.cold.is_empty() {
+            s.push_str("## Cold start\n\nFrom spawning the process (with the Functions host's variables, in the app \
+                root) to the first answer of `GET /` (readiness, as the host polls it) and to the first 200 of \
+                `GET /api/ping` (token fetched from the identity endpoint, TLS handshake, AUTH, PING), polling \
+                every millisecond.\n\n| | ready median | ready min–max | first answer median | first answer min–max |\n|---|--:|--:|--:|--:|\n");
+            for (side, c) in &self.cold {
+                let range = |v: &[f64]| {
+                    let lo = v.iter().copied().fold(f64::MAX, f64::min);
+                    let hi = v.iter().copied().fold(0.0, f64::max);
+                    format!("{lo:.1}–{hi:.1} ms")
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} ({} starts) | {:.1} ms | {} | {:.1} ms | {} |",
+                    side.label(),
+                    c.first_ms.len(),
+                    median(&c.ready_ms),
+                    range(&c.ready_ms),
+                    median(&c.first_ms),
+                    range(&c.first_ms)
+                );
+            }
+        }
+        if !self.memory.is_empty() {
+            s.push_str(
+                "\n## Memory\n\nA fresh process: started, connected, idle for 1 s; then half GET, half PUT \
+                over 64 keep-alive connections. `VmRSS` and `VmHWM` (peak) from `/proc/<pid>/status`.\n\n\
+                | | idle RSS | idle peak | RSS after | peak after | requests |\n|---|--:|--:|--:|--:|--:|\n",
+            );
+            for (side, m) in &self.memory {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    side.label(),
+                    mib(m.idle_rss),
+                    mib(m.idle_hwm),
+                    mib(m.after_rss),
+                    mib(m.after_hwm),
+                    group(m.requests)
+                );
+            }
+            if self.handler_peak_after_all_kib > 0 {
+                let _ = writeln!(
+                    s,
+                    "\nThe handler that served every throughput run (up to 256 connections) peaked at {}.",
+                    mib(self.handler_peak_after_all_kib)
+                );
+            }
+            if self.binary_bytes > 0 {
+                let _ = writeln!(
+                    s,
+                    "Release binary `target/release/handler`: {} ({} bytes).",
+                    mib(self.binary_bytes / 1024),
+                    group(self.binary_bytes)
+                );
+            }
+            for (side, n) in &self.redis_connections {
+                let _ = writeln!(s, "Connections to Redis held by the {}: {n}.", side.label());
+            }
+        }
+        let r = &self.refresh;
+        if !r.steady.is_empty() {
+            let rps = |v: &[LoadResult]| v.iter().map(|x| format!("{:.0}", x.rps)).collect::<Vec<_>>().join(", ");
+            let p99 = |v: &[LoadResult]| median(&v.iter().map(|x| x.p99_ms).collect::<Vec<_>>());
+            let _ = writeln!(
+                s,
+                "\n## Token refresh\n\nGET at 64 connections on two handlers, alternating: tokens living 1 h (no \
+                 refresh) against tokens living {} s refreshed {} s before expiry (a new token and a re-AUTH every \
+                 ~{} s); in each round the two runs go back to back, the order alternating. {} token requests in \
+                 {:.0} s of refreshing load; that handler re-authenticated {} times on {} connection(s).\n\n| tokens | req/s per run | median req/s | median p99 ms |\n|---|---|--:|--:|\n\
+                 | 1 h | {} | {:.0} | {:.3} |\n| {} s, refreshed every ~{} s | {} | {:.0} | {:.3} |\n",
+                r.lifetime_s,
+                r.offset_s,
+                r.lifetime_s - r.offset_s,
+                r.refreshes_under_load,
+                r.refreshing_seconds,
+                r.reauths,
+                r.connects,
+                rps(&r.steady),
+                median(&r.steady.iter().map(|x| x.rps).collect::<Vec<_>>()),
+                p99(&r.steady),
+                r.lifetime_s,
+                r.lifetime_s - r.offset_s,
+                rps(&r.refreshing),
+                median(&r.refreshing.iter().map(|x| x.rps).collect::<Vec<_>>()),
+                p99(&r.refreshing)
+            );
+        }
+        let b = &r.burst;
+        if b.invocations > 0 {
+            let _ = writeln!(
+                s,
+                "Burst: a handler idle until its token was due (still valid), then {} invocations sent at once on \
+                 connections opened beforehand: {} token request(s), {} re-AUTH(s), {} new connection(s), {} answered 200.",
+                b.invocations, b.token_requests, b.reauths, b.reconnects, b.ok
+            );
+        }
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// KiB as MiB with one decimal.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Medians of odd and even counts, and of nothing.
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    /// Thousands are grouped.
+    #[test]
+    fn grouping() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1000), "1,000");
+        assert_eq!(group(1234567), "1,234,567");
+    }
+}

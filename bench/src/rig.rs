@@ -1,0 +1,282 @@
+//! The stand-ins the benchmark runs against (a TLS `redis-server` with ACL
+//! users and the App Service identity endpoint, from `devhost`) and the
+//! servers under test, started as the Functions host starts a custom handler.
+
+use crate::client;
+use anyhow::{bail, Context};
+use devhost::identity::{IdentityConfig, IdentityEndpoint};
+use devhost::pki::Pki;
+use devhost::redis_server::{RedisOptions, RedisServer};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Keys are `key:000000000000` to `key:<KEYSPACE-1>`, as `redis-benchmark -r` makes them.
+pub const KEYSPACE: u32 = 10_000;
+/// Value size in bytes, for PUT/SET and the stored values GET reads (`redis-benchmark -d`).
+pub const VALUE_BYTES: usize = 100;
+/// The ACL user `redis-benchmark` authenticates as (same rules as the identity's user).
+pub const BENCH_USER: &str = "bench";
+
+/// Redis, the identity endpoint, and where things are.
+pub struct Rig {
+    /// The repository root: the function app's root for the handler.
+    pub root: PathBuf,
+    /// The throw-away CA (its file is `SSL_CERT_FILE`).
+    pub pki: Pki,
+    /// TLS `redis-server` with ACL users.
+    pub redis: RedisServer,
+    /// The identity endpoint the servers under test use (1 h tokens).
+    pub identity: IdentityEndpoint,
+    /// Password of [`BENCH_USER`].
+    pub bench_password: String,
+    /// Runs the stand-ins' tasks; the benchmark itself is synchronous. Last,
+    /// so it is dropped after the stand-ins.
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Rig {
+    /// Starts Redis and the identity endpoint, adds the benchmark's ACL user
+    /// and stores a value under every key of the key space.
+    pub fn start(root: &Path) -> anyhow::Result<Rig> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let pki = Pki::generate()?;
+        // Spawned from this (the main) thread, which outlives it: if the
+        // bench dies without cleaning up, the server gets SIGTERM.
+        let redis = rt.block_on(RedisServer::start_with(&pki, RedisOptions { die_with_parent: true }))?;
+        let identity = rt.block_on(Self::identity_on(&redis, Duration::from_secs(3600)))?;
+        let bench_password = format!("bench-{}", std::process::id());
+        rt.block_on(redis.acl_add_password(BENCH_USER, &bench_password))?;
+        rt.block_on(async {
+            let mut pipe = redis::pipe();
+            for i in 0..KEYSPACE {
+                pipe.cmd("SET").arg(key(i)).arg("x".repeat(VALUE_BYTES)).ignore();
+            }
+            redis.admin_cmd::<()>(&redis::cmd("FLUSHALL")).await?;
+            let mut conn = redis.admin().await?;
+            pipe.query_async::<()>(&mut conn).await?;
+            anyhow::Ok(())
+        })?;
+        Ok(Rig {
+            root: root.to_owned(),
+            pki,
+            redis,
+            identity,
+            bench_password,
+            rt,
+        })
+    }
+
+    /// Another identity endpoint for the same identity, minting tokens of `lifetime`.
+    pub fn identity_with_lifetime(&self, lifetime: Duration) -> anyhow::Result<IdentityEndpoint> {
+        self.rt.block_on(Self::identity_on(&self.redis, lifetime))
+    }
+
+    async fn identity_on(redis: &RedisServer, lifetime: Duration) -> anyhow::Result<IdentityEndpoint> {
+        IdentityEndpoint::start(IdentityConfig {
+            redis: Some(redis.admin_handle()),
+            token_lifetime: lifetime,
+            ..IdentityConfig::default()
+        })
+        .await
+    }
+
+    /// Connections the identity's user has open on Redis now.
+    pub fn identity_connections(&self) -> anyhow::Result<usize> {
+        let oid = self.identity.oid().to_owned();
+        let clients = self.rt.block_on(self.redis.client_list())?;
+        Ok(clients.iter().filter(|c| c.user == oid).count())
+    }
+
+    /// The settings both servers under test read, pointing at `identity`.
+    pub fn app_settings(&self, identity: &IdentityEndpoint, refresh_offset_s: u64) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("Redis__redisHostName".to_owned(), "127.0.0.1".to_owned()),
+            ("Redis__port".to_owned(), self.redis.tls_port().to_string()),
+            (
+                "Redis__tokenRefreshOffsetSeconds".to_owned(),
+                refresh_offset_s.to_string(),
+            ),
+            ("SSL_CERT_FILE".to_owned(), self.pki.ca_path.display().to_string()),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ];
+        env.extend(identity.env());
+        env
+    }
+}
+
+/// The `i`th key of the key space.
+pub fn key(i: u32) -> String {
+    format!("key:{i:012}")
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub enum Program {
+    /// The release `handler` binary.
+    Handler(PathBuf),
+    /// The Python peer: the venv's interpreter and `app.py`.
+    Python {
+        /// `target/bench-venv/bin/python`.
+        interpreter: PathBuf,
+        /// `bench/python_peer/app.py`.
+        script: PathBuf,
+    },
+}
+
+/// A server under test, killed on drop. Its output is read and thrown
+/// away as it comes (as the host reads a handler's stdout), keeping a tail
+/// for error messages.
+pub struct Server {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+    /// Just before the process was spawned.
+    pub started: Instant,
+    tail: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Server {
+    /// Starts `program` with the Functions host's variables and `settings`,
+    /// in the app root, without waiting for it.
+    pub fn spawn(program: &Program, root: &Path, settings: &[(String, String)]) -> anyhow::Result<Server> {
+        let port = free_port()?;
+        let mut cmd = match program {
+            Program::Handler(bin) => Command::new(bin),
+            Program::Python { interpreter, script } => {
+                let mut c = Command::new(interpreter);
+                c.arg(script);
+                c
+            }
+        };
+        cmd.env_clear();
+        for name in ["PATH", "HOME", "LANG", "TMPDIR"] {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
+        cmd.envs(settings.iter().map(|(k, v)| (k, v)))
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("FUNCTIONS_HTTPWORKER_PORT", port.to_string())
+            .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", format!("bench-{port}"))
+            .env("FUNCTIONS_APP_ROOT_PATH", root)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // The server dies with the thread that started it (the bench's main
+        // thread), so a bench that aborts leaves no server behind.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        let mut child = cmd.spawn().with_context(|| format!("starting {program:?}"))?;
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tail = tail.clone();
+            std::thread::spawn(move || drain(pipe, &tail));
+        }
+        Ok(Server {
+            child,
+            port,
+            started,
+            tail,
+        })
+    }
+
+    /// Starts `program` and waits until `GET /` answers and `GET /api/ping`
+    /// answers 200 (token fetched, connected).
+    pub fn start(program: &Program, root: &Path, settings: &[(String, String)]) -> anyhow::Result<Server> {
+        let mut server = Self::spawn(program, root, settings)?;
+        server.poll(Duration::from_secs(30), "/", |_| true)?;
+        server.poll(Duration::from_secs(30), "/api/ping", |s| s == 200)?;
+        Ok(server)
+    }
+
+    /// Polls `GET path` every millisecond until `ok(status)`; fails if the
+    /// process exits or `limit` passes.
+    pub fn poll(&mut self, limit: Duration, path: &str, ok: impl Fn(u16) -> bool) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            if client::status_once(self.port, "GET", path).is_ok_and(&ok) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                std::thread::sleep(Duration::from_millis(50));
+                bail!("the server exited ({status}); its output ends:\n{}", self.tail());
+            }
+            if start.elapsed() > limit {
+                bail!(
+                    "no good answer to GET {path} within {limit:?}; output ends:\n{}",
+                    self.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `VmRSS` and `VmHWM` (peak) from `/proc/<pid>/status`, in KiB.
+    pub fn rss_kib(&self) -> anyhow::Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .with_context(|| format!("no {name} in /proc/{}/status", self.pid()))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// The last few KiB the server wrote.
+    pub fn tail(&self) -> String {
+        String::from_utf8_lossy(&self.tail.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `pipe` to the end, keeping the last 16 KiB.
+fn drain(mut pipe: Box<dyn Read + Send>, tail: &Mutex<Vec<u8>>) {
+    const KEEP: usize = 16 * 1024;
+    let mut buf = vec![0; 64 * 1024];
+    while let Ok(n @ 1..) = pipe.read(&mut buf) {
+        let mut t = tail.lock().unwrap();
+        t.extend_from_slice(&buf[..n]);
+        if t.len() > 2 * KEEP {
+            let cut = t.len() - KEEP;
+            t.drain(..cut);
+        }
+    }
+}
+
+/// A port free on 127.0.0.1 now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}

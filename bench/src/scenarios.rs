@@ -1,0 +1,373 @@
+//! The measurements: throughput and latency against concurrency, cold
+//! start, memory, and the cost of token refresh.
+
+use crate::client::Conn;
+use crate::load::{self, LoadResult};
+use crate::rig::{key, Program, Rig, Server, KEYSPACE, VALUE_BYTES};
+use anyhow::{ensure, Context};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+/// Who serves the requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The Rust handler, through HTTP.
+    Handler,
+    /// `redis-benchmark` straight at Redis: the ceiling.
+    Redis,
+    /// The Python peer, through HTTP.
+    Python,
+}
+
+impl Side {
+    /// Its name in tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Handler => "handler (Rust)",
+            Side::Redis => "redis-benchmark",
+            Side::Python => "Python peer",
+        }
+    }
+}
+
+/// The operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `GET /api/cache/{key}`, or Redis `GET`.
+    Get,
+    /// `PUT /api/cache/{key}`, or Redis `SET`.
+    Put,
+}
+
+impl Op {
+    /// Its name in tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Op::Get => "GET",
+            Op::Put => "PUT/SET",
+        }
+    }
+}
+
+/// One load run.
+#[derive(Debug, Clone, Copy)]
+pub struct Point {
+    /// Who served it.
+    pub side: Side,
+    /// What was asked.
+    pub op: Op,
+    /// Concurrent connections.
+    pub conns: u32,
+    /// What was measured.
+    pub result: LoadResult,
+}
+
+/// How long each load run lasts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Warm-up before each measured run (same concurrency, not recorded).
+    pub warm: Duration,
+    /// The measured run.
+    pub measure: Duration,
+}
+
+/// Runs GET and PUT at each concurrency against the handler, `redis-benchmark`
+/// and (when given) the Python peer, interleaved so drift hits all alike.
+pub fn throughput(
+    rig: &Rig,
+    lua: &Path,
+    handler: &Server,
+    python: Option<&Server>,
+    concurrency: &[u32],
+    timing: Timing,
+) -> anyhow::Result<Vec<Point>> {
+    let mut points = Vec::new();
+    for &conns in concurrency {
+        for op in [Op::Get, Op::Put] {
+            let method = if op == Op::Get { "GET" } else { "PUT" };
+            let mut http = |side: Side, server: &Server| -> anyhow::Result<()> {
+                load::wrk(lua, server.port, method, conns, timing.warm)?;
+                let result = load::wrk(lua, server.port, method, conns, timing.measure)?;
+                report(side, op, conns, &result);
+                points.push(Point {
+                    side,
+                    op,
+                    conns,
+                    result,
+                });
+                Ok(())
+            };
+            http(Side::Handler, handler)?;
+            if let Some(py) = python {
+                http(Side::Python, py)?;
+            }
+            let test = if op == Op::Get { "get" } else { "set" };
+            let result = load::redis_benchmark_for(rig, test, conns, timing.measure)?;
+            report(Side::Redis, op, conns, &result);
+            points.push(Point {
+                side: Side::Redis,
+                op,
+                conns,
+                result,
+            });
+        }
+    }
+    Ok(points)
+}
+
+fn report(side: Side, op: Op, conns: u32, r: &LoadResult) {
+    eprintln!(
+        "bench: {:<16} {:<7} c={:<3} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
+        side.label(),
+        op.label(),
+        conns,
+        r.rps,
+        r.p50_ms,
+        r.p99_ms,
+        r.errors
+    );
+}
+
+/// Cold starts: milliseconds from spawn to the first answer on `GET /`
+/// and to the first 200 of `GET /api/ping`.
+#[derive(Debug, Clone, Default)]
+pub struct ColdStart {
+    /// Spawn to readiness (`GET /` answers).
+    pub ready_ms: Vec<f64>,
+    /// Spawn to the first 200 of `/api/ping` (token, TLS, AUTH, PING).
+    pub first_ms: Vec<f64>,
+}
+
+/// Starts `program` `n` times, polling every millisecond.
+pub fn cold_start(rig: &Rig, program: &Program, n: usize) -> anyhow::Result<ColdStart> {
+    let settings = rig.app_settings(&rig.identity, 300);
+    let mut out = ColdStart::default();
+    for _ in 0..n {
+        let mut server = Server::spawn(program, &rig.root, &settings)?;
+        server.poll(Duration::from_secs(30), "/", |_| true)?;
+        out.ready_ms.push(ms(server.started.elapsed()));
+        server.poll(Duration::from_secs(30), "/api/ping", |s| s == 200)?;
+        out.first_ms.push(ms(server.started.elapsed()));
+        drop(server);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(out)
+}
+
+/// Resident memory of one fresh process, in KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    /// `VmRSS` once started, connected and idle for a second.
+    pub idle_rss: u64,
+    /// `VmHWM` (peak) at the same moment.
+    pub idle_hwm: u64,
+    /// `VmRSS` after the requests.
+    pub after_rss: u64,
+    /// `VmHWM` after the requests.
+    pub after_hwm: u64,
+    /// Requests sent (half GET, half PUT, 64 connections).
+    pub requests: u64,
+}
+
+/// Starts `program` fresh, reads its memory idle, sends `requests` (half GET,
+/// half PUT over the key space, 64 keep-alive connections) and reads it again.
+pub fn memory(rig: &Rig, program: &Program, requests: u64) -> anyhow::Result<Memory> {
+    const CONNS: u64 = 64;
+    let server = Server::start(program, &rig.root, &rig.app_settings(&rig.identity, 300))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (idle_rss, idle_hwm) = server.rss_kib()?;
+    let per_conn = requests.div_ceil(CONNS);
+    let port = server.port;
+    let workers: Vec<_> = (0..CONNS)
+        .map(|t| {
+            std::thread::spawn(move || -> anyhow::Result<u64> {
+                let mut conn = Conn::connect(port)?;
+                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (t + 1);
+                let body = [b'm'; VALUE_BYTES];
+                let mut bad = 0;
+                for i in 0..per_conn {
+                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let path = format!("/api/cache/{}", key((rng >> 33) as u32 % KEYSPACE));
+                    let (method, body) = if i % 2 == 0 {
+                        ("GET", &[][..])
+                    } else {
+                        ("PUT", &body[..])
+                    };
+                    if conn.request(method, &path, body)?.0 != 200 {
+                        bad += 1;
+                    }
+                }
+                Ok(bad)
+            })
+        })
+        .collect();
+    let mut bad = 0;
+    for w in workers {
+        bad += w
+            .join()
+            .map_err(|_| anyhow::anyhow!("a memory-run thread panicked"))??;
+    }
+    ensure!(bad == 0, "{bad} requests of the memory run were not answered 200");
+    std::thread::sleep(Duration::from_millis(500));
+    let (after_rss, after_hwm) = server.rss_kib()?;
+    Ok(Memory {
+        idle_rss,
+        idle_hwm,
+        after_rss,
+        after_hwm,
+        requests: per_conn * CONNS,
+    })
+}
+
+/// What token refresh costs.
+#[derive(Debug, Clone, Default)]
+pub struct Refresh {
+    /// GET at 64 connections, tokens living 1 h (no refresh), one per round.
+    pub steady: Vec<LoadResult>,
+    /// The same with tokens living [`Refresh::lifetime_s`] and refreshed
+    /// [`Refresh::offset_s`] before expiry.
+    pub refreshing: Vec<LoadResult>,
+    /// Short token lifetime, s.
+    pub lifetime_s: u64,
+    /// Refresh offset with short tokens, s.
+    pub offset_s: u64,
+    /// Seconds of measured load with short tokens.
+    pub refreshing_seconds: f64,
+    /// Token requests the identity endpoint saw during those seconds.
+    pub refreshes_under_load: usize,
+    /// Re-AUTHs and connections made by the refreshing handler, from Health.
+    pub reauths: u64,
+    /// Connections the refreshing handler made in all (1 = never reconnected).
+    pub connects: u64,
+    /// The burst inside a refresh window.
+    pub burst: Burst,
+}
+
+/// Concurrent invocations arriving when the token is due.
+#[derive(Debug, Clone, Default)]
+pub struct Burst {
+    /// Invocations sent at once.
+    pub invocations: usize,
+    /// Of which answered 200.
+    pub ok: usize,
+    /// Token requests the identity endpoint got meanwhile (must be 1).
+    pub token_requests: usize,
+    /// Re-AUTHs on the live connection meanwhile (must be 1).
+    pub reauths: u64,
+    /// New connections meanwhile (must be 0).
+    pub reconnects: u64,
+}
+
+/// Throughput with and without refreshes (alternating, `rounds` each), then
+/// the burst. `short` = (lifetime, offset) of the refreshing tokens.
+pub fn refresh(
+    rig: &Rig,
+    lua: &Path,
+    handler: &Program,
+    timing: Timing,
+    rounds: usize,
+    short: (u64, u64),
+) -> anyhow::Result<Refresh> {
+    let mut out = Refresh {
+        lifetime_s: short.0,
+        offset_s: short.1,
+        ..Refresh::default()
+    };
+    if rounds > 0 {
+        let short_identity = rig.identity_with_lifetime(Duration::from_secs(short.0))?;
+        let steady = Server::start(handler, &rig.root, &rig.app_settings(&rig.identity, 300))?;
+        let refreshing = Server::start(handler, &rig.root, &rig.app_settings(&short_identity, short.1))?;
+        load::wrk(lua, steady.port, "GET", 64, timing.warm)?;
+        load::wrk(lua, refreshing.port, "GET", 64, timing.warm)?;
+        for round in 0..rounds {
+            for which in [round % 2, 1 - round % 2] {
+                if which == 0 {
+                    let r = load::wrk(lua, steady.port, "GET", 64, timing.measure)?;
+                    report(Side::Handler, Op::Get, 64, &r);
+                    out.steady.push(r);
+                } else {
+                    let before = short_identity.requests();
+                    let r = load::wrk(lua, refreshing.port, "GET", 64, timing.measure)?;
+                    out.refreshes_under_load += short_identity.requests() - before;
+                    out.refreshing_seconds += timing.measure.as_secs_f64();
+                    eprintln!(
+                        "bench: (refreshing every ~{}s: {} token requests so far)",
+                        short.0 - short.1,
+                        out.refreshes_under_load
+                    );
+                    report(Side::Handler, Op::Get, 64, &r);
+                    out.refreshing.push(r);
+                }
+            }
+        }
+        let health = health(refreshing.port)?;
+        out.reauths = health["connection"]["reauths"].as_u64().unwrap_or(0);
+        out.connects = health["connection"]["connects"].as_u64().unwrap_or(0);
+    }
+    out.burst = burst(rig, handler, 256, short.0.max(4))?;
+    Ok(out)
+}
+
+/// Starts a handler with tokens of `lifetime_s` (refresh offset half of it),
+/// leaves it idle until its token is due but still valid, then sends `n`
+/// invocations at once on connections opened beforehand, and counts the
+/// token requests they cause.
+fn burst(rig: &Rig, handler: &Program, n: usize, lifetime_s: u64) -> anyhow::Result<Burst> {
+    let identity = rig.identity_with_lifetime(Duration::from_secs(lifetime_s))?;
+    let offset = lifetime_s / 2;
+    let server = Server::start(handler, &rig.root, &rig.app_settings(&identity, offset))?;
+    let token_at = Instant::now();
+    // Due between (lifetime - offset) and that plus the jitter (a fifth of the
+    // offset) plus up to 1 s of rounding of `expires_on`; valid until `lifetime`.
+    let due = Duration::from_secs_f64((lifetime_s - offset) as f64 + offset as f64 / 5.0 + 1.0);
+    let valid = Duration::from_secs(lifetime_s);
+    let wait = due + (valid - due) / 2;
+    let before_health = health(server.port)?;
+    let conns: Vec<Conn> = (0..n)
+        .map(|_| Conn::connect(server.port))
+        .collect::<Result<_, _>>()
+        .context("opening the burst's connections")?;
+    std::thread::sleep(wait.saturating_sub(token_at.elapsed()));
+    let before = identity.requests();
+    let gate = Arc::new(Barrier::new(n));
+    let workers: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut conn)| {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                gate.wait();
+                conn.request("GET", &format!("/api/cache/{}", key(i as u32)), b"")
+                    .map(|r| r.0)
+            })
+        })
+        .collect();
+    let ok = workers
+        .into_iter()
+        .map(|w| w.join().ok().and_then(Result::ok))
+        .filter(|s| *s == Some(200))
+        .count();
+    let token_requests = identity.requests() - before;
+    let after_health = health(server.port)?;
+    let count = |h: &Value, k: &str| h["connection"][k].as_u64().unwrap_or(0);
+    Ok(Burst {
+        invocations: n,
+        ok,
+        token_requests,
+        reauths: count(&after_health, "reauths") - count(&before_health, "reauths"),
+        reconnects: count(&after_health, "connects") - count(&before_health, "connects"),
+    })
+}
+
+/// `GET /api/health` as JSON.
+fn health(port: u16) -> anyhow::Result<Value> {
+    let (status, body) = Conn::connect(port)?.request("GET", "/api/health", b"")?;
+    ensure!(status == 200, "GET /api/health answered {status}");
+    Ok(serde_json::from_slice(&body)?)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,133 @@
+//! What the benchmark needs on the machine, checked up front (never
+//! installed behind the user's back), the release handler, and the Python
+//! peer's virtualenv.
+
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A program the benchmark runs, and the Debian/Ubuntu package that has it.
+struct Tool {
+    /// A command that runs when the tool is there.
+    check: &'static [&'static str],
+    /// Whether that command must also exit 0 (`wrk -v` exits 1).
+    must_succeed: bool,
+    package: &'static str,
+    why: &'static str,
+}
+
+const TOOLS: &[Tool] = &[
+    Tool {
+        check: &["wrk", "-v"],
+        must_succeed: false,
+        package: "wrk",
+        why: "HTTP load generator",
+    },
+    Tool {
+        check: &["redis-benchmark", "--version"],
+        must_succeed: true,
+        package: "redis-tools",
+        why: "redis-benchmark, the ceiling",
+    },
+    Tool {
+        check: &["redis-server", "--version"],
+        must_succeed: true,
+        package: "redis-server",
+        why: "the TLS Redis stand-in",
+    },
+    Tool {
+        check: &["python3", "-c", "import venv, ensurepip"],
+        must_succeed: true,
+        package: "python3-venv",
+        why: "the Python peer's virtualenv",
+    },
+];
+
+/// Fails with the exact `apt-get` line when a tool is missing. The Python
+/// tools are only needed when `python` is true.
+pub fn check(python: bool) -> anyhow::Result<()> {
+    let missing: Vec<&Tool> = TOOLS
+        .iter()
+        .filter(|t| python || t.package != "python3-venv")
+        .filter(|t| !runs(t.check, t.must_succeed))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut msg = String::from("the benchmark needs tools that are not installed:\n");
+    for t in &missing {
+        msg.push_str(&format!("  {} ({}: {})\n", t.check[0], t.package, t.why));
+    }
+    let packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
+    msg.push_str(&format!(
+        "install them with:\n  sudo apt-get install -y {}",
+        packages.join(" ")
+    ));
+    bail!(msg)
+}
+
+fn runs(argv: &[&str], must_succeed: bool) -> bool {
+    Command::new(argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success() || !must_succeed)
+}
+
+/// `cargo build --release --bin handler`, returning the binary's path.
+pub fn build_handler(root: &Path) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("bench: cargo build --release --bin handler");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--bin", "handler"])
+        .current_dir(root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release --bin handler failed ({status})");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin = target.join("release").join("handler");
+    anyhow::ensure!(bin.is_file(), "no handler binary at {}", bin.display());
+    Ok(bin)
+}
+
+/// The Python peer's interpreter: `target/bench-venv`, made and filled from
+/// `bench/python_peer/requirements.txt` unless it already holds exactly
+/// those requirements. With `create` false, only an existing venv is used.
+pub fn python_venv(root: &Path, create: bool) -> anyhow::Result<Option<PathBuf>> {
+    let venv = root.join("target").join("bench-venv");
+    let python = venv.join("bin").join("python");
+    let requirements = root.join("bench").join("python_peer").join("requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).context("reading requirements.txt")?;
+    let stamp = venv.join("bench-requirements.txt");
+    if python.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(Some(python));
+    }
+    if !create {
+        return Ok(None);
+    }
+    eprintln!(
+        "bench: python3 -m venv {} && pip install -r {}",
+        venv.display(),
+        requirements.display()
+    );
+    let ok = Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .context("python3 -m venv")?
+        .success()
+        && Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements)
+            .status()
+            .context("pip install")?
+            .success();
+    if !ok {
+        bail!("could not set up the Python peer's virtualenv in {}", venv.display());
+    }
+    std::fs::write(&stamp, wanted)?;
+    Ok(Some(python))
+}
