@@ -7,7 +7,7 @@
 
 use crate::cache::{Auth, Cache, Target};
 use crate::credential::AzureTokenSource;
-use crate::error::{AppError, ErrorBody};
+use crate::error::AppError;
 use crate::functions::{self, cache_item, health_check, Trigger};
 use crate::host::{binding, HttpRequestData, HttpResponseData, InvocationRequest, InvocationResponse};
 use crate::settings::{AuthSettings, Settings};
@@ -228,9 +228,6 @@ async fn log_invocation(request: Request, next: Next) -> Response {
     });
     response
 }
-
-/// The body of an error answer, for tests and tools.
-pub type ErrorAnswer = ErrorBody;
 
 #[cfg(test)]
 #[path = "app_tests.rs"]

@@ -4,31 +4,19 @@
 //! panics. The cache here is a closed port, so a request that is valid gets
 //! a fast 503 (or a failed timer check, 500) instead: never a hang or a crash.
 
+mod support;
+
 use axum::body::Body;
-use azure_redis_handler::app::{app, build_cache, AppState};
-use azure_redis_handler::settings::Settings;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use tower::ServiceExt;
 
 /// One router for all cases: its cache's connect backoff then makes most
 /// calls fail fast, as in production during an outage.
 fn router() -> axum::Router {
     static ROUTER: std::sync::OnceLock<axum::Router> = std::sync::OnceLock::new();
-    ROUTER.get_or_init(build_router).clone()
-}
-
-fn build_router() -> axum::Router {
-    let settings = Settings::from_lookup(|k| match k {
-        "Redis" => Some("127.0.0.1:1,password=k,ssl=False".into()),
-        "Redis__connectTimeoutSeconds" | "Redis__commandTimeoutSeconds" => Some("0.2".into()),
-        "CACHE_MAX_VALUE_BYTES" => Some("4096".into()),
-        _ => None,
-    })
-    .unwrap();
-    app(AppState::new(Arc::new(build_cache(&settings).unwrap()), &settings))
+    ROUTER.get_or_init(|| support::router_without_cache(4096)).clone()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -3,6 +3,8 @@
 //! function the handler serves has a function.json, and host.json sets the
 //! custom handler up as CONTRACT.md and AZURE-FACTS.md say.
 
+mod support;
+
 use azure_redis_handler::functions::{Trigger, FUNCTIONS};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -92,14 +94,7 @@ fn function_jsons_and_handler_routes_agree() {
 async fn every_route_is_served() {
     use axum::body::Body;
     use tower::ServiceExt;
-    let settings = azure_redis_handler::settings::Settings::from_lookup(|k| match k {
-        "Redis" => Some("127.0.0.1:1,password=k,ssl=False".into()),
-        "Redis__connectTimeoutSeconds" | "Redis__commandTimeoutSeconds" => Some("0.2".into()),
-        _ => None,
-    })
-    .unwrap();
-    let cache = std::sync::Arc::new(azure_redis_handler::app::build_cache(&settings).unwrap());
-    let app = azure_redis_handler::app::app(azure_redis_handler::app::AppState::new(cache, &settings));
+    let app = support::router_without_cache(azure_redis_handler::settings::DEFAULT_MAX_VALUE_BYTES);
     for (name, json) in function_jsons() {
         let trigger = trigger_of(&json);
         let requests: Vec<(String, String)> = if trigger["type"] == "httpTrigger" {

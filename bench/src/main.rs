@@ -149,16 +149,19 @@ fn run() -> anyhow::Result<()> {
         ..Results::default()
     };
     let rig = Rig::start(root)?;
-
-    if plan.refresh_only {
-        results.refresh = scenarios::refresh(
+    let refresh = || {
+        scenarios::refresh(
             &rig,
             &lua,
             &handler,
             plan.refresh_timing,
             plan.refresh_rounds,
             plan.short_tokens,
-        )?;
+        )
+    };
+
+    if plan.refresh_only {
+        results.refresh = refresh()?;
         check(&results)?;
         println!("{}", results.markdown(""));
         return Ok(());
@@ -195,14 +198,7 @@ fn run() -> anyhow::Result<()> {
             .push((Side::Python, scenarios::memory(&rig, p, plan.memory_requests)?));
     }
     eprintln!("bench: token refresh");
-    results.refresh = scenarios::refresh(
-        &rig,
-        &lua,
-        &handler,
-        plan.refresh_timing,
-        plan.refresh_rounds,
-        plan.short_tokens,
-    )?;
+    results.refresh = refresh()?;
 
     check(&results)?;
     let plot_rel = "bench/results/plot.svg";

@@ -71,6 +71,24 @@ pub fn app_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The handler's router, in process, whose cache is a closed port: every
+/// Redis call fails fast (503), so tests of parsing and routing need no
+/// servers. `max_value_bytes` sets `CACHE_MAX_VALUE_BYTES`.
+pub fn router_without_cache(max_value_bytes: usize) -> axum::Router {
+    use azure_redis_handler::app::{app, build_cache, AppState};
+    let settings = azure_redis_handler::settings::Settings::from_lookup(|k| match k {
+        "Redis" => Some("127.0.0.1:1,password=k,ssl=False".into()),
+        "Redis__connectTimeoutSeconds" | "Redis__commandTimeoutSeconds" => Some("0.2".into()),
+        "CACHE_MAX_VALUE_BYTES" => Some(max_value_bytes.to_string()),
+        _ => None,
+    })
+    .expect("settings for a router without a cache");
+    app(AppState::new(
+        Arc::new(build_cache(&settings).expect("cache handle")),
+        &settings,
+    ))
+}
+
 /// Starts Redis, the identity endpoint and the handler; returns once the
 /// handler answers `GET /` (it has not necessarily connected yet).
 pub async fn spawn_app(opts: Options) -> TestApp {
