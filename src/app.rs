@@ -50,7 +50,7 @@ impl AppState {
 }
 
 /// Builds the cache handle the settings describe (no I/O: nothing connects yet).
-pub fn build_cache(settings: &Settings) -> Result<Cache, String> {
+pub fn build_cache(settings: &Settings) -> Result<Arc<Cache>, String> {
     let target = Target::from_settings(&settings.redis, settings.deadlines)?;
     let auth = match &settings.redis.auth {
         AuthSettings::AccessKey { user, password } => Auth::AccessKey {

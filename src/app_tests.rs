@@ -21,13 +21,13 @@ fn test_app(max_value_bytes: usize) -> Router {
             command: Duration::from_millis(300),
         },
     };
-    let cache = Arc::new(Cache::new(
+    let cache = Cache::new(
         target,
         Auth::AccessKey {
             user: None,
             password: Secret::new("k"),
         },
-    ));
+    );
     let state = AppState {
         cache,
         max_value_bytes,

@@ -30,7 +30,7 @@ async fn run() -> ExitCode {
     let _log = telemetry::init(settings.log_format);
     tls::install_crypto_provider();
     let cache = match app::build_cache(&settings) {
-        Ok(c) => CACHE.get_or_init(|| Arc::new(c)).clone(),
+        Ok(c) => CACHE.get_or_init(|| c).clone(),
         Err(e) => {
             eprintln!("handler: {e}");
             return ExitCode::from(2);

@@ -2,11 +2,16 @@
 //!
 //! Each invocation asks [`TokenManager::current`] for a token. The common case
 //! is one atomic load and one clock read: the token is not yet due. When it is
-//! due (it expires within the refresh offset, less a per-token jitter), one
-//! caller fetches a new token under a lock while the others wait for that one
-//! fetch, then all go on with its result. A failed fetch while the current
-//! token is still valid is logged and retried after a backoff; the invocation
-//! goes on with the current token.
+//! due (it expires within the refresh offset, less a per-token jitter) but
+//! still valid, that invocation starts the one fetch in a task of its own and
+//! goes on at once with the current token (stale-while-revalidate): no
+//! invocation waits for the identity endpoint while a valid token exists.
+//! When the new token arrives, the listeners (the cache) re-AUTH their live
+//! connections with it, and only then is it handed to invocations. Only when
+//! no valid token exists do invocations wait, all for that one fetch, within
+//! its deadline. A failed fetch while the current token is still valid is
+//! logged and retried after a backoff that tightens before expiry. There is
+//! no timer: an idle process does not refresh.
 
 use crate::secret::{redact, Secret};
 use arc_swap::ArcSwapOption;
@@ -14,9 +19,10 @@ use base64::Engine;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// A token as a credential hands it over.
@@ -132,13 +138,31 @@ pub fn oid_from_jwt(token: &str) -> Result<String, TokenError> {
     }
 }
 
-/// What the refresh lock guards: the failure streak and the next try.
+/// The outcome of a fetch, as its waiters see it.
+type Outcome = Option<Result<Arc<Token>, TokenError>>;
+
+/// What the refresh lock guards: the fetch under way, the failure streak
+/// and the next try. Held for a few instructions at a time, never across an
+/// `.await`.
 #[derive(Debug, Default)]
 struct RefreshState {
+    /// The fetch under way: its outcome is sent here once the new token is
+    /// in use (or the fetch has failed).
+    in_flight: Option<watch::Receiver<Outcome>>,
     failures: u32,
     retry_after: Option<Instant>,
     last_error: Option<TokenError>,
     warned_clamp: bool,
+}
+
+/// What an invocation that found the token due can do next.
+enum Refresh {
+    /// A newer token is already in use.
+    Ready(Arc<Token>),
+    /// A fetch is under way (perhaps just started by this caller).
+    InFlight(watch::Receiver<Outcome>),
+    /// The last fetch failed and the next try is not due yet.
+    BackingOff(TokenError),
 }
 
 /// Counters shown by the Health function.
@@ -152,15 +176,26 @@ pub struct TokenStats {
     pub failures: AtomicU64,
 }
 
-/// Holds the current token and refreshes it lazily, one fetch at a time.
+/// Told about every new token before invocations get it, so that it can
+/// re-AUTH the connections it keeps (the [`crate::cache::Cache`] does).
+pub trait TokenListener: Send + Sync + 'static {
+    /// Takes `token` into use on the listener's live connections. Runs in
+    /// the refresh task, never in an invocation; must bound its own time.
+    fn token_ready(&self, token: Arc<Token>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// Holds the current token and refreshes it, one fetch at a time, in the
+/// background of the invocation that finds it due.
 pub struct TokenManager {
     source: Arc<dyn TokenSource>,
     principal_id: Option<String>,
     offset: Duration,
     fetch_timeout: Duration,
     current: ArcSwapOption<Token>,
-    refresh: tokio::sync::Mutex<RefreshState>,
+    refresh: std::sync::Mutex<RefreshState>,
     generation: AtomicU64,
+    /// Weak, so a cache and its token manager do not keep each other alive.
+    listeners: std::sync::Mutex<Vec<Weak<dyn TokenListener>>>,
     /// Counters for Health and tests.
     pub stats: TokenStats,
 }
@@ -188,8 +223,9 @@ impl TokenManager {
             offset,
             fetch_timeout,
             current: ArcSwapOption::empty(),
-            refresh: tokio::sync::Mutex::new(RefreshState::default()),
+            refresh: std::sync::Mutex::new(RefreshState::default()),
             generation: AtomicU64::new(0),
+            listeners: std::sync::Mutex::new(Vec::new()),
             stats: TokenStats::default(),
         }
     }
@@ -199,45 +235,120 @@ impl TokenManager {
         self.current.load_full()
     }
 
-    /// A token good to use now, refreshing first if it is due.
-    pub async fn current(&self) -> Result<Arc<Token>, TokenError> {
+    /// Registers `listener` to hear of every new token before it is used.
+    pub fn subscribe(&self, listener: Weak<dyn TokenListener>) {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        listeners.retain(|l| l.strong_count() > 0);
+        listeners.push(listener);
+    }
+
+    /// A token good to use now.
+    ///
+    /// Not due: one atomic load and a clock read. Due but still valid: starts
+    /// the one refresh (unless it is under way or backing off) and returns the
+    /// current token at once; the refresh runs beside the invocations. No
+    /// valid token: waits for that one fetch, within the fetch deadline.
+    pub async fn current(self: &Arc<Self>) -> Result<Arc<Token>, TokenError> {
         if let Some(token) = self.current.load_full() {
-            if Instant::now() < token.refresh_at {
+            let now = Instant::now();
+            if now < token.refresh_at {
+                return Ok(token);
+            }
+            if now < token.expires_at {
+                // Whatever the refresh's state, this invocation goes on.
+                let _ = self.start_refresh();
                 return Ok(token);
             }
         }
-        self.refresh_slow().await
+        self.wait_for_token().await
     }
 
-    async fn refresh_slow(&self) -> Result<Arc<Token>, TokenError> {
-        let mut state = self.refresh.lock().await;
+    /// Waits for a valid token: the fetch under way, or one started now.
+    async fn wait_for_token(self: &Arc<Self>) -> Result<Arc<Token>, TokenError> {
+        let mut outcome = match self.start_refresh() {
+            Refresh::Ready(token) => return Ok(token),
+            Refresh::BackingOff(err) => return Err(err),
+            Refresh::InFlight(rx) => rx,
+        };
+        // The refresh task bounds the fetch by the deadline and the re-AUTH
+        // by the command deadline; this bound is only a safety net.
+        let safety_net = self.fetch_timeout * 2;
+        let waited = tokio::time::timeout(safety_net, outcome.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(done)) => done.clone().unwrap_or(Err(TokenError::Timeout(self.fetch_timeout))),
+            // The refresh task ended without an answer (the runtime is
+            // shutting down): treat it as a fetch that did not answer.
+            Ok(Err(_)) | Err(_) => Err(TokenError::Timeout(self.fetch_timeout)),
+        }
+    }
+
+    /// Starts the one fetch if none is under way and no backoff holds it.
+    fn start_refresh(self: &Arc<Self>) -> Refresh {
+        let mut state = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = &state.in_flight {
+            return Refresh::InFlight(rx.clone());
+        }
         let now = Instant::now();
         let existing = self.current.load_full();
-        // Another caller refreshed while this one waited for the lock.
+        // A refresh finished between this caller's check and the lock.
         if let Some(token) = existing.as_ref().filter(|t| now < t.refresh_at) {
-            return Ok(token.clone());
+            return Refresh::Ready(token.clone());
         }
         if state.retry_after.is_some_and(|at| now < at) {
-            return match existing.filter(|t| t.is_valid()) {
-                Some(token) => Ok(token),
-                None => Err(TokenError::BackingOff(
-                    state.last_error.as_ref().map(ToString::to_string).unwrap_or_default(),
-                )),
-            };
+            if let Some(token) = existing.filter(|t| t.is_valid()) {
+                return Refresh::Ready(token);
+            }
+            let why = state.last_error.as_ref().map(ToString::to_string).unwrap_or_default();
+            return Refresh::BackingOff(TokenError::BackingOff(why));
         }
+        let (tx, rx) = watch::channel(None);
+        state.in_flight = Some(rx.clone());
+        drop(state);
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let outcome = me.fetch_and_install().await;
+            me.refresh.lock().unwrap_or_else(|p| p.into_inner()).in_flight = None;
+            tx.send_replace(Some(outcome));
+        });
+        Refresh::InFlight(rx)
+    }
+
+    /// The refresh task: fetch within the deadline, then take the token into
+    /// use (listeners first, invocations after) or record the failure.
+    async fn fetch_and_install(&self) -> Result<Arc<Token>, TokenError> {
         let fetched = match tokio::time::timeout(self.fetch_timeout, self.source.fetch()).await {
-            Ok(result) => result.and_then(|t| self.accept(t, &mut state)),
+            Ok(result) => result.and_then(|t| self.accept(t)),
             Err(_) => Err(TokenError::Timeout(self.fetch_timeout)),
         };
-        match fetched {
-            Ok(fresh) => self.install(fresh, existing, &mut state),
-            Err(err) => self.fetch_failed(err, existing, &mut state),
+        let existing = self.current.load_full();
+        let fresh = match fetched {
+            Ok(fresh) => fresh,
+            Err(err) => return self.fetch_failed(err, existing),
+        };
+        let fresh = match self.take_or_keep(fresh, existing) {
+            Taken::Kept(old) => return Ok(old),
+            Taken::New(fresh) => fresh,
+        };
+        let listeners: Vec<_> = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        // Re-AUTH the live connections before invocations are handed the new
+        // token: until then they go on with the old one, which is valid.
+        for listener in listeners {
+            listener.token_ready(fresh.clone()).await;
         }
+        tracing::info!(expires_in_s = fresh.expires_in().as_secs(), user = %fresh.user, "new access token in use");
+        self.current.store(Some(fresh.clone()));
+        Ok(fresh)
     }
 
     /// Turns a fetched token into a [`Token`] with its refresh instant.
-    fn accept(&self, fetched: FetchedToken, state: &mut RefreshState) -> Result<Token, TokenError> {
+    fn accept(&self, fetched: FetchedToken) -> Result<Token, TokenError> {
         let lifetime = (fetched.expires_on - OffsetDateTime::now_utc())
             .try_into()
             .unwrap_or(Duration::ZERO);
@@ -249,13 +360,8 @@ impl TokenManager {
             None => oid_from_jwt(fetched.secret.expose())?,
         };
         let (delay, clamped) = refresh_delay(lifetime, self.offset, fastrand::f64());
-        if clamped && !state.warned_clamp {
-            state.warned_clamp = true;
-            tracing::warn!(
-                offset_s = self.offset.as_secs_f64(),
-                lifetime_s = lifetime.as_secs_f64(),
-                "Redis__tokenRefreshOffsetSeconds is not shorter than the token lifetime; refreshing at half the lifetime instead"
-            );
+        if clamped {
+            self.warn_clamp_once(lifetime);
         }
         let now = Instant::now();
         Ok(Token {
@@ -267,14 +373,24 @@ impl TokenManager {
         })
     }
 
-    fn install(
-        &self,
-        mut fresh: Token,
-        existing: Option<Arc<Token>>,
-        state: &mut RefreshState,
-    ) -> Result<Arc<Token>, TokenError> {
+    fn warn_clamp_once(&self, lifetime: Duration) {
+        let mut state = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
+        if !std::mem::replace(&mut state.warned_clamp, true) {
+            tracing::warn!(
+                offset_s = self.offset.as_secs_f64(),
+                lifetime_s = lifetime.as_secs_f64(),
+                "Redis__tokenRefreshOffsetSeconds is not shorter than the token lifetime; refreshing at half the lifetime instead"
+            );
+        }
+    }
+
+    /// Numbers a fresh token, or keeps the current one when the credential
+    /// handed the same token back.
+    fn take_or_keep(&self, mut fresh: Token, existing: Option<Arc<Token>>) -> Taken {
+        let mut state = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
         state.failures = 0;
         state.last_error = None;
+        state.retry_after = None;
         if let Some(old) = existing {
             // azure_identity caches tokens: asking early hands back the same
             // one. Keep it, and ask again later rather than on every call.
@@ -285,25 +401,17 @@ impl TokenManager {
                     retry_in_s = wait.as_secs_f64(),
                     "credential returned the current token again"
                 );
-                return Ok(old);
+                return Taken::Kept(old);
             }
             self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
         }
-        state.retry_after = None;
         fresh.generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::info!(expires_in_s = fresh.expires_in().as_secs(), user = %fresh.user, "new access token in use");
-        let fresh = Arc::new(fresh);
-        self.current.store(Some(fresh.clone()));
-        Ok(fresh)
+        Taken::New(Arc::new(fresh))
     }
 
-    fn fetch_failed(
-        &self,
-        err: TokenError,
-        existing: Option<Arc<Token>>,
-        state: &mut RefreshState,
-    ) -> Result<Arc<Token>, TokenError> {
+    fn fetch_failed(&self, err: TokenError, existing: Option<Arc<Token>>) -> Result<Arc<Token>, TokenError> {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
         state.failures += 1;
         let valid = existing.filter(|t| t.is_valid());
         let backoff = failure_backoff(state.failures, valid.as_ref().map(|t| t.expires_in()));
@@ -321,6 +429,23 @@ impl TokenManager {
             }
         }
     }
+
+    /// Resolves once no fetch is under way (tests wait on this, not on a sleep).
+    #[cfg(test)]
+    async fn settled(&self) {
+        let in_flight = self.refresh.lock().unwrap().in_flight.clone();
+        if let Some(mut rx) = in_flight {
+            let _ = rx.wait_for(Option::is_some).await;
+        }
+    }
+}
+
+/// What became of a fetched token.
+enum Taken {
+    /// The credential handed back the token in use.
+    Kept(Arc<Token>),
+    /// A newer token, numbered, not yet in use.
+    New(Arc<Token>),
 }
 
 /// Maps an `azure_core` error to a [`TokenError`], redacting its text.

@@ -127,6 +127,7 @@ async fn retries_tighten_before_expiry() {
         && m.peek().unwrap().expires_in() > Duration::from_millis(500)
     {
         m.current().await.unwrap();
+        m.settled().await;
         if src.calls() != last_fetch_count {
             gaps.push(since.elapsed());
             since = Instant::now();
@@ -152,7 +153,9 @@ fn oid_decode() {
     assert!(matches!(oid_from_jwt("a.!!!.c"), Err(TokenError::Invalid(_))));
 }
 
-/// The hot path fetches once, then serves the cached token until it is due.
+/// The hot path fetches once, then serves the cached token until it is due;
+/// the invocation that finds it due goes on with it and the new one is used
+/// once its fetch is done.
 #[tokio::test(start_paused = true)]
 async fn fetches_once_until_due() {
     let src = FakeSource::new(Duration::from_secs(3600));
@@ -162,24 +165,55 @@ async fn fetches_once_until_due() {
     assert_eq!(t1.generation, 1);
     tokio::time::advance(Duration::from_secs(3000)).await;
     let t2 = m.current().await.unwrap();
+    m.settled().await;
     assert_eq!(src.calls(), 1);
     assert_eq!(t2.generation, 1);
     // Past expiry less offset less the largest jitter: due.
     tokio::time::advance(Duration::from_secs(361)).await;
-    let t3 = m.current().await.unwrap();
+    assert_eq!(m.current().await.unwrap().generation, 1, "goes on with the valid token");
+    m.settled().await;
     assert_eq!(src.calls(), 2);
-    assert_eq!(t3.generation, 2);
+    assert_eq!(m.current().await.unwrap().generation, 2);
     assert_eq!(m.stats.refreshes.load(Ordering::Relaxed), 1);
 }
 
-/// Hundreds of concurrent callers inside the window cause one fetch.
+/// Hundreds of concurrent callers inside the window cause one fetch, and
+/// none of them waits for it: all go on at once with the valid token.
 #[tokio::test(start_paused = true)]
-async fn single_flight_under_concurrency() {
+async fn due_token_single_flight_without_waiting() {
     let src = FakeSource::new(Duration::from_secs(20));
     let m = manager(&src, 8);
     m.current().await.unwrap();
     tokio::time::advance(Duration::from_secs(15)).await;
+    *src.stall.lock().unwrap() = Some(Duration::from_secs(2));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..500)
+        .map(|_| {
+            let m = m.clone();
+            tokio::spawn(async move { m.current().await.map(|t| (t.generation, Instant::now())) })
+        })
+        .collect();
+    for t in tasks {
+        let (generation, at) = t.await.unwrap().unwrap();
+        assert_eq!(generation, 1);
+        assert_eq!(at, started, "no caller waited for the fetch");
+    }
+    m.settled().await;
+    assert_eq!(started.elapsed(), Duration::from_secs(2), "the fetch ran beside them");
+    assert_eq!(src.calls(), 2, "one initial fetch and one refresh");
+    assert_eq!(m.current().await.unwrap().generation, 2);
+}
+
+/// With no valid token (expired while idle), concurrent callers wait, all
+/// for one fetch, and all get its token.
+#[tokio::test(start_paused = true)]
+async fn expired_token_waiters_share_one_fetch() {
+    let src = FakeSource::new(Duration::from_secs(20));
+    let m = manager(&src, 8);
+    m.current().await.unwrap();
+    tokio::time::advance(Duration::from_secs(21)).await;
     *src.stall.lock().unwrap() = Some(Duration::from_millis(200));
+    let started = Instant::now();
     let tasks: Vec<_> = (0..500)
         .map(|_| {
             let m = m.clone();
@@ -189,7 +223,72 @@ async fn single_flight_under_concurrency() {
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), 2);
     }
-    assert_eq!(src.calls(), 2, "one initial fetch and one refresh");
+    assert_eq!(started.elapsed(), Duration::from_millis(200));
+    assert_eq!(src.calls(), 2);
+}
+
+/// An identity endpoint that hangs while the token is valid costs the
+/// invocations nothing: they return at once for the whole fetch deadline,
+/// and the hung fetch counts as a failure once its deadline passes.
+#[tokio::test(start_paused = true)]
+async fn hanging_fetch_never_holds_a_valid_token() {
+    let src = FakeSource::new(Duration::from_secs(60));
+    let m = manager(&src, 30);
+    m.current().await.unwrap();
+    tokio::time::advance(Duration::from_secs(37)).await;
+    *src.stall.lock().unwrap() = Some(Duration::from_secs(3600));
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(4900) {
+        let before = Instant::now();
+        assert_eq!(m.current().await.unwrap().generation, 1);
+        assert_eq!(Instant::now(), before, "returned at once");
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    assert_eq!(src.calls(), 2, "one fetch under way, not one per call");
+    assert_eq!(m.stats.failures.load(Ordering::Relaxed), 0);
+    m.settled().await;
+    // The deadline runs from the refresh task's first poll, one step in.
+    assert_eq!(started.elapsed(), Duration::from_millis(5100), "the fetch deadline");
+    assert_eq!(m.stats.failures.load(Ordering::Relaxed), 1);
+    assert_eq!(m.current().await.unwrap().generation, 1);
+}
+
+/// A listener (the cache) hears of a new token before invocations get it:
+/// while it re-AUTHs, invocations go on with the old, valid token.
+#[tokio::test(start_paused = true)]
+async fn listeners_take_the_token_before_invocations() {
+    struct SlowListener {
+        seen: Mutex<Vec<(u64, u64)>>,
+        manager: Mutex<Option<Arc<TokenManager>>>,
+    }
+    impl TokenListener for SlowListener {
+        fn token_ready(&self, token: Arc<Token>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+            Box::pin(async move {
+                let m = self.manager.lock().unwrap().clone().unwrap();
+                let in_use = m.peek().map_or(0, |t| t.generation);
+                self.seen.lock().unwrap().push((token.generation, in_use));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            })
+        }
+    }
+    let src = FakeSource::new(Duration::from_secs(20));
+    let m = manager(&src, 8);
+    let listener = Arc::new(SlowListener {
+        seen: Mutex::new(Vec::new()),
+        manager: Mutex::new(Some(m.clone())),
+    });
+    let as_dyn: Arc<dyn TokenListener> = listener.clone();
+    m.subscribe(Arc::downgrade(&as_dyn));
+    assert_eq!(m.current().await.unwrap().generation, 1);
+    assert_eq!(*listener.seen.lock().unwrap(), [(1, 0)]);
+    tokio::time::advance(Duration::from_secs(15)).await;
+    assert_eq!(m.current().await.unwrap().generation, 1);
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(*listener.seen.lock().unwrap(), [(1, 0), (2, 1)], "told first");
+    assert_eq!(m.current().await.unwrap().generation, 1, "old token meanwhile");
+    m.settled().await;
+    assert_eq!(m.current().await.unwrap().generation, 2);
+    *listener.manager.lock().unwrap() = None;
 }
 
 /// A failed refresh while the token is valid: callers go on with it, and
@@ -203,18 +302,23 @@ async fn failed_refresh_keeps_valid_token_and_backs_off() {
     *src.fail.lock().unwrap() = true;
     for _ in 0..50 {
         assert_eq!(m.current().await.unwrap().generation, first.generation);
+        m.settled().await;
     }
     assert_eq!(src.calls(), 2, "one failed try, then backoff");
     tokio::time::advance(Duration::from_millis(1100)).await;
     m.current().await.unwrap();
+    m.settled().await;
     assert_eq!(src.calls(), 3, "retried after the 1 s backoff");
     *src.fail.lock().unwrap() = false;
     tokio::time::advance(Duration::from_millis(2100)).await;
+    m.current().await.unwrap();
+    m.settled().await;
     assert_eq!(m.current().await.unwrap().generation, 2, "recovered");
     assert_eq!(m.stats.failures.load(Ordering::Relaxed), 2);
 }
 
-/// A stalled identity endpoint costs at most the fetch deadline.
+/// With no token at all, a stalled identity endpoint costs at most the
+/// fetch deadline; then calls fail fast until the backoff has passed.
 #[tokio::test(start_paused = true)]
 async fn stalled_fetch_hits_deadline() {
     let src = FakeSource::new(Duration::from_secs(60));
@@ -244,6 +348,7 @@ async fn same_token_again_is_not_a_refresh() {
     tokio::time::advance(Duration::from_secs(3100)).await;
     for _ in 0..100 {
         assert_eq!(m.current().await.unwrap().generation, 1);
+        m.settled().await;
     }
     assert_eq!(src.calls(), 2);
     assert_eq!(m.stats.refreshes.load(Ordering::Relaxed), 0);
@@ -261,6 +366,7 @@ async fn offset_longer_than_lifetime_is_clamped() {
     assert_eq!(src.calls(), 1);
     tokio::time::advance(Duration::from_secs(13)).await;
     m.current().await.unwrap();
+    m.settled().await;
     assert_eq!(src.calls(), 2);
 }
 
@@ -278,18 +384,23 @@ async fn missing_oid_is_an_error() {
             })
         }
     }
-    let m = TokenManager::new(Arc::new(NoOid), None, Duration::from_secs(10), Duration::from_secs(5));
+    let m = Arc::new(TokenManager::new(
+        Arc::new(NoOid),
+        None,
+        Duration::from_secs(10),
+        Duration::from_secs(5),
+    ));
     assert!(m
         .current()
         .await
         .unwrap_err()
         .to_string()
         .contains("Redis__principalId"));
-    let m = TokenManager::new(
+    let m = Arc::new(TokenManager::new(
         Arc::new(NoOid),
         Some("configured".into()),
         Duration::from_secs(10),
         Duration::from_secs(5),
-    );
+    ));
     assert_eq!(m.current().await.unwrap().user, "configured");
 }

@@ -1,10 +1,14 @@
 //! Making the connection, re-authenticating it, and dropping a broken one.
 
+use super::backoff::reauth_backoff;
 use super::error::{classify, connection_broken, CacheError};
-use super::{Cache, ConnectState, Credentials, Live};
+use super::{Cache, Credentials, Live};
 use crate::secret::redact;
+use crate::token::{Token, TokenListener};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +28,8 @@ impl Cache {
             return Ok(live);
         }
         let now = Instant::now();
-        if let (Some(at), Some(err)) = (state.retry_after, &state.last_error) {
-            if now < at {
-                return Err(err.clone());
-            }
+        if let Some(err) = state.holds(now) {
+            return Err(err.clone());
         }
         let budget = self
             .target
@@ -43,7 +45,7 @@ impl Cache {
         match result {
             Ok(conn) => {
                 let number = self.stats.connects.fetch_add(1, Ordering::Relaxed) + 1;
-                *state = ConnectState::default();
+                state.succeeded();
                 let live = Arc::new(Live {
                     conn,
                     number,
@@ -56,17 +58,7 @@ impl Cache {
                 Ok(live)
             }
             Err(err) => {
-                state.failures += 1;
-                // Refused credentials back off longer: retrying cannot help
-                // until someone fixes the access policy.
-                let cap = if matches!(err, CacheError::Auth(_)) {
-                    10_000
-                } else {
-                    2_000
-                };
-                let backoff = Duration::from_millis((100u64 << state.failures.min(10)).min(cap));
-                state.retry_after = Some(Instant::now() + backoff);
-                state.last_error = Some(err.clone());
+                let backoff = state.failed(&err, Instant::now());
                 tracing::warn!(error = %err, failures = state.failures, retry_in_ms = backoff.as_millis() as u64, "could not connect to the cache");
                 Err(err)
             }
@@ -115,12 +107,13 @@ impl Cache {
             })
     }
 
-    /// Sends `AUTH` with the newer token on the live connection, once.
+    /// On an invocation's path: the connection authenticated with an older
+    /// token than the one the invocation holds (it was made while a refresh
+    /// was re-AUTHing, or the cache refused the newer token earlier).
     ///
-    /// If the cache refuses the newer token, the connection keeps the
-    /// identity it has (its token is still valid, or the cache would have
-    /// closed it) and the AUTH is tried again after a backoff, not on every
-    /// invocation.
+    /// When a re-AUTH is already under way (the refresh task's, most often),
+    /// the invocation does not wait for it: the connection's own token is
+    /// still valid, or the cache would have closed it.
     pub(super) async fn ensure_authenticated(
         &self,
         live: &Arc<Live>,
@@ -129,12 +122,42 @@ impl Cache {
         if live.authed_generation.load(Ordering::Acquire) >= creds.generation() {
             return Ok(());
         }
+        let Ok(_one_at_a_time) = self.reauth.try_lock() else {
+            return Ok(());
+        };
+        self.send_auth(live, creds, true).await
+    }
+
+    /// In the refresh task, before invocations get `token`: re-AUTHs the live
+    /// connection with it, so the connection never outlives its token.
+    async fn reauth_live(&self, token: Arc<Token>) {
+        let Some(live) = self.live.load_full() else {
+            return;
+        };
         let _one_at_a_time = self.reauth.lock().await;
+        let creds = Credentials::Token(token);
+        if let Err(err) = self.send_auth(&live, &creds, false).await {
+            tracing::warn!(error = %err, connection = live.number, "could not re-authenticate the connection with the new token");
+        }
+    }
+
+    /// Sends `AUTH` with the newer token on the live connection, once.
+    ///
+    /// If the cache refuses the newer token, the connection keeps the
+    /// identity it has (its token is still valid, or the cache would have
+    /// closed it) and invocations try the AUTH again only after a backoff
+    /// (`respect_backoff`); the refresh task tries each new token once.
+    async fn send_auth(
+        &self,
+        live: &Arc<Live>,
+        creds: &Credentials<'_>,
+        respect_backoff: bool,
+    ) -> Result<(), CacheError> {
         if live.authed_generation.load(Ordering::Acquire) >= creds.generation() {
             return Ok(());
         }
         let failures = match *live.reauth_after.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some((at, _)) if Instant::now() < at => return Ok(()),
+            Some((at, _)) if respect_backoff && Instant::now() < at => return Ok(()),
             Some((_, n)) => n,
             None => 0,
         };
@@ -160,7 +183,7 @@ impl Cache {
                 Err(CacheError::Unavailable(redact(&e.to_string())))
             }
             Ok(Err(e)) => {
-                let backoff = Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30));
+                let backoff = reauth_backoff(failures + 1);
                 *live.reauth_after.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((Instant::now() + backoff, failures + 1));
                 tracing::warn!(error = %classify(&e), connection = live.number, retry_in_s = backoff.as_secs(),
@@ -178,5 +201,11 @@ impl Cache {
             self.stats.drops.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(connection = live.number, reason = %redact(why), "dropped the cache connection; the next call makes a new one");
         }
+    }
+}
+
+impl TokenListener for Cache {
+    fn token_ready(&self, token: Arc<Token>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.reauth_live(token))
     }
 }

@@ -12,6 +12,7 @@
 //!
 //! Connecting and re-authenticating are in `connect.rs`; errors in `error.rs`.
 
+mod backoff;
 mod connect;
 mod error;
 
@@ -20,13 +21,12 @@ pub use error::{classify, CacheError};
 
 use crate::secret::{redact, Secret};
 use crate::settings::{Deadlines, RedisSettings};
-use crate::token::{Token, TokenManager};
+use crate::token::{Token, TokenListener, TokenManager};
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use redis::FromRedisValue;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
 
 /// Tries per command when the connection is lost (as in the quickstart).
@@ -111,19 +111,12 @@ struct Live {
     reauth_after: std::sync::Mutex<Option<(Instant, u32)>>,
 }
 
-#[derive(Default)]
-struct ConnectState {
-    failures: u32,
-    retry_after: Option<Instant>,
-    last_error: Option<CacheError>,
-}
-
 /// The shared connection, made on first use.
 pub struct Cache {
     target: Target,
     auth: Auth,
     live: ArcSwapOption<Live>,
-    connect: tokio::sync::Mutex<ConnectState>,
+    connect: tokio::sync::Mutex<backoff::ConnectGate>,
     reauth: tokio::sync::Mutex<()>,
     /// Counters for Health and tests.
     pub stats: CacheStats,
@@ -177,16 +170,23 @@ impl Credentials<'_> {
 }
 
 impl Cache {
-    /// A cache handle; nothing is connected until the first call.
-    pub fn new(target: Target, auth: Auth) -> Self {
-        Self {
+    /// A cache handle; nothing is connected until the first call. With Entra
+    /// ID, the handle hears of every new token from the token manager and
+    /// re-AUTHs its live connection with it (see [`TokenListener`]).
+    pub fn new(target: Target, auth: Auth) -> Arc<Self> {
+        let cache = Arc::new(Self {
             target,
             auth,
             live: ArcSwapOption::empty(),
-            connect: tokio::sync::Mutex::new(ConnectState::default()),
+            connect: tokio::sync::Mutex::new(backoff::ConnectGate::default()),
             reauth: tokio::sync::Mutex::new(()),
             stats: CacheStats::default(),
+        });
+        if let Auth::Entra(tokens) = &cache.auth {
+            let listener: Arc<dyn TokenListener> = cache.clone();
+            tokens.subscribe(Arc::downgrade(&listener));
         }
+        cache
     }
 
     /// The token manager, for Entra ID auth.
@@ -226,7 +226,7 @@ impl Cache {
                 Err(e @ CacheError::Unavailable(_)) => e,
                 Err(e) => return Err(e),
             };
-            let pause = Duration::from_millis(50 << tries);
+            let pause = backoff::retry_pause(tries);
             if tries >= MAX_TRIES || Instant::now() + pause >= deadline || self.gated_past(Instant::now() + pause) {
                 return Err(err);
             }
@@ -238,11 +238,7 @@ impl Cache {
     /// Whether connecting is held back by a backoff beyond `at`: then a
     /// retry inside this invocation cannot succeed, and failing fast is better.
     fn gated_past(&self, at: Instant) -> bool {
-        self.live.load().is_none()
-            && self
-                .connect
-                .try_lock()
-                .is_ok_and(|state| state.retry_after.is_some_and(|until| at < until))
+        self.live.load().is_none() && self.connect.try_lock().is_ok_and(|gate| gate.holds_past(at))
     }
 
     async fn try_once<T: FromRedisValue>(&self, cmd: &redis::Cmd, deadline: Instant) -> Result<T, CacheError> {
