@@ -6,9 +6,10 @@ mod support;
 
 use reqwest::Method;
 use std::time::{Duration, Instant};
-use support::{sleep_until, spawn_app, Options};
+use support::{sleep_until, sleep_until_unix_ms, spawn_app, wait_until, Options};
 
-/// Tokens of 6 s refreshed 3 s before expiry (jitter moves it up to 0.6 s later).
+/// Tokens of 6 s refreshed 3 s before expiry (jitter moves it up to 0.6 s
+/// later): due from `exp` - 3 s to `exp` - 2.4 s.
 fn short_tokens() -> Options {
     Options {
         token_lifetime: Duration::from_secs(6),
@@ -17,27 +18,37 @@ fn short_tokens() -> Options {
     }
 }
 
-/// The refresh is lazy, happens at the offset, and re-authenticates the
-/// same connection: CLIENT LIST shows one connection whose id stays put.
+/// The refresh is lazy, happens at the offset, runs beside the invocation
+/// that found it due, and re-authenticates the same connection: CLIENT LIST
+/// shows one connection whose id stays put.
 #[tokio::test]
 async fn lazy_refresh_reauthenticates_the_same_connection() {
     let app = spawn_app(short_tokens()).await;
     assert_eq!(app.get("/api/ping").await.0, 200);
-    let first = Instant::now();
+    let exp = app.last_token_exp_ms();
     assert_eq!(app.identity.requests(), 1);
     let before = app.handler_connections().await;
     assert_eq!(before.len(), 1, "{before:?}");
 
-    sleep_until(first, Duration::from_millis(1500)).await;
+    sleep_until_unix_ms(exp - 3300).await;
     assert_eq!(app.get("/api/ping").await.0, 200);
     assert_eq!(app.identity.requests(), 1, "not due yet: no fetch");
 
     // Nothing runs between the calls: the handler refreshes only when an
     // invocation finds the token due.
-    sleep_until(first, Duration::from_millis(4200)).await;
+    sleep_until_unix_ms(exp - 2200).await;
     assert_eq!(app.identity.requests(), 1, "no background refresh");
     assert_eq!(app.get("/api/ping").await.0, 200);
-    assert_eq!(app.identity.requests(), 2, "one refresh inside the window");
+    wait_until("the refresh's token request", Duration::from_secs(5), || {
+        app.identity.requests() == 2
+    })
+    .await;
+    app.wait_for_output(
+        "re-authenticated the connection with the new token",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(support::unix_ms() < exp, "re-AUTHed before the old token expired");
 
     let after = app.handler_connections().await;
     assert_eq!(after.len(), 1, "{after:?}");
@@ -46,11 +57,7 @@ async fn lazy_refresh_reauthenticates_the_same_connection() {
     assert_eq!(h["token"]["refreshes"], 1, "{h}");
     assert_eq!(h["connection"]["reauths"], 1, "{h}");
     assert_eq!(h["connection"]["connects"], 1, "{h}");
-    let out = app.output();
-    assert!(
-        out.contains("re-authenticated the connection with the new token"),
-        "{out}"
-    );
+    assert_eq!(app.identity.requests(), 2, "one refresh inside the window");
 }
 
 /// Hundreds of concurrent invocations inside the refresh window cause one
@@ -59,13 +66,16 @@ async fn lazy_refresh_reauthenticates_the_same_connection() {
 async fn single_flight_refresh_under_concurrency() {
     let app = spawn_app(short_tokens()).await;
     assert_eq!(app.get("/api/ping").await.0, 200);
-    let first = Instant::now();
-    sleep_until(first, Duration::from_millis(4200)).await;
+    sleep_until_unix_ms(app.last_token_exp_ms() - 2200).await;
     let calls = (0..300).map(|_| app.handler.forward(Method::GET, "/api/ping", None));
     let results = futures_util::future::join_all(calls).await;
     for r in results {
         assert_eq!(r.expect("answer").status(), 200);
     }
+    wait_until("the new token in use", Duration::from_secs(5), || {
+        app.output_count("new access token in use") == 2
+    })
+    .await;
     assert_eq!(app.identity.requests(), 2, "one initial fetch and exactly one refresh");
     assert_eq!(app.handler_connections().await.len(), 1);
 }
@@ -99,9 +109,8 @@ async fn connection_lost_after_expiry_uses_a_fresh_token() {
     })
     .await;
     assert_eq!(app.get("/api/ping").await.0, 200);
-    let first = Instant::now();
     let old_token = app.identity.last_token().unwrap();
-    sleep_until(first, Duration::from_millis(3600)).await;
+    sleep_until_unix_ms(app.last_token_exp_ms() + 100).await;
     app.identity.sweep_expired().await.unwrap();
     let still_a_password = app.redis.acl_remove_password(&app.oid, &old_token).await.unwrap();
     assert!(!still_a_password, "the expired token is no longer a valid password");

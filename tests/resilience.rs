@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use support::{sleep_until, spawn_app, Options, TestApp};
+use support::{sleep_until, sleep_until_unix_ms, spawn_app, wait_until, Options, TestApp};
 
 /// Short deadlines so that fault tests stay quick: 1 s per token fetch,
 /// connect and command.
@@ -54,6 +54,11 @@ async fn gateway_enforces_tokens_and_expiry() {
     })
     .await;
     let gw = app.gateway();
+    // The handler's warm-up connection: authenticated before anything below.
+    wait_until("the handler's warm-up AUTH", Duration::from_secs(5), || {
+        gw.stats().auth_accepted.load(Ordering::SeqCst) == 1
+    })
+    .await;
     let token = reqwest::Client::new()
         .get(format!(
             "{}?api-version=2019-08-01&resource=https://redis.azure.com",
@@ -110,13 +115,17 @@ async fn gateway_enforces_tokens_and_expiry() {
         .unwrap();
     let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
     assert_eq!(pong, "PONG");
-    tokio::time::sleep(Duration::from_millis(2600)).await;
-    let after: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
-    assert!(after.is_err(), "closed once its token expired");
-    // The handler's own connection, idle since its warm-up, was closed too:
+    let exp_ms = app.identity.verify(&token).unwrap().exp * 1000;
+    // The handler's own connection, idle since its warm-up, is closed too:
     // refresh is lazy, so an idle instance's connection expires. The next
     // invocation refreshes and reconnects without failing.
-    assert_eq!(gw.stats().expiry_closes.load(Ordering::SeqCst), 2);
+    wait_until("both connections closed for expiry", Duration::from_secs(4), || {
+        gw.stats().expiry_closes.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert!(support::unix_ms() >= exp_ms, "not closed before its exp");
+    let after: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+    assert!(after.is_err(), "closed once its token expired");
     assert!(gw.stats().auth_rejected.load(Ordering::SeqCst) >= 2);
     let (s, b) = app.get("/api/ping").await;
     assert_eq!(s, 200, "{b}");
@@ -193,52 +202,194 @@ async fn soak_across_token_lifetimes() {
     assert_eq!(gw.auth_accepted.load(Ordering::SeqCst), requests, "one AUTH per token");
 }
 
-/// The identity endpoint failing (500), then hanging, while the token is
-/// still valid: invocations keep succeeding within the deadlines, and the
-/// refresh happens once it recovers, before the token expires.
+/// Four clients call Ping until `done` holds (panics after `limit`); each
+/// answer must be 200, and the slowest is kept in `slowest`.
+async fn load_until(
+    app: &TestApp,
+    slowest: &std::sync::Mutex<Duration>,
+    what: &str,
+    limit: Duration,
+    done: impl Fn() -> bool,
+) {
+    let start = Instant::now();
+    let worker = || async {
+        while !done() {
+            assert!(start.elapsed() < limit, "timed out waiting for {what}");
+            let out = invoke(app, Method::GET, "/api/ping", None).await;
+            assert_eq!(out.status, 200, "{what}: {}", out.body);
+            let mut s = slowest.lock().unwrap();
+            *s = (*s).max(out.took);
+        }
+    };
+    futures_util::future::join_all((0..4).map(|_| worker())).await;
+}
+
+/// The identity endpoint failing (500), then hanging for a whole fetch
+/// deadline (5 s), while the token is still valid: invocations keep
+/// succeeding and none waits for the identity (none over 1 s), the failed
+/// fetch is retried with a backoff, and the refresh happens once the
+/// endpoint recovers, before the token expires.
 #[tokio::test]
 async fn identity_failing_while_token_is_valid() {
+    let mut env = fast_deadlines();
+    env.retain(|(k, _)| k != "Redis__tokenTimeoutSeconds");
     let app = spawn_app(Options {
         gateway: true,
-        token_lifetime: Duration::from_secs(13),
-        refresh_offset_s: 9.0,
+        token_lifetime: Duration::from_secs(20),
+        refresh_offset_s: 15.0,
+        env,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    let exp = app.last_token_exp_ms();
+    app.identity.set_mode(IdentityMode::Fail500);
+    let slowest = std::sync::Mutex::new(Duration::ZERO);
+    // Due from exp - 15 s (+ up to 3 s of jitter): two failed tries, the
+    // second after the 1 s backoff.
+    load_until(&app, &slowest, "two failed fetches", Duration::from_secs(12), || {
+        app.identity.requests() >= 3
+    })
+    .await;
+    assert_eq!(app.identity.tokens_minted(), 1);
+    app.identity.set_mode(IdentityMode::Hang);
+    let before_hang = app.identity.requests();
+    load_until(&app, &slowest, "a fetch to hang", Duration::from_secs(5), || {
+        app.identity.requests() > before_hang
+    })
+    .await;
+    let hung_at = Instant::now();
+    load_until(
+        &app,
+        &slowest,
+        "the whole fetch deadline",
+        Duration::from_secs(7),
+        || hung_at.elapsed() > Duration::from_millis(5200),
+    )
+    .await;
+    assert_eq!(app.identity.requests(), before_hang + 1, "one fetch, held");
+    let held = *slowest.lock().unwrap();
+    assert!(
+        held < Duration::from_secs(1),
+        "no invocation waited for the identity: {held:?}"
+    );
+    app.identity.set_mode(IdentityMode::Normal);
+    load_until(
+        &app,
+        &slowest,
+        "the refresh after recovery",
+        Duration::from_secs(6),
+        || app.output_count("new access token in use") == 2,
+    )
+    .await;
+    assert!(support::unix_ms() < exp, "refreshed before the old token expired");
+    sleep_until_unix_ms(exp + 300).await;
+    assert_eq!(app.get("/api/ping").await.0, 200, "past the old token's expiry");
+    let gw = app.gateway().stats();
+    assert_eq!(gw.expiry_closes.load(Ordering::SeqCst), 0);
+    assert_eq!(gw.connections.load(Ordering::SeqCst), 1);
+}
+
+/// The cache refuses the new token on the live connection (the access
+/// policy is gone for a moment): the connection keeps the identity it has,
+/// invocations keep succeeding on it, and once the policy is back the AUTH
+/// is retried after its backoff, before the old token expires.
+#[tokio::test]
+async fn refused_reauth_keeps_the_live_connection() {
+    let app = spawn_app(Options {
+        gateway: true,
+        token_lifetime: Duration::from_secs(9),
+        refresh_offset_s: 6.0,
         env: fast_deadlines(),
         ..Options::default()
     })
     .await;
     assert_eq!(app.get("/api/ping").await.0, 200);
+    let exp = app.last_token_exp_ms();
+    let gw = app.gateway();
+    gw.set_reject_all(true);
+    // Due from exp - 6 s to exp - 4.8 s.
+    while app.output_count("the cache refused the new token") == 0 {
+        let (s, b) = app.get("/api/ping").await;
+        assert_eq!(s, 200, "{b}");
+        assert!(support::unix_ms() < exp - 4000, "the refresh came when due");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gw.stats().auth_rejected.load(Ordering::SeqCst), 1);
+    gw.set_reject_all(false);
+    while app.output_count("re-authenticated the connection with the new token") == 0 {
+        let (s, b) = app.get("/api/ping").await;
+        assert_eq!(s, 200, "{b}");
+        assert!(support::unix_ms() < exp, "re-AUTHed before the old token expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sleep_until_unix_ms(exp + 300).await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    assert_eq!(gw.stats().expiry_closes.load(Ordering::SeqCst), 0);
+    assert_eq!(gw.stats().connections.load(Ordering::SeqCst), 1, "never reconnected");
+}
+
+/// A connection that breaks on every try: one invocation makes exactly 3
+/// tries (as the quickstart does), then answers 503, within its deadline.
+#[tokio::test]
+async fn three_tries_then_503() {
+    let app = spawn_app(Options {
+        gateway: true,
+        env: fast_deadlines(),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    let gw = app.gateway();
+    gw.cut_on(Some("GET"));
+    for round in 1..=2 {
+        let out = invoke(&app, Method::GET, "/api/cache/cut-every-time", None).await;
+        assert_eq!(out.status, 503, "{}", out.body);
+        assert_eq!(out.body["code"], "cache_unavailable", "{}", out.body);
+        assert_eq!(gw.stats().cuts.load(Ordering::SeqCst), 3 * round, "3 tries each");
+        assert!(out.took < Duration::from_secs(2), "within the deadline: {:?}", out.took);
+    }
+    gw.cut_on(None);
+    assert_eq!(app.get("/api/cache/cut-every-time").await.0, 404);
+}
+
+/// A cache that is down, under load from 8 clients: a trickle of connection
+/// attempts (100 ms doubling to 2 s: 6 in the first 3 s), not one per
+/// invocation, and every answer a fast 503.
+#[tokio::test]
+async fn down_cache_sees_a_trickle_of_attempts() {
+    let app = spawn_app(Options {
+        gateway: true,
+        env: fast_deadlines(),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    let gw = app.gateway();
+    app.redis.stop();
+    gw.close_all();
+    let before = gw.stats().connections.load(Ordering::SeqCst);
     let start = Instant::now();
-    let mut slowest = Duration::ZERO;
-    for (mode, until) in [(IdentityMode::Fail500, 5500), (IdentityMode::Hang, 8000)] {
-        app.identity.set_mode(mode);
-        while start.elapsed() < Duration::from_millis(until) {
+    let load = || async {
+        let mut n = 0;
+        while start.elapsed() < Duration::from_secs(3) {
             let out = invoke(&app, Method::GET, "/api/ping", None).await;
-            assert_eq!(out.status, 200, "{:?}: {}", mode, out.body);
-            slowest = slowest.max(out.took);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(out.status, 503, "{}", out.body);
+            assert_eq!(out.body["code"], "cache_unavailable", "{}", out.body);
+            n += 1;
         }
-    }
-    let failed_fetches = app.identity.requests() - 1;
-    assert!(failed_fetches >= 2, "the refresh was tried: {failed_fetches}");
+        n
+    };
+    let calls: usize = futures_util::future::join_all((0..8).map(|_| load()))
+        .await
+        .into_iter()
+        .sum();
+    let attempts = gw.stats().connections.load(Ordering::SeqCst) - before;
+    assert!(calls > 100, "{calls} invocations");
     assert!(
-        slowest < Duration::from_millis(2500),
-        "token deadline + Redis deadline bound every call: {slowest:?}"
+        (4..=7).contains(&attempts),
+        "{attempts} connection attempts in 3 s for {calls} invocations"
     );
-    let minted = app.identity.tokens_minted();
-    app.identity.set_mode(IdentityMode::Normal);
-    while app.identity.tokens_minted() == minted {
-        assert!(
-            start.elapsed() < Duration::from_secs(11),
-            "refresh resumed before expiry"
-        );
-        assert_eq!(invoke(&app, Method::GET, "/api/ping", None).await.status, 200);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    sleep_until(start, Duration::from_millis(13_500)).await;
-    assert_eq!(app.get("/api/ping").await.0, 200, "past the old token's expiry");
-    let gw = app.gateway().stats();
-    assert_eq!(gw.expiry_closes.load(Ordering::SeqCst), 0);
-    assert_eq!(gw.connections.load(Ordering::SeqCst), 1);
 }
 
 /// Token expired and the identity endpoint down: a fast 503 naming the
@@ -254,8 +405,9 @@ async fn expired_token_with_identity_down() {
     })
     .await;
     assert_eq!(app.get("/api/ping").await.0, 200);
+    let exp = app.last_token_exp_ms();
     app.identity.set_mode(IdentityMode::Fail500);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    sleep_until_unix_ms(exp + 100).await;
     for _ in 0..5 {
         let out = invoke(&app, Method::GET, "/api/ping", None).await;
         assert_eq!(out.status, 503, "{}", out.body);

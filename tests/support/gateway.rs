@@ -43,6 +43,8 @@ pub struct GatewayStats {
     pub auth_rejected: AtomicUsize,
     /// Connections closed because their token expired.
     pub expiry_closes: AtomicUsize,
+    /// Connections cut on the command named by [`Gateway::cut_on`].
+    pub cuts: AtomicUsize,
 }
 
 struct Shared {
@@ -50,6 +52,8 @@ struct Shared {
     backend_password: String,
     verify: Verify,
     reject_all: AtomicBool,
+    /// A command name (upper case) whose arrival cuts the connection.
+    cut_on: std::sync::Mutex<Option<Vec<u8>>>,
     close_all: Notify,
     stats: GatewayStats,
 }
@@ -90,6 +94,7 @@ impl Gateway {
             backend_password: backend_password.to_owned(),
             verify,
             reject_all: AtomicBool::new(false),
+            cut_on: std::sync::Mutex::new(None),
             close_all: Notify::new(),
             stats: GatewayStats::default(),
         });
@@ -122,14 +127,22 @@ impl Gateway {
         self.shared.reject_all.store(reject, Ordering::SeqCst);
     }
 
+    /// Cuts any connection, before forwarding, when it sends `command` (a
+    /// front end failing on each try), or stops cutting with `None`.
+    pub fn cut_on(&self, command: Option<&str>) {
+        *self.shared.cut_on.lock().unwrap() = command.map(|c| c.to_ascii_uppercase().into_bytes());
+    }
+
     /// Closes every open client connection (a failover, a patch).
     pub fn close_all(&self) {
         self.shared.close_all.notify_waiters();
     }
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+/// Milliseconds since the Unix epoch: expiry is enforced to the
+/// millisecond, so a handler that re-AUTHs even just after `exp` is closed.
+fn unix_now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 async fn serve(client: tokio_rustls::server::TlsStream<TcpStream>, s: Arc<Shared>) {
@@ -155,18 +168,19 @@ async fn serve(client: tokio_rustls::server::TlsStream<TcpStream>, s: Arc<Shared
     s.stats.open.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// Resolves when the connection's token has expired with no newer AUTH.
+/// Resolves when the connection's token has expired with no newer AUTH:
+/// at its `exp` (Unix seconds) exactly.
 async fn watch_expiry(expiry: &AtomicI64, changed: &Notify) {
     loop {
         let exp = expiry.load(Ordering::SeqCst);
         let wait = if exp == 0 {
             Duration::from_secs(3600)
         } else {
-            let left = exp - unix_now();
-            if left <= 0 {
+            let left_ms = exp * 1000 - unix_now_ms();
+            if left_ms <= 0 {
                 return;
             }
-            Duration::from_millis(left as u64 * 1000)
+            Duration::from_millis(left_ms as u64)
         };
         let _ = tokio::time::timeout(wait, changed.notified()).await;
     }
@@ -196,6 +210,11 @@ where
         let mut at = 0;
         while let Some((len, args)) = parse_command(&buf[at..]) {
             let frame = &buf[at..at + len];
+            if cut_here(&args, s) {
+                s.stats.cuts.fetch_add(1, Ordering::SeqCst);
+                backend.write_all(&out).await?;
+                return Ok(());
+            }
             match rewrite(&args, s, expiry) {
                 Some(rewritten) => {
                     out.extend_from_slice(&rewritten);
@@ -207,6 +226,15 @@ where
         }
         buf.drain(..at);
         backend.write_all(&out).await?;
+    }
+}
+
+/// Whether this command is the one the test asked to cut connections on.
+fn cut_here(args: &[Vec<u8>], s: &Shared) -> bool {
+    let cut_on = s.cut_on.lock().unwrap();
+    match (cut_on.as_deref(), args.first()) {
+        (Some(name), Some(cmd)) => cmd.eq_ignore_ascii_case(name),
+        _ => false,
     }
 }
 

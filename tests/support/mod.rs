@@ -83,10 +83,7 @@ pub fn router_without_cache(max_value_bytes: usize) -> axum::Router {
         _ => None,
     })
     .expect("settings for a router without a cache");
-    app(AppState::new(
-        Arc::new(build_cache(&settings).expect("cache handle")),
-        &settings,
-    ))
+    app(AppState::new(build_cache(&settings).expect("cache handle"), &settings))
 }
 
 /// Starts Redis, the identity endpoint and the handler; returns once the
@@ -195,6 +192,19 @@ impl TestApp {
         self.gateway.as_ref().expect("started with gateway: true")
     }
 
+    /// The exact expiry (Unix ms) of the last token the identity minted:
+    /// tests time themselves on it, not on the nominal lifetime, since
+    /// `expires_on` is whole seconds.
+    pub fn last_token_exp_ms(&self) -> i64 {
+        let token = self.identity.last_token().expect("a token was minted");
+        self.identity.verify(&token).expect("a valid token").exp * 1000
+    }
+
+    /// How many times the handler has written `needle` so far.
+    pub fn output_count(&self, needle: &str) -> usize {
+        self.output().matches(needle).count()
+    }
+
     /// All the handler printed so far.
     pub fn output(&self) -> String {
         format!("{}\n{}", self.handler.stdout(), self.handler.stderr())
@@ -211,6 +221,31 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Milliseconds since the Unix epoch, the clock tokens' `exp` is on.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Sleeps until the Unix time `at_ms` (no-op if it has passed).
+pub async fn sleep_until_unix_ms(at_ms: i64) {
+    let left = at_ms - unix_ms();
+    if left > 0 {
+        tokio::time::sleep(Duration::from_millis(left as u64)).await;
+    }
+}
+
+/// Polls `done` every 20 ms until it holds; panics with `what` after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
