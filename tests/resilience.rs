@@ -550,8 +550,9 @@ async fn connection_cut_by_gateway_is_remade() {
 }
 
 /// A whole session at `trace` through success, refreshes and every fault
-/// above never prints a token, the identity header or a client secret, in
-/// stdout, stderr or any response.
+/// above, each step checked for the answer it is meant to produce, never
+/// prints any token minted during it (every one, not only the last), the
+/// identity header or a client secret, in stdout, stderr or any response.
 #[tokio::test]
 async fn no_secret_leaks_through_any_fault() {
     let client_secret = "client-secret-value-never-printed";
@@ -567,35 +568,93 @@ async fn no_secret_leaks_through_any_fault() {
         ..Options::default()
     })
     .await;
-    let mut tokens = std::collections::BTreeSet::new();
-    let mut bodies = Vec::new();
-    let mut step = |out: Outcome, tokens: &mut std::collections::BTreeSet<String>| {
-        bodies.push(out.body.to_string());
-        tokens.extend(app.identity.last_token());
+    // Every token the endpoint mints, however short-lived: tokens are
+    // minted seconds apart, so a 5 ms watch misses none (checked below).
+    let minted = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let watcher = {
+        let (identity, minted) = (app.identity.clone(), minted.clone());
+        tokio::spawn(async move {
+            loop {
+                minted.lock().unwrap().extend(identity.last_token());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
     };
+    let mut bodies = Vec::new();
+    let mut step = |what: &str, out: Outcome, status: u16, codes: &[&str]| {
+        assert_eq!(out.status, status, "{what}: {}", out.body);
+        let code = out.body["code"].as_str().unwrap_or("");
+        assert!(codes.is_empty() || codes.contains(&code), "{what}: {}", out.body);
+        bodies.push(out.body.to_string());
+    };
+    let put = invoke(&app, Method::PUT, "/api/cache/s", Some(b"value")).await;
+    step("put", put, 200, &[]);
+    let quickstart = invoke(&app, Method::POST, "/api/quickstart", None).await;
+    step("quickstart", quickstart, 200, &[]);
+    // Due from exp - 2 s to exp - 1.6 s: refreshed beside this call.
+    sleep_until_unix_ms(app.last_token_exp_ms() - 1500).await;
     step(
-        invoke(&app, Method::PUT, "/api/cache/s", Some(b"value")).await,
-        &mut tokens,
+        "refresh",
+        invoke(&app, Method::GET, "/api/health", None).await,
+        200,
+        &[],
     );
-    step(invoke(&app, Method::POST, "/api/quickstart", None).await, &mut tokens);
-    tokio::time::sleep(Duration::from_millis(2600)).await;
-    step(invoke(&app, Method::GET, "/api/health", None).await, &mut tokens);
+    wait_until("the refreshed token", Duration::from_secs(3), || {
+        app.output_count("new access token in use") == 2
+    })
+    .await;
     app.identity.set_mode(IdentityMode::Fail500);
-    tokio::time::sleep(Duration::from_millis(2600)).await;
-    step(invoke(&app, Method::GET, "/api/cache/s", None).await, &mut tokens);
-    step(invoke(&app, Method::GET, "/api/health", None).await, &mut tokens);
+    let exp = app.last_token_exp_ms();
+    sleep_until_unix_ms(exp - 1500).await;
+    let valid = invoke(&app, Method::GET, "/api/cache/s", None).await;
+    step("refresh failing, token valid", valid, 200, &[]);
+    sleep_until_unix_ms(exp + 100).await;
+    let expired = invoke(&app, Method::GET, "/api/cache/s", None).await;
+    step("token expired, identity down", expired, 503, &["identity_unavailable"]);
     app.identity.set_mode(IdentityMode::Normal);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    step(invoke(&app, Method::GET, "/api/ping", None).await, &mut tokens);
+    let back = Instant::now();
+    loop {
+        let out = invoke(&app, Method::GET, "/api/ping", None).await;
+        if out.status == 200 {
+            break;
+        }
+        step("identity back, backing off", out, 503, &["identity_unavailable"]);
+        assert!(back.elapsed() < Duration::from_secs(8), "recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     app.gateway().set_reject_all(true);
     app.gateway().close_all();
-    step(invoke(&app, Method::GET, "/api/ping", None).await, &mut tokens);
+    let refused = invoke(&app, Method::GET, "/api/ping", None).await;
+    step("access policy gone", refused, 503, &["cache_authentication_failed"]);
     app.gateway().set_reject_all(false);
     app.redis.stop();
-    step(invoke(&app, Method::GET, "/api/clients", None).await, &mut tokens);
+    loop {
+        let out = invoke(&app, Method::GET, "/api/clients", None).await;
+        let code = out.body["code"].as_str().unwrap_or("").to_owned();
+        // The refused AUTH's backoff may answer first; then the outage.
+        step(
+            "redis down",
+            out,
+            503,
+            &["cache_authentication_failed", "cache_unavailable"],
+        );
+        if code == "cache_unavailable" {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(20), "the outage was seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     app.redis.start_again().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(5500)).await;
-    step(invoke(&app, Method::GET, "/api/health", None).await, &mut tokens);
+    loop {
+        let out = invoke(&app, Method::GET, "/api/health", None).await;
+        if out.status == 200 {
+            step("redis back", out, 200, &[]);
+            break;
+        }
+        step("redis coming back", out, 503, &["cache_unavailable"]);
+        assert!(back.elapsed() < Duration::from_secs(30), "recovered after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let timer = app
         .handler
         .invoke_timer(
@@ -605,8 +664,17 @@ async fn no_secret_leaks_through_any_fault() {
         )
         .await
         .unwrap();
+    assert_eq!(timer.status(), 200);
     bodies.push(timer.text().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    watcher.abort();
 
+    let tokens = minted.lock().unwrap().clone();
+    assert_eq!(
+        tokens.len(),
+        app.identity.tokens_minted(),
+        "every minted token is scanned"
+    );
     assert!(tokens.len() >= 3, "several tokens were minted: {}", tokens.len());
     let out = app.output();
     assert!(out.contains("TRACE"), "trace logging was on");

@@ -13,9 +13,13 @@
 //!   expires, unless a new valid token was sent with AUTH before that": each
 //!   connection's expiry is remembered and the connection is closed when it
 //!   passes without a newer valid AUTH.
-//! - A lost access policy (`set_reject_all`) makes every AUTH a WRONGPASS.
+//! - A lost access policy (`set_reject_all`) makes every AUTH a WRONGPASS;
+//!   a connection already authenticated stays open on its own token.
+//! - A front end failing on each try (`cut_on`) closes any connection that
+//!   sends the named command, before forwarding it.
 //!
-//! It counts connections, AUTHs accepted and rejected, and closes for expiry.
+//! It counts connections, AUTHs accepted and rejected, closes for expiry
+//! and cuts.
 
 use devhost::pki::Pki;
 use rustls::pki_types::pem::PemObject;
