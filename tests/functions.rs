@@ -96,6 +96,44 @@ async fn unusual_keys_and_values_are_kept_exactly() {
     assert_eq!(len, max);
 }
 
+/// A value another client wrote that is not UTF-8 comes back as
+/// `value_base64` (standard alphabet, padded) holding exactly its bytes, with
+/// no text `value`; a UTF-8 value never comes back as base64.
+#[tokio::test]
+async fn non_utf8_value_comes_back_as_base64() {
+    use base64::Engine;
+    let app = app().await;
+    let every_byte: Vec<u8> = (0..=255u8).rev().collect();
+    for (key, bytes) in [
+        ("every-byte", every_byte),
+        ("cut-short", b"caf\xc3".to_vec()),
+        ("lone-continuation", vec![0x80]),
+    ] {
+        let _: () = app
+            .redis
+            .admin_cmd(redis::cmd("SET").arg(key).arg(&bytes))
+            .await
+            .unwrap();
+        let (s, b) = app.get(&format!("/api/cache/{key}")).await;
+        assert_eq!((s, b["key"].as_str()), (200, Some(key)), "{b}");
+        assert!(b["value"].is_null(), "no lossy text value: {b}");
+        let encoded = b["value_base64"].as_str().unwrap_or_else(|| panic!("{key}: {b}"));
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.decode(encoded).unwrap(),
+            bytes,
+            "{key}: the exact bytes"
+        );
+    }
+    let _: () = app
+        .redis
+        .admin_cmd(redis::cmd("SET").arg("text").arg("café ☃"))
+        .await
+        .unwrap();
+    let (s, b) = app.get("/api/cache/text").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b, json!({"key": "text", "value": "café ☃"}));
+}
+
 /// A request and the status and code it must get.
 type Case = (Method, String, Option<Vec<u8>>, u16, &'static str);
 
@@ -190,6 +228,26 @@ async fn wrong_type_is_409() {
         .unwrap();
     let (s, b) = app.get("/api/cache/alist").await;
     assert_eq!((s, b["code"].as_str()), (409, Some("wrong_type")), "{b}");
+}
+
+/// The cache answering a command with an error of its own (here OOM: full
+/// at `maxmemory`) is a 502 `cache_error` that says what the cache said; the
+/// connection stays in use and the next write succeeds.
+#[tokio::test]
+async fn cache_refusing_a_command_is_502() {
+    let app = app().await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    let set_maxmemory = |bytes: &'static str| redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(bytes).clone();
+    let _: () = app.redis.admin_cmd(&set_maxmemory("1")).await.unwrap();
+    let (s, b) = app.call(Method::PUT, "/api/cache/full", Some(b"v")).await;
+    assert_eq!((s, b["code"].as_str()), (502, Some("cache_error")), "{b}");
+    assert!(b["error"].as_str().unwrap().contains("OOM"), "{b}");
+    let _: () = app.redis.admin_cmd(&set_maxmemory("0")).await.unwrap();
+    let (s, b) = app.call(Method::PUT, "/api/cache/full", Some(b"v")).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(app.handler_connections().await.len(), 1, "the same one connection");
+    let (_, h) = app.get("/api/health").await;
+    assert_eq!(h["connection"]["connects"], 1, "{h}");
 }
 
 /// Clients lists CLIENT LIST entries, the handler's own connection among them.
@@ -371,30 +429,49 @@ async fn access_key_connection_string() {
     );
 }
 
-/// Generated keys (any Unicode, control characters, spaces) are stored and
-/// read back exactly, or refused with 400: never mangled.
+/// Generated keys (any Unicode, control characters, spaces) of 1 to 1024
+/// bytes are all stored and read back exactly, never refused or mangled;
+/// keys over 1024 bytes, and only those, are refused with 400 and store nothing.
 #[tokio::test]
 async fn generated_keys_round_trip_exactly() {
     use proptest::strategy::{Strategy, ValueTree};
     let app = app().await;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let strategy = proptest::string::string_regex("(.|\n|\r| ){1,40}").unwrap();
-    for _ in 0..150 {
-        let key = strategy.new_tree(&mut runner).unwrap().current();
+    let mut keys: Vec<String> = (0..150)
+        .map(|_| strategy.new_tree(&mut runner).unwrap().current())
+        .collect();
+    // The limit counts bytes, not characters: multi-byte keys either side of it.
+    keys.extend([
+        "x".repeat(1024),
+        "é".repeat(512),
+        "☃".repeat(341) + "x",
+        "x".repeat(1025),
+        "é".repeat(512) + "x",
+        "☃".repeat(342),
+    ]);
+    for key in keys {
         let encoded: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
         let (s, b) = app
             .call(Method::PUT, &format!("/api/cache/{encoded}"), Some(key.as_bytes()))
             .await;
-        if s == 400 {
-            continue;
-        }
-        assert_eq!(s, 200, "{key:?}: {b}");
-        let raw: Option<Vec<u8>> = app
+        let stored: Option<Vec<u8>> = app
             .redis
             .admin_cmd(redis::cmd("GET").arg(key.as_bytes()))
             .await
             .unwrap();
-        assert_eq!(raw.as_deref(), Some(key.as_bytes()), "stored under exactly {key:?}");
+        if key.len() > 1024 {
+            assert_eq!(
+                (s, b["code"].as_str()),
+                (400, Some("bad_request")),
+                "{} bytes: {b}",
+                key.len()
+            );
+            assert_eq!(stored, None, "a refused key stores nothing");
+            continue;
+        }
+        assert_eq!(s, 200, "a valid key of {} bytes, {key:?}: {b}", key.len());
+        assert_eq!(stored.as_deref(), Some(key.as_bytes()), "stored under exactly {key:?}");
         let (s, b) = app.get(&format!("/api/cache/{encoded}")).await;
         assert_eq!(
             (s, b["key"].as_str(), b["value"].as_str()),
@@ -413,6 +490,8 @@ async fn slow_cache_is_504_at_the_deadline() {
     })
     .await;
     assert_eq!(app.get("/api/ping").await.0, 200);
+    let pid = app.redis.pid().expect("redis-server runs");
+    assert!(!redis_is_sleeping(pid), "redis-server asleep before DEBUG SLEEP");
     // redis-cli, not the admin client: that one gives up after 500 ms.
     let sleeper = tokio::process::Command::new("redis-cli")
         .args([
@@ -425,7 +504,15 @@ async fn slow_cache_is_504_at_the_deadline() {
         .args(["DEBUG", "SLEEP", "2"])
         .output();
     let sleeper = tokio::spawn(sleeper);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let waiting = std::time::Instant::now();
+    while !redis_is_sleeping(pid) {
+        assert!(!sleeper.is_finished(), "DEBUG SLEEP ended before it was seen running");
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(10),
+            "redis-server never went to sleep"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
     let start = std::time::Instant::now();
     let (s, b) = app.get("/api/cache/anything").await;
     assert_eq!((s, b["code"].as_str()), (504, Some("cache_timeout")), "{b}");
@@ -438,4 +525,22 @@ async fn slow_cache_is_504_at_the_deadline() {
     let out = sleeper.await.unwrap().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(app.get("/api/ping").await.0, 200);
+}
+
+/// Whether redis-server `pid` is inside DEBUG SLEEP now. A sleeping server
+/// answers nothing, CLIENT LIST included, so ask the kernel: its main
+/// thread's wait channel, or failing that the system call it is in.
+fn redis_is_sleeping(pid: u32) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    const SLEEP_CALLS: &[&str] = &["35", "230"];
+    #[cfg(target_arch = "aarch64")]
+    const SLEEP_CALLS: &[&str] = &["101", "115"];
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    const SLEEP_CALLS: &[&str] = &[];
+    let read = |what: &str| std::fs::read_to_string(format!("/proc/{pid}/{what}")).unwrap_or_default();
+    read("wchan").contains("nanosleep")
+        || read("syscall")
+            .split_whitespace()
+            .next()
+            .is_some_and(|nr| SLEEP_CALLS.contains(&nr))
 }
