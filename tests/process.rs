@@ -1,12 +1,16 @@
 //! The process as the host sees it: start-up that never waits for Redis or
-//! the identity, settings errors, the loopback-only listener, and a clean
-//! exit on SIGTERM.
+//! the identity, settings errors, the identity it asks for, the
+//! loopback-only listener, a clean exit on SIGTERM within the drain time, and
+//! its log streams.
 
 mod support;
 
 use devhost::identity::IdentityMode;
+use devhost::redis_server::ClientInfo;
+use reqwest::header::HeaderMap;
+use reqwest::Method;
 use std::time::{Duration, Instant};
-use support::{handler_binary, spawn_app, Options};
+use support::{handler_binary, spawn_app, Options, TestApp};
 
 /// `GET /` answers while the identity endpoint hangs and Redis is down;
 /// invocations meanwhile fail fast with 503 naming the problem, and succeed
@@ -40,7 +44,7 @@ async fn start_up_never_waits_for_identity_or_redis() {
     );
 
     let t = Instant::now();
-    let res = handler.forward(reqwest::Method::GET, "/api/ping", None).await.unwrap();
+    let res = handler.forward(Method::GET, "/api/ping", None).await.unwrap();
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["code"], "identity_unavailable", "{body}");
@@ -53,7 +57,7 @@ async fn start_up_never_waits_for_identity_or_redis() {
     identity.set_mode(IdentityMode::Normal);
     let t = Instant::now();
     let body = loop {
-        let res = handler.forward(reqwest::Method::GET, "/api/ping", None).await.unwrap();
+        let res = handler.forward(Method::GET, "/api/ping", None).await.unwrap();
         let body: serde_json::Value = res.json().await.unwrap();
         if body["code"] == "cache_unavailable" {
             break body;
@@ -69,7 +73,7 @@ async fn start_up_never_waits_for_identity_or_redis() {
     redis.start_again().await.unwrap();
     let t = Instant::now();
     loop {
-        let res = handler.forward(reqwest::Method::GET, "/api/ping", None).await.unwrap();
+        let res = handler.forward(Method::GET, "/api/ping", None).await.unwrap();
         if res.status() == 200 {
             break;
         }
@@ -129,28 +133,26 @@ async fn listens_on_loopback_only() {
     );
 }
 
-/// SIGTERM lets an in-flight invocation finish, then the process exits 0.
+/// SIGTERM closes the listener at once but lets an in-flight invocation
+/// finish (its write held at the server until the signal has been handled),
+/// then the process exits 0.
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
-    // The identity endpoint holds every token request until released, so
-    // the PUT below is in flight, waiting for its token, when SIGTERM comes.
     let mut app = spawn_app(Options {
-        identity_mode: IdentityMode::Hang,
-        env: vec![("Redis__tokenTimeoutSeconds".into(), "5".into())],
+        env: vec![("Redis__commandTimeoutSeconds".into(), "30".into())],
         ..Options::default()
     })
     .await;
-    let url = format!("{}/api/cache/drained", app.handler.base_url());
-    let in_flight = tokio::spawn(async move {
-        let r = reqwest::Client::new().put(url).body("v").send().await?;
-        Ok::<u16, reqwest::Error>(r.status().as_u16())
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let identity = &app.identity;
+    assert_eq!(app.get("/api/ping").await.0, 200, "connected");
+    hold_writes(&app).await;
+    let in_flight = put_in_background(&app, "drained");
+    wait_for_held_write(&app).await;
+    let port = app.handler.port();
+    let redis = &app.redis;
     let release = async {
-        // terminate() sends SIGTERM at once; release the token a moment later.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        identity.set_mode(IdentityMode::Normal);
+        // terminate() sends SIGTERM at once; the closed listener says it was handled.
+        wait_until_not_accepting(port).await;
+        release_writes(redis).await;
     };
     let (exit, ()) = tokio::join!(app.handler.terminate(Duration::from_secs(15)), release);
     let exit = exit.unwrap();
@@ -168,4 +170,284 @@ async fn sigterm_drains_and_exits_zero() {
         out.find("invocation done method=PUT").unwrap(),
     );
     assert!(shutdown < done, "SIGTERM came while the PUT was in flight:\n{out}");
+}
+
+/// An invocation that outlives `HANDLER_DRAIN_SECONDS` after SIGTERM does
+/// not keep the process alive: it waits the drain time, no longer, and exits
+/// 0 with the invocation cut off, saying so on stderr.
+#[tokio::test]
+async fn drain_limit_bounds_shutdown() {
+    let drain = Duration::from_secs(1);
+    let mut app = spawn_app(Options {
+        env: vec![
+            ("HANDLER_DRAIN_SECONDS".into(), drain.as_secs().to_string()),
+            // The held write would otherwise end at its own deadline.
+            ("Redis__commandTimeoutSeconds".into(), "120".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.get("/api/ping").await.0, 200, "connected");
+    hold_writes(&app).await;
+    let in_flight = put_in_background(&app, "cut-off");
+    wait_for_held_write(&app).await;
+    let sent = Instant::now();
+    let exit = app
+        .handler
+        .terminate(drain + Duration::from_secs(9))
+        .await
+        .expect("the process exits after the drain time, not when the invocation ends");
+    let took = sent.elapsed();
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        took >= drain,
+        "in-flight invocations get the whole drain time: {took:?}"
+    );
+    let answer = in_flight.await.unwrap();
+    assert!(answer.is_err(), "the held invocation got no answer: {answer:?}");
+    let waiting = Instant::now();
+    while !app
+        .handler
+        .stderr()
+        .lines()
+        .any(|l| l.contains("WARN") && l.contains("drain"))
+    {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(5),
+            "no warning about the drain on stderr:\n{}",
+            app.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    release_writes(&app.redis).await;
+}
+
+/// Information goes to stdout and warnings to stderr, as plain text and with
+/// `LOG_FORMAT=json`, where every line of both streams is one JSON object.
+#[tokio::test]
+async fn logs_split_by_level_and_json_lines() {
+    for format in ["text", "json"] {
+        let app = spawn_app(Options {
+            env: vec![("LOG_FORMAT".into(), format.into())],
+            ..Options::default()
+        })
+        .await;
+        let client = app.handler.client();
+        let ok = client
+            .forward_as("logs-ok", Method::GET, "/api/ping", HeaderMap::new(), None)
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+        // A full cache refuses the write: a 502, logged as a warning.
+        let _: () = app.redis.admin_cmd(&maxmemory("1")).await.unwrap();
+        let failed = client
+            .forward_as(
+                "logs-fail",
+                Method::PUT,
+                "/api/cache/k",
+                HeaderMap::new(),
+                Some(b"v".to_vec()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(failed.status(), 502);
+        let _: () = app.redis.admin_cmd(&maxmemory("0")).await.unwrap();
+        // Wait for the three lines on either stream, then check which stream each is on.
+        let done = |id: &'static str| move |l: &str| l.contains(id) && l.contains("invocation done");
+        let warned = |l: &str| l.contains("logs-fail") && l.contains("502") && !l.contains("invocation done");
+        let waiting = Instant::now();
+        while !(app.output().lines().any(done("logs-ok"))
+            && app.output().lines().any(done("logs-fail"))
+            && app.output().lines().any(warned))
+        {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(10),
+                "{format}: the invocations' lines are missing:\n{}",
+                app.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (stdout, stderr) = (app.handler.stdout(), app.handler.stderr());
+        for (stream, text, levels) in [
+            ("stdout", &stdout, &["TRACE", "DEBUG", "INFO"][..]),
+            ("stderr", &stderr, &["WARN", "ERROR"][..]),
+        ] {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let level = match format {
+                    "json" => {
+                        let v: serde_json::Value = serde_json::from_str(line)
+                            .unwrap_or_else(|e| panic!("{stream}: not one JSON object ({e}): {line}"));
+                        assert!(v.is_object(), "{stream}: {line}");
+                        v["level"].as_str().unwrap_or_default().to_owned()
+                    }
+                    _ => line.split_whitespace().nth(1).unwrap_or_default().to_owned(),
+                };
+                assert!(
+                    levels.contains(&level.as_str()),
+                    "{format} {stream}: {level:?} in {line}"
+                );
+            }
+        }
+        let done_line = |id: &'static str| {
+            let line = stdout.lines().find(|l| done(id)(l));
+            line.unwrap_or_else(|| panic!("{format}: no done line for {id} on stdout:\n{stdout}"))
+        };
+        assert!(
+            stderr.lines().any(warned),
+            "{format}: the 502 warning on stderr:\n{stderr}"
+        );
+        if format == "json" {
+            let ok: serde_json::Value = serde_json::from_str(done_line("logs-ok")).unwrap();
+            assert_eq!(ok["message"], "invocation done", "{ok}");
+            assert_eq!(ok["status"], 200, "{ok}");
+            assert_eq!(ok["span"]["invocation_id"], "logs-ok", "{ok}");
+            assert_eq!(ok["span"]["function"], "Ping", "{ok}");
+        } else {
+            assert!(done_line("logs-fail").contains("status=502"), "{stdout}");
+        }
+    }
+}
+
+/// An offset not shorter than the token lifetime is warned about once, not at
+/// each of the refreshes that follow, and does not make every call refresh.
+#[tokio::test]
+async fn offset_clamp_is_warned_once() {
+    let app = spawn_app(Options {
+        token_lifetime: Duration::from_secs(4),
+        refresh_offset_s: 60.0,
+        ..Options::default()
+    })
+    .await;
+    let waiting = Instant::now();
+    let mut calls = 0;
+    let token = loop {
+        let (s, h) = app.get("/api/health").await;
+        calls += 1;
+        assert_eq!(s, 200, "{h}");
+        if h["token"]["refreshes"].as_u64().unwrap() >= 2 {
+            break h["token"].clone();
+        }
+        assert!(waiting.elapsed() < Duration::from_secs(30), "no refreshes: {h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let fetches = token["fetches"].as_u64().unwrap();
+    assert!(fetches * 2 < calls, "{fetches} token fetches in {calls} calls: {token}");
+    let stderr = app.handler.stderr();
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("Redis__tokenRefreshOffsetSeconds"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{token}:\n{stderr}");
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+}
+
+/// With `Redis__clientId`, the handler asks the identity endpoint for that
+/// user-assigned identity (`client_id` in the request) and gets its token; a
+/// client id the app has not been assigned is refused by the endpoint, and
+/// invocations answer 503 `identity_unavailable`: no fallback to another identity.
+#[tokio::test]
+async fn client_id_selects_the_user_assigned_identity() {
+    let pki = devhost::pki::Pki::generate().unwrap();
+    let redis = devhost::redis_server::RedisServer::start(&pki).await.unwrap();
+    let assigned = "5b1f0c3e-0000-4000-8000-0000000a5517";
+    let identity = devhost::identity::IdentityEndpoint::start(devhost::identity::IdentityConfig {
+        redis: Some(redis.admin_handle()),
+        client_id: Some(assigned.into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for (client_id, answer) in [(assigned, 200), ("5b1f0c3e-0000-4000-8000-00000000dead", 503)] {
+        let mut env = vec![
+            ("SSL_CERT_FILE".to_string(), pki.ca_path.display().to_string()),
+            ("Redis__redisHostName".into(), "127.0.0.1".into()),
+            ("Redis__port".into(), redis.tls_port().to_string()),
+            ("Redis__clientId".into(), client_id.into()),
+        ];
+        env.extend(identity.env());
+        let handler = devhost::functions_host::HandlerProcess::spawn(handler_binary(), support::app_root(), &env)
+            .await
+            .unwrap();
+        let res = handler.forward(Method::GET, "/api/ping", None).await.unwrap();
+        let status = res.status().as_u16();
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(status, answer, "{client_id}: {body}");
+        if answer != 200 {
+            assert_eq!(body["code"], "identity_unavailable", "{body}");
+        }
+        let query = identity.last_query().expect("a token request");
+        assert_eq!(
+            query.get("client_id").map(String::as_str),
+            Some(client_id),
+            "the token request names the identity: {query:?}"
+        );
+    }
+}
+
+/// `CONFIG SET maxmemory <bytes>` (with the default `noeviction` policy, a
+/// write to a server over it is refused with OOM).
+fn maxmemory(bytes: &str) -> redis::Cmd {
+    redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(bytes).clone()
+}
+
+/// Holds every write at the server (CLIENT PAUSE WRITE) until [`release_writes`]:
+/// a PUT then stays in flight, visibly, for as long as a test needs.
+async fn hold_writes(app: &TestApp) {
+    let _: () = app
+        .redis
+        .admin_cmd(redis::cmd("CLIENT").arg("PAUSE").arg(600_000).arg("WRITE"))
+        .await
+        .unwrap();
+}
+
+/// Ends [`hold_writes`].
+async fn release_writes(redis: &devhost::redis_server::RedisServer) {
+    let _: () = redis
+        .admin_cmd(&redis::cmd("CLIENT").arg("UNPAUSE").clone())
+        .await
+        .unwrap();
+}
+
+/// `PUT /api/cache/{key}` with body `v`, sent from a task; its status.
+fn put_in_background(app: &TestApp, key: &str) -> tokio::task::JoinHandle<reqwest::Result<u16>> {
+    let url = format!("{}/api/cache/{key}", app.handler.base_url());
+    tokio::spawn(async move {
+        Ok(reqwest::Client::new()
+            .put(url)
+            .body("v")
+            .send()
+            .await?
+            .status()
+            .as_u16())
+    })
+}
+
+/// Waits until the server shows the handler's SET blocked by [`hold_writes`].
+async fn wait_for_held_write(app: &TestApp) {
+    let waiting = Instant::now();
+    loop {
+        let conns = app.handler_connections().await;
+        let held = |c: &ClientInfo| c.cmd == "set" && c.fields.get("flags").is_some_and(|f| f.contains('b'));
+        if conns.iter().any(held) {
+            return;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "the PUT never reached the server: {conns:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until nothing accepts connections on `port`: the handler has taken
+/// the signal and closed its listener.
+async fn wait_until_not_accepting(port: u16) {
+    let waiting = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "the handler still accepts connections after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
