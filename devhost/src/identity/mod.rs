@@ -10,9 +10,20 @@
 //! Azure Redis": with a Redis attached, each token becomes a password of the
 //! user named by its `oid` before the answer leaves, and is removed once
 //! expired (AUTH with an expired token then gives `WRONGPASS`).
+//!
+//! Slow answers ([`IdentityEndpoint::set_delay`]) and the request log
+//! ([`IdentityEndpoint::request_log`]) are for measuring what a slow fetch
+//! costs the invocations around it: in Azure the identity endpoint is
+//! slowest exactly when many instances start at once (issue 9), and
+//! AZURE-FACTS "azure_identity 1.0.0" notes that a fetch can take many
+//! seconds (IMDS's own retry, about 72 s; 82 s of retries on 5xx), while
+//! "Entra ID and Azure Redis" says the connection closes when its token
+//! expires, so a refresh has to arrive before then however long it takes.
 
 mod jwt;
 mod server;
+#[cfg(test)]
+mod tests;
 
 pub use jwt::{Claims, VerifyError, REDIS_AUDIENCE};
 
@@ -21,7 +32,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -50,7 +61,11 @@ pub struct IdentityConfig {
     /// `client_id` other than this (or any `client_id` when `None`) gets 400
     /// "identity not assigned"; a request without one gets the identity.
     pub client_id: Option<String>,
-    /// Lifetime of minted tokens (`expires_on` = now + this, rounded up).
+    /// Lifetime of minted tokens. `expires_on` is whole Unix seconds: now
+    /// rounded down plus this rounded up, so a token lives more than
+    /// `ceil(lifetime) - 1` s and at most `ceil(lifetime)` s from its answer.
+    /// Read `exp` from the token ([`IdentityEndpoint::verify`]) when the
+    /// exact instant matters.
     pub token_lifetime: Duration,
     /// When set, each token is added as a password of user `oid` before the
     /// answer is sent, and removed after it expires.
@@ -71,12 +86,33 @@ impl Default for IdentityConfig {
     }
 }
 
+/// One token request as the endpoint saw it, whatever its outcome: when
+/// it was in flight, from the caller's point of view, to within the time
+/// the bytes take on loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// When the request reached the endpoint (before any delay).
+    pub received: Instant,
+    /// When its answer was handed to the HTTP server to send; `None` while
+    /// it is still held (delay or `Hang`).
+    pub answered: Option<Instant>,
+    /// The answer's HTTP status; `None` while it is held.
+    pub status: Option<u16>,
+    /// The `exp` of the token minted for it, Unix seconds (`expires_on`);
+    /// `None` when no token was minted.
+    pub exp: Option<i64>,
+}
+
 /// State shared by the HTTP handler, the sweeper and the owner.
 struct Shared {
     cfg: IdentityConfig,
     key: Vec<u8>,
     secret: String,
     lifetime: Mutex<Duration>,
+    /// How long each request is held before it is answered (zero: at once).
+    delay: Mutex<Duration>,
+    /// Every request received, in order of arrival.
+    log: Mutex<Vec<TokenRequest>>,
     requests: AtomicUsize,
     minted: AtomicUsize,
     last_token: Mutex<Option<String>>,
@@ -113,6 +149,8 @@ impl IdentityEndpoint {
         let (mode_tx, mode) = watch::channel(IdentityMode::Normal);
         let shared = Arc::new(Shared {
             lifetime: Mutex::new(cfg.token_lifetime),
+            delay: Mutex::new(Duration::ZERO),
+            log: Mutex::new(Vec::new()),
             cfg,
             key: crate::util::random_bytes(32),
             secret: crate::util::random_hex(16),
@@ -178,6 +216,25 @@ impl IdentityEndpoint {
     /// Changes the lifetime of tokens minted from now on.
     pub fn set_lifetime(&self, lifetime: Duration) {
         *self.shared.lifetime.lock().unwrap() = lifetime;
+    }
+
+    /// Holds every token request that arrives from now on for `delay`
+    /// before answering it, whatever the mode (zero, the default, answers at
+    /// once); requests already held keep the delay they arrived with. The
+    /// mode is read and the token minted after the wait, so the token gets
+    /// its whole lifetime from the moment it is answered, as a slow Entra ID
+    /// would issue it. For a fetch that is slow rather than failing or
+    /// hanging: the handler's refresh must not make invocations wait for it
+    /// while the current token is valid.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.shared.delay.lock().unwrap() = delay;
+    }
+
+    /// Every token request received so far, in order of arrival, with when
+    /// it arrived and when it was answered: the intervals during which a
+    /// caller had a fetch in flight.
+    pub fn request_log(&self) -> Vec<TokenRequest> {
+        self.shared.log.lock().unwrap().clone()
     }
 
     /// Switches fault injection; releases requests held by `Hang`.

@@ -2,8 +2,10 @@
 //!
 //! Follows AZURE-FACTS "azure_identity 1.0.0" (request and response shape;
 //! 400 means "identity not assigned", other errors surface their body).
+//! Every request is logged on arrival and again when answered, so a caller
+//! can see when a fetch was in flight.
 
-use super::{jwt, Claims, IdentityMode, Shared};
+use super::{jwt, Claims, IdentityMode, Shared, TokenRequest};
 use crate::util::{unix_now, uuid_v4};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,7 +16,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The API version App Service's endpoint speaks and the client sends.
 const API_VERSION: &str = "2019-08-01";
@@ -54,40 +56,70 @@ async fn mode_after_hang(s: &Shared) -> Option<IdentityMode> {
     }
 }
 
+/// Logs the request, holds it for the configured delay, answers it, and
+/// logs the answer.
 async fn token(
     State(s): State<Arc<Shared>>,
     Query(q): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
     s.requests.fetch_add(1, Ordering::SeqCst);
+    let index = {
+        let mut log = s.log.lock().unwrap();
+        log.push(TokenRequest {
+            received: Instant::now(),
+            answered: None,
+            status: None,
+            exp: None,
+        });
+        log.len() - 1
+    };
     *s.last_query.lock().unwrap() = Some(q.clone());
-    match mode_after_hang(&s).await {
-        None => return error(StatusCode::SERVICE_UNAVAILABLE, "endpoint shutting down"),
-        Some(IdentityMode::Fail500) => return error(StatusCode::INTERNAL_SERVER_ERROR, "injected failure"),
-        Some(IdentityMode::Unauthorized) => return error(StatusCode::UNAUTHORIZED, "Unauthorized (injected)"),
+    let delay = *s.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let (response, exp) = match answer(&s, &q, &headers).await {
+        Ok((response, exp)) => (response, Some(exp)),
+        Err(response) => (response, None),
+    };
+    let entry = &mut s.log.lock().unwrap()[index];
+    entry.answered = Some(Instant::now());
+    entry.status = Some(response.status().as_u16());
+    entry.exp = exp;
+    response
+}
+
+/// The answer per the mode and the request: a minted token and its `exp`,
+/// or an error response.
+async fn answer(s: &Shared, q: &BTreeMap<String, String>, headers: &HeaderMap) -> Result<(Response, i64), Response> {
+    match mode_after_hang(s).await {
+        None => return Err(error(StatusCode::SERVICE_UNAVAILABLE, "endpoint shutting down")),
+        Some(IdentityMode::Fail500) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "injected failure")),
+        Some(IdentityMode::Unauthorized) => return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized (injected)")),
         Some(IdentityMode::Normal | IdentityMode::Hang) => {}
     }
     let header = headers.get("x-identity-header").and_then(|v| v.to_str().ok());
     if header != Some(s.secret.as_str()) {
-        return error(
+        return Err(error(
             StatusCode::UNAUTHORIZED,
             "Unauthorized: missing or wrong X-IDENTITY-HEADER",
-        );
+        ));
     }
     if q.get("api-version").map(String::as_str) != Some(API_VERSION) {
-        return error(StatusCode::BAD_REQUEST, "unsupported or missing api-version");
+        return Err(error(StatusCode::BAD_REQUEST, "unsupported or missing api-version"));
     }
     let Some(resource) = q.get("resource").filter(|r| !r.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "resource is required");
+        return Err(error(StatusCode::BAD_REQUEST, "resource is required"));
     };
     let cfg = &s.cfg;
     let wrong_client = q.get("client_id").is_some_and(|c| Some(c) != cfg.client_id.as_ref());
     let wrong_object = q.get("object_id").is_some_and(|o| *o != cfg.oid);
     if wrong_client || wrong_object || q.contains_key("msi_res_id") {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "No MI found for specified ClientId/ResourceId.",
-        );
+        ));
     }
 
     let now = unix_now();
@@ -114,7 +146,7 @@ async fn token(
             Err(_) => s.pending.lock().await.push((token.clone(), exp)),
         }
     }
-    let _ = sweep(&s).await;
+    let _ = sweep(s).await;
     s.minted.fetch_add(1, Ordering::SeqCst);
     *s.last_token.lock().unwrap() = Some(token.clone());
     let body = json!({
@@ -124,7 +156,7 @@ async fn token(
         "token_type": "Bearer",
         "client_id": cfg.client_id.clone().unwrap_or_else(|| "00000000-0000-4000-8000-0000000c11e7".into()),
     });
-    (StatusCode::OK, Json(body)).into_response()
+    Ok(((StatusCode::OK, Json(body)).into_response(), exp))
 }
 
 /// Removes the Redis passwords of tokens whose `exp` has passed. Entries
