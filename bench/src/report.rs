@@ -434,9 +434,17 @@ impl Results {
         if b.invocations > 0 {
             let _ = writeln!(
                 s,
-                "Burst: a handler idle until its token was due (still valid), then {} invocations sent at once on \
-                 connections opened beforehand: {} token request(s), {} re-AUTH(s), {} new connection(s), {} answered 200.",
-                b.invocations, b.token_requests, b.reauths, b.reconnects, b.ok
+                "Burst: a handler idle until its token was due, then {} invocations sent at once on connections \
+                 opened beforehand, {:.2} s after the latest instant the token could be due and {:.2} s before its \
+                 exact expiry (read from the token): {} token request(s), {} re-AUTH(s), {} new connection(s), {} \
+                 answered 200.",
+                b.invocations,
+                b.after_due.as_secs_f64(),
+                b.before_expiry.as_secs_f64(),
+                b.token_requests,
+                b.reauths,
+                b.reconnects,
+                b.ok
             );
         }
     }

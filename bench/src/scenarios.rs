@@ -8,7 +8,7 @@ use anyhow::{ensure, Context};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Who serves the requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +258,12 @@ pub struct Burst {
     pub reauths: u64,
     /// New connections meanwhile (must be 0).
     pub reconnects: u64,
+    /// How long after the latest instant the token could be due the burst
+    /// was sent (it was due).
+    pub after_due: Duration,
+    /// How long before the token's exact expiry the burst was sent (it was
+    /// still valid).
+    pub before_expiry: Duration,
 }
 
 /// Throughput with and without refreshes (alternating, `rounds` each), then
@@ -315,23 +321,41 @@ pub fn refresh(
 /// invocations at once on connections opened beforehand, and counts the
 /// token requests they cause.
 fn burst(rig: &Rig, handler: &Program, n: usize, lifetime_s: u64) -> anyhow::Result<Burst> {
+    // Sent at least this long before the token's exp, so that the whole
+    // burst arrives while the token is valid.
+    const MARGIN: Duration = Duration::from_millis(200);
     let identity = rig.identity_with_lifetime(Duration::from_secs(lifetime_s))?;
-    let offset = lifetime_s / 2;
-    let server = Server::start(handler, &rig.root, &rig.app_settings(&identity, offset))?;
-    let token_at = Instant::now();
-    // Due between (lifetime - offset) and that plus the jitter (a fifth of the
-    // offset) plus up to 1 s of rounding of `expires_on`; valid until `lifetime`.
-    let due = Duration::from_secs_f64((lifetime_s - offset) as f64 + offset as f64 / 5.0 + 1.0);
-    let valid = Duration::from_secs(lifetime_s);
-    let wait = due + (valid - due) / 2;
+    let offset = Duration::from_secs(lifetime_s / 2);
+    let server = Server::start(handler, &rig.root, &rig.app_settings(&identity, offset.as_secs()))?;
+    ensure!(
+        identity.requests() == 1,
+        "the burst's handler made {} token requests at start-up (want 1)",
+        identity.requests()
+    );
+    // The stand-in's `expires_on` is whole seconds (now rounded down plus
+    // the lifetime), so the token lives up to 1 s less than `lifetime_s`:
+    // take its exact exp from the token itself. The handler refreshes at
+    // exp - offset + jitter, the jitter at most a fifth of the offset (the
+    // offset is under both the lifetime and the 60 s cap of the jitter).
+    let token = identity
+        .last_token()
+        .context("the burst's identity endpoint minted no token")?;
+    let exp = identity.verify(&token).context("the burst's token")?.exp;
+    let expires_at = instant_of_unix(exp)?;
+    let due_by = expires_at - offset + offset / 5;
+    let send_at = due_by + (expires_at - due_by) / 2;
+    ensure!(
+        send_at + MARGIN < expires_at,
+        "the burst's token (lifetime {lifetime_s} s) leaves no room to be due and still valid"
+    );
     let before_health = health(server.port)?;
     let conns: Vec<Conn> = (0..n)
         .map(|_| Conn::connect(server.port))
         .collect::<Result<_, _>>()
         .context("opening the burst's connections")?;
-    std::thread::sleep(wait.saturating_sub(token_at.elapsed()));
+    std::thread::sleep(send_at.saturating_duration_since(Instant::now()));
     let before = identity.requests();
-    let gate = Arc::new(Barrier::new(n));
+    let gate = Arc::new(Barrier::new(n + 1));
     let workers: Vec<_> = conns
         .into_iter()
         .enumerate()
@@ -344,21 +368,45 @@ fn burst(rig: &Rig, handler: &Program, n: usize, lifetime_s: u64) -> anyhow::Res
             })
         })
         .collect();
+    gate.wait();
+    let released = Instant::now();
+    ensure!(
+        released >= due_by && released + MARGIN < expires_at,
+        "the burst left {:?} after the token was due and {:?} before it expired: not inside the window",
+        released.saturating_duration_since(due_by),
+        expires_at.saturating_duration_since(released)
+    );
     let ok = workers
         .into_iter()
         .map(|w| w.join().ok().and_then(Result::ok))
         .filter(|s| *s == Some(200))
         .count();
-    let token_requests = identity.requests() - before;
-    let after_health = health(server.port)?;
+    // A handler that refreshes beside the invocations may answer them all
+    // before its fetch is even sent: wait for the re-AUTH before counting.
     let count = |h: &Value, k: &str| h["connection"][k].as_u64().unwrap_or(0);
+    let wait_until = Instant::now() + Duration::from_secs(5);
+    let mut after_health = health(server.port)?;
+    while count(&after_health, "reauths") == count(&before_health, "reauths") && Instant::now() < wait_until {
+        std::thread::sleep(Duration::from_millis(10));
+        after_health = health(server.port)?;
+    }
+    let token_requests = identity.requests() - before;
     Ok(Burst {
         invocations: n,
         ok,
         token_requests,
         reauths: count(&after_health, "reauths") - count(&before_health, "reauths"),
         reconnects: count(&after_health, "connects") - count(&before_health, "connects"),
+        after_due: released - due_by,
+        before_expiry: expires_at - released,
     })
+}
+
+/// The instant of `unix_s` (Unix seconds), which must be in the future.
+fn instant_of_unix(unix_s: i64) -> anyhow::Result<Instant> {
+    let (now, now_unix) = (Instant::now(), SystemTime::now());
+    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(unix_s)?);
+    Ok(now + at.duration_since(now_unix).context("that instant has passed")?)
 }
 
 /// `GET /api/health` as JSON.
