@@ -3,6 +3,7 @@
 
 use crate::load::LoadResult;
 use crate::scenarios::{ColdStart, Memory, Op, Point, Refresh, Side};
+use crate::slow_identity::SlowRefresh;
 use std::fmt::Write;
 
 /// Everything one run measured.
@@ -30,6 +31,8 @@ pub struct Results {
     pub binary_bytes: u64,
     /// Token refresh costs.
     pub refresh: Refresh,
+    /// Token refresh against a slow identity endpoint.
+    pub slow: SlowRefresh,
     /// Hand-written notes (`bench/notes.md`): what profiling found and what was fixed.
     pub notes: String,
 }
@@ -168,6 +171,7 @@ impl Results {
                 met: b.token_requests == 1 && b.ok == b.invocations,
             });
         }
+        t.extend(self.slow.targets());
         t
     }
 
@@ -339,6 +343,10 @@ impl Results {
                 self.refresh.burst.token_requests
             );
         }
+        if let Some(line) = self.slow.headline() {
+            s.push_str(&line);
+            s.push('\n');
+        }
     }
 
     fn details(&self, s: &mut String) {
@@ -447,6 +455,7 @@ impl Results {
                 b.ok
             );
         }
+        s.push_str(&self.slow.section());
     }
 }
 
