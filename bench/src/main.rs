@@ -24,11 +24,13 @@
 //! - `scenarios`: throughput, cold start, memory, token refresh.
 //! - `slow_identity`: token refresh against a slow identity endpoint, split
 //!   into requests during a fetch and the rest, with its part of the report.
-//! - `report`, `plot`, `machine`: the Markdown, the SVG, the machine's description.
+//! - `report`, `method`, `plot`, `machine`: the Markdown, its Method section
+//!   (from the plans), the SVG, the machine's description.
 
 mod client;
 mod load;
 mod machine;
+mod method;
 mod plot;
 mod report;
 mod rig;
@@ -189,6 +191,7 @@ fn run() -> anyhow::Result<()> {
         concurrency: plan.concurrency.clone(),
         seconds_per_point: plan.timing.measure.as_secs(),
         binary_bytes: std::fs::metadata(&handler_bin)?.len(),
+        method: method::markdown(&Plan::full(), &Plan::smoke(), REFRESH_ONLY_ROUNDS),
         notes: std::fs::read_to_string(root.join("bench/notes.md")).unwrap_or_default(),
         ..Results::default()
     };

@@ -33,7 +33,10 @@ pub struct Results {
     pub refresh: Refresh,
     /// Token refresh against a slow identity endpoint.
     pub slow: SlowRefresh,
-    /// Hand-written notes (`bench/notes.md`): what profiling found and what was fixed.
+    /// The Method section, written from the plans ([`crate::method`]).
+    pub method: String,
+    /// Hand-written notes (`bench/notes.md`): what profiling found and what
+    /// was fixed, in words; the figures are this report's.
     pub notes: String,
 }
 
@@ -260,6 +263,11 @@ impl Results {
         s.push_str("\n## Machine\n\n| | |\n|---|---|\n");
         for (k, v) in &self.machine {
             let _ = writeln!(s, "| {k} | {v} |");
+        }
+        if !self.method.trim().is_empty() {
+            s.push('\n');
+            s.push_str(self.method.trim());
+            s.push('\n');
         }
         if !self.notes.trim().is_empty() {
             s.push('\n');
