@@ -140,6 +140,10 @@ impl Plan {
     fn command(&self) -> &'static str {
         if self.smoke {
             "cargo run --release -p bench -- --smoke"
+        } else if self.refresh_only {
+            "cargo run --release -p bench -- --refresh"
+        } else if self.slow_only {
+            "cargo run --release -p bench -- --slow-identity"
         } else {
             "cargo run --release -p bench"
         }
@@ -174,9 +178,11 @@ fn run() -> anyhow::Result<()> {
         _ => bail!("usage: cargo run --release -p bench [-- --smoke | --refresh | --slow-identity | --rig]"),
     };
     let root = repo_root()?;
-    tools::check(!plan.smoke)?;
+    // Only the full run compares with the Python peer, so only it makes the venv.
+    let full = !(plan.smoke || plan.refresh_only || plan.slow_only);
+    tools::check(full)?;
     let handler_bin = tools::build_handler(root)?;
-    let python = tools::python_venv(root, !plan.smoke)?.map(|interpreter| Program::Python {
+    let python = tools::python_venv(root, full)?.map(|interpreter| Program::Python {
         interpreter,
         script: root.join("bench/python_peer/app.py"),
     });
