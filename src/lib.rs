@@ -16,11 +16,15 @@
 //! - [`telemetry`]: tracing set-up, stdout written in batches.
 //! - [`malloc`]: one glibc malloc arena (less resident memory).
 //! - [`server`]: bind, serve, graceful shutdown.
+//! - [`doctor`]: `handler doctor`, the first-run check of sign-in, network,
+//!   certificate, access policy and PING, step by step.
+//! - [`tls`]: the roots TLS trusts (`SSL_CERT_FILE`), the crypto provider.
 
 pub mod app;
 pub mod body;
 pub mod cache;
 pub mod credential;
+pub mod doctor;
 pub mod error;
 pub mod functions;
 pub mod host;

@@ -1,6 +1,8 @@
 //! The `handler` binary: read settings, set up logging, bind, serve.
+//! `handler doctor` checks the connection it would make instead (see
+//! [`azure_redis_handler::doctor`]).
 
-use azure_redis_handler::{app, cache::Cache, malloc, server, settings::Settings, telemetry, tls};
+use azure_redis_handler::{app, cache::Cache, doctor, malloc, server, settings::Settings, telemetry, tls};
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
@@ -9,7 +11,9 @@ static CACHE: OnceLock<Arc<Cache>> = OnceLock::new();
 
 fn main() -> ExitCode {
     malloc::use_one_arena();
+    let check = std::env::args().nth(1).is_some_and(|a| a == "doctor");
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) if check => runtime.block_on(check_only()),
         Ok(runtime) => runtime.block_on(run()),
         Err(e) => {
             eprintln!("handler: cannot start the async runtime: {e}");
@@ -59,5 +63,25 @@ async fn run() -> ExitCode {
             eprintln!("handler: server error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `handler doctor`: each step of the connection, printed; exit 0 when all
+/// pass, 1 when one fails, 2 for bad settings (as the handler itself).
+async fn check_only() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("  FAILED  settings        {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tls::install_crypto_provider();
+    println!("handler doctor: the connection the handler would make with these settings");
+    if doctor::run(&settings, &mut std::io::stdout()).await {
+        println!("all checks passed");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

@@ -166,3 +166,113 @@ async fn secrets_never_reach_the_logs() {
     );
     assert!(!out.contains(secret), "the client secret leaked");
 }
+
+/// Runs `handler doctor` with the app's settings plus `extra`; returns its
+/// exit code and what it printed.
+async fn doctor(app: &support::TestApp, extra: &[(&str, String)]) -> (i32, String) {
+    let out = tokio::process::Command::new(support::handler_binary())
+        .arg("doctor")
+        .envs(app.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .await
+        .expect("handler doctor runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Which step failed, by its line.
+fn failed_step(text: &str) -> Option<&str> {
+    text.lines()
+        .find(|l| l.trim_start().starts_with("FAILED"))
+        .and_then(|l| l.split_whitespace().nth(1))
+}
+
+/// `handler doctor` against working stand-ins: every step passes, in order,
+/// with the user name read from the token, and the token is never printed.
+#[tokio::test]
+async fn doctor_passes_every_step() {
+    let app = spawn_app(Options::default()).await;
+    let (code, text) = doctor(&app, &[]).await;
+    assert_eq!(code, 0, "{text}");
+    let steps: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("ok "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        steps,
+        ["settings", "token", "network", "certificate", "authentication", "ping"],
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("user {} (from the token's oid)", app.oid)),
+        "{text}"
+    );
+    assert!(text.contains("PONG") && text.contains("all checks passed"), "{text}");
+    let token = app.identity.last_token().unwrap();
+    assert!(
+        !text.contains(token.rsplit('.').next().unwrap()),
+        "the token was printed"
+    );
+}
+
+/// The cache refusing the token (no access policy): the doctor says the
+/// authentication step failed and names the access policy and the user.
+#[tokio::test]
+async fn doctor_names_a_refused_token() {
+    let app = spawn_app(Options {
+        gateway: true,
+        ..Options::default()
+    })
+    .await;
+    app.gateway().set_reject_all(true);
+    let (code, text) = doctor(&app, &[]).await;
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(failed_step(&text), Some("authentication"), "{text}");
+    assert!(text.contains("data access policy") && text.contains(&app.oid), "{text}");
+    assert!(!text.contains("PONG"), "stops at the first failure: {text}");
+}
+
+/// Nothing listening at the configured port: the network step fails and
+/// names the port setting.
+#[tokio::test]
+async fn doctor_names_an_unreachable_cache() {
+    let app = spawn_app(Options::default()).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (code, text) = doctor(&app, &[("Redis__port", port.to_string())]).await;
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(failed_step(&text), Some("network"), "{text}");
+    assert!(text.contains("Redis__port"), "{text}");
+}
+
+/// A certificate from a CA the machine does not trust (a TLS-inspecting
+/// proxy, a private CA): the certificate step fails and names SSL_CERT_FILE.
+#[tokio::test]
+async fn doctor_names_an_untrusted_certificate() {
+    let app = spawn_app(Options::default()).await;
+    let other = devhost::pki::Pki::generate().unwrap();
+    let (code, text) = doctor(&app, &[("SSL_CERT_FILE", other.ca_path.display().to_string())]).await;
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(failed_step(&text), Some("certificate"), "{text}");
+    assert!(text.contains("not issued by a CA this machine trusts"), "{text}");
+    assert!(text.contains("SSL_CERT_FILE"), "{text}");
+}
+
+/// The identity endpoint refusing (no managed identity on the app): the
+/// token step fails and says to assign one.
+#[tokio::test]
+async fn doctor_names_a_missing_identity() {
+    let app = spawn_app(Options::default()).await;
+    app.identity.set_mode(devhost::identity::IdentityMode::Unauthorized);
+    let (code, text) = doctor(&app, &[]).await;
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(failed_step(&text), Some("token"), "{text}");
+    assert!(text.contains("az functionapp identity assign"), "{text}");
+}

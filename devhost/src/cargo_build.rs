@@ -103,3 +103,30 @@ mod tests {
         assert!(super::artifact_executable(lib, "handler").is_none());
     }
 }
+
+/// The handler to run: `given` (canonicalised), else the binary host.json's
+/// `defaultExecutablePath` names, built with Cargo in `app_root` (progress
+/// on stderr, the command line on stdout).
+pub fn handler_binary(
+    app_root: &Path,
+    manifest: &crate::app_manifest::AppManifest,
+    given: Option<&Path>,
+    release: bool,
+) -> anyhow::Result<PathBuf> {
+    if let Some(h) = given {
+        return std::fs::canonicalize(h).with_context(|| format!("--handler {}", h.display()));
+    }
+    let bin = Path::new(&manifest.host.executable)
+        .file_name()
+        .context("host.json defaultExecutablePath has no file name")?
+        .to_string_lossy()
+        .into_owned();
+    let req = BuildRequest {
+        dir: app_root,
+        bin: &bin,
+        release,
+        target: None,
+    };
+    println!("devhost: {}", describe(&req));
+    build(&req)
+}

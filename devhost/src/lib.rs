@@ -28,6 +28,8 @@
 //!   handler (routes, forwarding, timers, invocation log).
 //! - [`invoke`]: `devhost invoke`, one invocation sent by hand.
 //! - [`package`]: `devhost package`, the deployable zip.
+//! - [`doctor`]: `devhost doctor`, the handler's first-run check with the
+//!   app's local settings.
 //! - [`app_manifest`]: host.json and function.json as the host reads them;
 //!   [`schedule`]: NCRONTAB timer schedules; [`local_settings`]:
 //!   `local.settings.json`; [`cargo_build`]: building the handler.
@@ -39,6 +41,7 @@
 
 pub mod app_manifest;
 pub mod cargo_build;
+pub mod doctor;
 pub mod functions_host;
 pub mod identity;
 pub mod invoke;

@@ -6,10 +6,11 @@
 //! cargo devhost invoke CacheHealthCheck
 //! cargo devhost invoke Ping
 //! cargo devhost package                   # dist/functionapp.zip
+//! cargo devhost doctor                    # check sign-in, network, certificate, access policy
 //! ```
 //!
 //! The work is done in the library: [`devhost::local`], [`devhost::invoke`],
-//! [`devhost::package`].
+//! [`devhost::package`], [`devhost::doctor`].
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -33,6 +34,19 @@ enum Command {
     Invoke(InvokeArgs),
     /// Build the release handler for Linux x86-64 and write the deployable zip.
     Package(PackageArgs),
+    /// Check, without serving anything, the cache connection the app would make with its local settings:
+    /// credential, token and user name, network, certificate, access policy, PING; each step with its timing.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    /// The function app root (holding host.json and local.settings.json) [default: the nearest one up from here].
+    #[arg(long)]
+    app_root: Option<PathBuf>,
+    /// Run this handler binary's check instead of building one with `cargo build --bin handler`.
+    #[arg(long)]
+    handler: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -178,6 +192,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", answer.body_text());
             let ok = (200..300).contains(&answer.status);
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Doctor(a) => {
+            let opts = devhost::doctor::DoctorOptions {
+                app_root: app_root(a.app_root)?,
+                handler: a.handler,
+            };
+            devhost::doctor::run(&opts).await
         }
         Command::Package(a) => {
             let root = app_root(a.app_root)?;

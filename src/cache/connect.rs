@@ -2,7 +2,7 @@
 
 use super::backoff::reauth_backoff;
 use super::error::{classify, connection_broken, CacheError};
-use super::{Cache, Credentials, Live};
+use super::{Cache, Credentials, Live, Target};
 use crate::secret::redact;
 use crate::token::{Token, TokenListener};
 use redis::aio::MultiplexedConnection;
@@ -66,45 +66,7 @@ impl Cache {
     }
 
     async fn open(&self, creds: &Credentials<'_>, budget: Duration) -> Result<MultiplexedConnection, CacheError> {
-        let addr = if self.target.tls {
-            ConnectionAddr::TcpTls {
-                host: self.target.host.clone(),
-                port: self.target.port,
-                insecure: false,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(self.target.host.clone(), self.target.port)
-        };
-        let mut redis_info = RedisConnectionInfo::default().set_password(creds.password());
-        if let Some(user) = creds.user() {
-            redis_info = redis_info.set_username(user);
-        }
-        let info = addr
-            .into_connection_info()
-            .map_err(|e| classify(&e))?
-            .set_redis_settings(redis_info);
-        let client = match &self.target.extra_roots {
-            Some(pem) if self.target.tls => Client::build_with_tls(
-                info,
-                TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(crate::tls::with_system_roots(pem)),
-                },
-            ),
-            _ => Client::open(info),
-        }
-        .map_err(|e| classify(&e))?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(budget))
-            .set_response_timeout(Some(self.target.deadlines.command));
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| match classify(&e) {
-                CacheError::Command(msg) => CacheError::Unavailable(msg),
-                other => other,
-            })
+        open_connection(&self.target, creds.user(), creds.password(), budget).await
     }
 
     /// On an invocation's path: the connection authenticated with an older
@@ -208,4 +170,54 @@ impl TokenListener for Cache {
     fn token_ready(&self, token: Arc<Token>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.reauth_live(token))
     }
+}
+
+/// Opens one multiplexed connection to `target`: TCP, TLS (verified against
+/// the target's host name, with `SSL_CERT_FILE`'s extra roots), and `AUTH`
+/// with `user`/`password` in the handshake, within `budget`.
+pub(crate) async fn open_connection(
+    target: &Target,
+    user: Option<&str>,
+    password: &str,
+    budget: Duration,
+) -> Result<MultiplexedConnection, CacheError> {
+    let addr = if target.tls {
+        ConnectionAddr::TcpTls {
+            host: target.host.clone(),
+            port: target.port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(target.host.clone(), target.port)
+    };
+    let mut redis_info = RedisConnectionInfo::default().set_password(password);
+    if let Some(user) = user {
+        redis_info = redis_info.set_username(user);
+    }
+    let info = addr
+        .into_connection_info()
+        .map_err(|e| classify(&e))?
+        .set_redis_settings(redis_info);
+    let client = match &target.extra_roots {
+        Some(pem) if target.tls => Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: None,
+                root_cert: Some(crate::tls::with_system_roots(pem)),
+            },
+        ),
+        _ => Client::open(info),
+    }
+    .map_err(|e| classify(&e))?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(budget))
+        .set_response_timeout(Some(target.deadlines.command));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| match classify(&e) {
+            CacheError::Command(msg) => CacheError::Unavailable(msg),
+            other => other,
+        })
 }

@@ -16,6 +16,7 @@ mod backoff;
 mod connect;
 mod error;
 
+pub(crate) use connect::open_connection;
 use error::connection_broken;
 pub use error::{classify, CacheError};
 

@@ -59,6 +59,8 @@ pub struct TestApp {
     pub handler: HandlerProcess,
     pub gateway: Option<Gateway>,
     pub oid: String,
+    /// The app settings the handler was started with.
+    pub env: Vec<(String, String)>,
 }
 
 /// The built handler binary.
@@ -144,6 +146,7 @@ pub async fn spawn_app(opts: Options) -> TestApp {
         handler,
         gateway,
         oid,
+        env,
     }
 }
 

@@ -1,0 +1,292 @@
+//! `handler doctor`: a first-run check of the connection the handler would
+//! make, step by step, without serving anything.
+//!
+//! It reads the same settings as the handler, then resolves the credential,
+//! gets one token and reads its user name, reaches the cache over TCP,
+//! checks its TLS certificate against the configured host name, connects and
+//! authenticates as the handler does, and runs PING. Each step prints its
+//! result and timing; the first that fails prints one sentence saying which
+//! part is wrong (sign-in, access policy, firewall, certificate) and what to
+//! do, and the check stops there. `devhost doctor` runs it with the app's
+//! local settings; in Azure it can be run from the app's console, where it
+//! gets the app settings.
+
+use crate::cache::{open_connection, CacheError, Target};
+use crate::credential::AzureTokenSource;
+use crate::secret::Secret;
+use crate::settings::{AuthSettings, CredentialChoice, EntraSettings, Settings};
+use crate::token::{oid_from_jwt, FetchedToken, TokenError, TokenSource};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// One step's outcome: what was found, or one sentence on what is wrong.
+type Step = Result<String, String>;
+
+/// Runs every check in order, printing one line per step to `out`; stops at
+/// the first failure. Returns whether all passed.
+pub async fn run(settings: &Settings, out: &mut impl Write) -> bool {
+    let redis = &settings.redis;
+    let target = match Target::from_settings(redis, settings.deadlines) {
+        Ok(t) => t,
+        Err(e) => return report(out, "settings", Err(e), Duration::ZERO),
+    };
+    let transport = if redis.tls { "TLS" } else { "no TLS" };
+    let how = match &redis.auth {
+        AuthSettings::Entra(entra) => format!("Microsoft Entra ID, {}", describe(&entra.credential)),
+        AuthSettings::AccessKey { .. } => "access key (the Redis connection string)".to_owned(),
+    };
+    let summary = format!("cache {}:{} ({transport}), {how}", redis.host, redis.port);
+    if !report(out, "settings", Ok(summary), Duration::ZERO) {
+        return false;
+    }
+    let (user, password) = match &redis.auth {
+        AuthSettings::Entra(entra) => {
+            let started = Instant::now();
+            match token_step(entra, settings.deadlines.token_fetch).await {
+                Ok((user, secret, note)) => {
+                    report(out, "token", Ok(format!("user {user} {note}")), started.elapsed());
+                    (Some(user), secret)
+                }
+                Err(why) => return report(out, "token", Err(why), started.elapsed()),
+            }
+        }
+        AuthSettings::AccessKey { user, password } => (user.clone(), password.clone()),
+    };
+    let started = Instant::now();
+    let tcp = tcp_step(&target).await;
+    if !report(out, "network", tcp, started.elapsed()) {
+        return false;
+    }
+    if target.tls {
+        let started = Instant::now();
+        let tls = tls_step(&target).await;
+        if !report(out, "certificate", tls, started.elapsed()) {
+            return false;
+        }
+    }
+    let started = Instant::now();
+    let conn = open_connection(&target, user.as_deref(), password.expose(), target.deadlines.connect).await;
+    let who = user.as_deref().unwrap_or("default");
+    let auth = match &conn {
+        Ok(_) => Ok(format!("AUTH as {who} accepted")),
+        Err(e) => Err(auth_sentence(e, who, &redis.auth)),
+    };
+    if !report(out, "authentication", auth, started.elapsed()) {
+        return false;
+    }
+    let Ok(mut conn) = conn else { return false };
+    let started = Instant::now();
+    let ping = tokio::time::timeout(
+        target.deadlines.command,
+        redis::cmd("PING").query_async::<String>(&mut conn),
+    )
+    .await;
+    let ping = match ping {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(e)) => Err(format!(
+            "the cache answered PING with an error: {}",
+            crate::cache::classify(&e)
+        )),
+        Err(_) => Err(format!(
+            "the cache did not answer PING within {:?}",
+            target.deadlines.command
+        )),
+    };
+    report(out, "ping", ping, started.elapsed())
+}
+
+/// Prints one step's line; returns whether it passed.
+fn report(out: &mut impl Write, step: &str, result: Step, took: Duration) -> bool {
+    let ms = took.as_secs_f64() * 1000.0;
+    let line = match &result {
+        Ok(what) => format!("  ok      {step:<15} {what} ({ms:.1} ms)"),
+        Err(why) => format!("  FAILED  {step:<15} {why} ({ms:.1} ms)"),
+    };
+    let _ = writeln!(out, "{line}");
+    result.is_ok()
+}
+
+/// The credential in words, with what made it the choice.
+fn describe(choice: &CredentialChoice) -> String {
+    match choice {
+        CredentialChoice::ManagedIdentity { client_id: None } => "system-assigned managed identity".to_owned(),
+        CredentialChoice::ManagedIdentity { client_id: Some(id) } => {
+            format!("user-assigned managed identity (client id {id})")
+        }
+        CredentialChoice::ClientSecret {
+            tenant_id, client_id, ..
+        } => format!("service principal {client_id} with a client secret (tenant {tenant_id})"),
+        CredentialChoice::WorkloadIdentity { .. } => "workload identity (AZURE_FEDERATED_TOKEN_FILE)".to_owned(),
+        CredentialChoice::DeveloperTools => "developer sign-in (Azure CLI, then Azure Developer CLI)".to_owned(),
+    }
+}
+
+/// Gets one token: the user name to AUTH as, the token, and a note for the
+/// line (where the user name came from, how long the token lives).
+async fn token_step(entra: &EntraSettings, deadline: Duration) -> Result<(String, Secret, String), String> {
+    let source = AzureTokenSource::from_choice(&entra.credential, entra.scope.clone())
+        .map_err(|e| sign_in_sentence(&e, &entra.credential))?;
+    let fetched: FetchedToken = match tokio::time::timeout(deadline, source.fetch()).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Err(sign_in_sentence(&e, &entra.credential)),
+        Err(_) => return Err(sign_in_sentence(&TokenError::Timeout(deadline), &entra.credential)),
+    };
+    let expires_in = (fetched.expires_on - OffsetDateTime::now_utc()).whole_seconds();
+    let (user, from) = match &entra.principal_id {
+        Some(id) => (id.clone(), "from Redis__principalId"),
+        None => (
+            oid_from_jwt(fetched.secret.expose()).map_err(|e| e.to_string())?,
+            "from the token's oid",
+        ),
+    };
+    let note = format!("({from}), scope {}, expires in {expires_in} s", entra.scope);
+    Ok((user, fetched.secret, note))
+}
+
+/// What a failed token fetch means for the credential in use.
+fn sign_in_sentence(err: &TokenError, choice: &CredentialChoice) -> String {
+    let what_to_do = match choice {
+        CredentialChoice::DeveloperTools => {
+            "sign in with `az login` (or `azd auth login`) as a user that has a data access policy on the cache"
+        }
+        CredentialChoice::ManagedIdentity { client_id: None } => {
+            "give the app a managed identity (`az functionapp identity assign`); outside Azure, use `az login` instead"
+        }
+        CredentialChoice::ManagedIdentity { client_id: Some(_) } => {
+            "check that Redis__clientId is the client id of a user-assigned identity assigned to this app"
+        }
+        CredentialChoice::ClientSecret { .. } => {
+            "check Redis__tenantId, Redis__clientId and Redis__clientSecret (a secret may have expired)"
+        }
+        CredentialChoice::WorkloadIdentity { .. } => {
+            "check AZURE_FEDERATED_TOKEN_FILE and the federated credential of the app registration"
+        }
+    };
+    format!("no token: {err}; {what_to_do}")
+}
+
+/// Reaches the cache's port over TCP.
+async fn tcp_step(target: &Target) -> Step {
+    let addr = format!("{}:{}", target.host, target.port);
+    match tokio::time::timeout(target.deadlines.connect, tokio::net::TcpStream::connect(&addr)).await {
+        Ok(Ok(stream)) => Ok(format!(
+            "{addr} reached ({})",
+            stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
+        )),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(format!(
+            "nothing accepts connections on {addr}: check Redis__port (6380 for Azure Cache for Redis, 10000 for Azure Managed Redis) and that the cache is running"
+        )),
+        Ok(Err(e)) if e.to_string().contains("lookup") || e.to_string().contains("resolve") => Err(format!(
+            "{} does not resolve: check Redis__redisHostName (a private endpoint also needs its private DNS zone): {e}",
+            target.host
+        )),
+        Ok(Err(e)) => Err(format!("cannot reach {addr}: {e}")),
+        Err(_) => Err(format!(
+            "no answer from {addr} within {:?}: a firewall rule, a private endpoint or the app's network keeps it out (check the cache's networking and the app's VNet integration)",
+            target.deadlines.connect
+        )),
+    }
+}
+
+/// Checks the certificate against the configured host name, with the roots
+/// the handler trusts (the system's, plus `SSL_CERT_FILE`).
+async fn tls_step(target: &Target) -> Step {
+    let pem = match &target.extra_roots {
+        Some(extra) => crate::tls::with_system_roots(extra),
+        None => crate::tls::with_system_roots(b""),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = ServerName::try_from(target.host.clone()).map_err(|e| format!("{}: {e}", target.host))?;
+    let handshake = async {
+        let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
+        connector.connect(name, tcp).await
+    };
+    match tokio::time::timeout(target.deadlines.connect, handshake).await {
+        Ok(Ok(_)) => Ok(format!("valid for {}", target.host)),
+        Ok(Err(e)) => Err(certificate_sentence(&e, &target.host)),
+        Err(_) => Err(format!(
+            "no TLS answer within {:?}: is the port a TLS port (Redis__ssl)?",
+            target.deadlines.connect
+        )),
+    }
+}
+
+/// What a failed TLS handshake means.
+fn certificate_sentence(e: &std::io::Error, host: &str) -> String {
+    use rustls::{CertificateError, Error as TlsError};
+    let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<TlsError>());
+    match tls {
+        // BadSignature: a CA of the same name as a trusted one, another key.
+        Some(TlsError::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature)) => format!(
+            "the certificate of {host} is not issued by a CA this machine trusts (a TLS-inspecting proxy, or a private CA): add that CA to the PEM file in SSL_CERT_FILE"
+        ),
+        Some(TlsError::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) => format!(
+            "the certificate does not name {host}: set Redis__redisHostName to the cache's own host name, not an IP address or an alias"
+        ),
+        Some(TlsError::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. })) => {
+            format!("the certificate of {host} has expired")
+        }
+        _ => format!("TLS with {host} failed: {e} (is Redis__ssl right for this port?)"),
+    }
+}
+
+/// What a refused connection or AUTH means, once TCP and TLS are known good.
+fn auth_sentence(e: &CacheError, user: &str, auth: &AuthSettings) -> String {
+    match (e, auth) {
+        (CacheError::Auth(msg), AuthSettings::Entra(_)) => format!(
+            "the cache refused the token for user {user} ({msg}): give this identity a data access policy on the cache (README: \"Give the app a managed identity and Redis data access\"), check that Microsoft Entra authentication is on for the cache, and that Redis__principalId, if set, is this identity's object id"
+        ),
+        (CacheError::Auth(msg), AuthSettings::AccessKey { .. }) => {
+            format!("the cache refused the access key ({msg}): copy the current key into the Redis connection string")
+        }
+        (other, _) => format!("could not connect and authenticate: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sign-in sentence names what to do for the credential in use.
+    #[test]
+    fn sign_in_sentences_name_the_fix() {
+        let err = TokenError::Credential("no az".into());
+        assert!(sign_in_sentence(&err, &CredentialChoice::DeveloperTools).contains("az login"));
+        let mi = CredentialChoice::ManagedIdentity {
+            client_id: Some("c".into()),
+        };
+        assert!(sign_in_sentence(&err, &mi).contains("Redis__clientId"));
+    }
+
+    /// A refused token points at the access policy; a refused key at the key.
+    #[test]
+    fn auth_sentences_name_the_fix() {
+        let refused = CacheError::Auth("WRONGPASS".into());
+        let entra = AuthSettings::Entra(EntraSettings {
+            principal_id: None,
+            scope: "s".into(),
+            refresh_offset: Duration::from_secs(300),
+            credential: CredentialChoice::DeveloperTools,
+        });
+        let text = auth_sentence(&refused, "oid-1", &entra);
+        assert!(text.contains("data access policy") && text.contains("oid-1"), "{text}");
+        let key = AuthSettings::AccessKey {
+            user: None,
+            password: Secret::new("k"),
+        };
+        assert!(auth_sentence(&refused, "default", &key).contains("access key"));
+    }
+}
