@@ -393,13 +393,20 @@ async fn one_log_line_per_invocation() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    app.wait_for_output("inv-1234-abcd", std::time::Duration::from_secs(5))
-        .await;
-    let out = app.output();
-    let line = out
-        .lines()
-        .find(|l| l.contains("inv-1234-abcd") && l.contains("invocation done"))
-        .unwrap_or_else(|| panic!("{out}"));
+    // Wait for the line itself: other lines of the invocation's span (a
+    // connect made by this invocation, say) carry its id too and come first.
+    let waiting = std::time::Instant::now();
+    let line = loop {
+        let out = app.output();
+        let done = out
+            .lines()
+            .find(|l| l.contains("inv-1234-abcd") && l.contains("invocation done"));
+        if let Some(line) = done {
+            break line.to_owned();
+        }
+        assert!(waiting.elapsed() < std::time::Duration::from_secs(5), "{out}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(
         line.contains("function=\"Ping\"") || line.contains("function=Ping"),
         "{line}"
