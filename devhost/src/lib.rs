@@ -15,6 +15,10 @@
 //!   `azure_identity`'s `ManagedIdentityCredential` calls; its tokens are
 //!   signed JWTs and, with a Redis attached, valid ACL passwords
 //!   ([`identity::IdentityEndpoint`]; JWT details in `identity/jwt.rs`).
+//! - [`entra`]: Microsoft Entra ID's token endpoint over HTTPS (client
+//!   secret, workload identity) and stand-in `az`/`azd` executables, minting
+//!   tokens the Redis stand-in accepts ([`entra::EntraEndpoint`],
+//!   [`entra::DeveloperCli`]).
 //! - [`functions_host`]: the Functions host's side of the custom-handler
 //!   protocol: start, readiness probe, forwarded HTTP and envelope
 //!   invocations ([`functions_host::HandlerProcess`]; envelope builders in
@@ -42,6 +46,7 @@
 pub mod app_manifest;
 pub mod cargo_build;
 pub mod doctor;
+pub mod entra;
 pub mod functions_host;
 pub mod identity;
 pub mod invoke;

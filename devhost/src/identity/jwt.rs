@@ -9,6 +9,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -56,7 +57,7 @@ pub enum VerifyError {
 }
 
 /// Signs `claims` with `key` into `header.claims.signature`.
-pub(crate) fn mint(key: &[u8], claims: &Claims) -> String {
+pub(crate) fn mint(key: &[u8], claims: &impl Serialize) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialise"));
     let signing_input = format!("{header}.{body}");
@@ -66,6 +67,19 @@ pub(crate) fn mint(key: &[u8], claims: &Claims) -> String {
 
 /// Checks signature, audience and expiry (against `now`, Unix seconds).
 pub(crate) fn verify(key: &[u8], token: &str, now: i64) -> Result<Claims, VerifyError> {
+    let claims: Claims = verify_signature(key, token)?;
+    if claims.aud != REDIS_AUDIENCE {
+        return Err(VerifyError::WrongAudience(claims.aud));
+    }
+    if claims.exp <= now {
+        return Err(VerifyError::Expired(claims.exp));
+    }
+    Ok(claims)
+}
+
+/// Checks the signature only and returns the claims, whatever their
+/// audience and expiry (the caller checks those).
+pub(crate) fn verify_signature<T: DeserializeOwned>(key: &[u8], token: &str) -> Result<T, VerifyError> {
     let mut parts = token.split('.');
     let (Some(h), Some(b), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(VerifyError::Malformed);
@@ -77,14 +91,7 @@ pub(crate) fn verify(key: &[u8], token: &str, now: i64) -> Result<Claims, Verify
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(format!("{h}.{b}").as_bytes());
     mac.verify_slice(&decode(s)?).map_err(|_| VerifyError::BadSignature)?;
-    let claims: Claims = serde_json::from_slice(&decode(b)?).map_err(|_| VerifyError::Malformed)?;
-    if claims.aud != REDIS_AUDIENCE {
-        return Err(VerifyError::WrongAudience(claims.aud));
-    }
-    if claims.exp <= now {
-        return Err(VerifyError::Expired(claims.exp));
-    }
-    Ok(claims)
+    serde_json::from_slice(&decode(b)?).map_err(|_| VerifyError::Malformed)
 }
 
 fn sign(key: &[u8], data: &[u8]) -> Vec<u8> {

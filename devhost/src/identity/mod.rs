@@ -26,6 +26,8 @@ mod server;
 mod tests;
 
 pub use jwt::{Claims, VerifyError, REDIS_AUDIENCE};
+// The Entra ID stand-ins (`crate::entra`) mint the same tokens.
+pub(crate) use jwt::{mint as mint_jwt, verify_signature as verify_jwt_signature};
 
 use crate::redis_server::RedisAdmin;
 use std::collections::BTreeMap;

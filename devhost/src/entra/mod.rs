@@ -1,0 +1,45 @@
+//! Microsoft Entra ID as the handler's other sign-ins reach it: the OAuth2
+//! v2.0 token endpoint (client secret, workload identity) and the developer
+//! tools (`az`, `azd`), each minting tokens the Redis stand-in accepts.
+//!
+//! Follows AZURE-FACTS "azure_identity 1.0.0" and that crate's source, which
+//! fixes what can be pointed at a stand-in:
+//!
+//! - `ClientSecretCredential` and `WorkloadIdentityCredential` post to
+//!   `{authority host}/{tenant}/oauth2/v2.0/token`; the authority host comes
+//!   from the client options' cloud or `AZURE_AUTHORITY_HOST`, and must be
+//!   `https://`. [`EntraEndpoint`] serves that over TLS with the
+//!   [`crate::pki::Pki`] certificate, so the caller must trust the test CA.
+//! - `AzureCliCredential` and `AzureDeveloperCliCredential` run `az` and
+//!   `azd` through `/bin/sh` and `PATH`. [`DeveloperCli`] writes stand-ins
+//!   for both.
+//! - IMDS (`http://169.254.169.254`) is a constant in the crate and cannot
+//!   be redirected; the App Service endpoint is [`crate::identity`].
+//!
+//! Tokens are signed JWTs like the managed-identity endpoint's, with `aud`
+//! the requested resource and `oid` the Redis user; with a Redis attached,
+//! each becomes that user's password before it is handed out and stops
+//! being one when it expires (AZURE-FACTS "Entra ID and Azure Redis").
+//!
+//! Layout: `endpoint.rs` (the endpoint's configuration and life),
+//! `token.rs` (its checks and answers), `https.rs` (TLS for axum),
+//! `cli.rs` (the scripts and their broker), `tools.rs` (what `az` and `azd`
+//! answer), `issuer.rs` (minting and Redis passwords).
+
+mod cli;
+mod endpoint;
+mod https;
+mod issuer;
+mod token;
+mod tools;
+
+#[cfg(test)]
+mod cli_tests;
+#[cfg(test)]
+mod tests;
+
+pub use cli::{CliCall, CliConfig, DeveloperCli, Tool};
+pub use endpoint::{
+    EntraConfig, EntraEndpoint, EntraRequest, FederatedClaims, FederatedCredential, Presented, TOKEN_EXCHANGE_AUDIENCE,
+};
+pub use issuer::Principal;
