@@ -6,11 +6,17 @@
 //! crate's default retry spends about 82 s on a failing endpoint, far past
 //! any invocation's budget; the token manager puts its own deadline around
 //! each fetch and retries on later invocations with a backoff.
+//!
+//! The two that call Entra ID over HTTPS (client secret, workload identity)
+//! also get the authority host of the configured cloud and, with
+//! `SSL_CERT_FILE`, an HTTP client that trusts that file beside the system
+//! roots (see [`crate::tls`]).
 
-use crate::settings::CredentialChoice;
+use crate::settings::{Authority, CredentialChoice};
 use crate::token::{credential_error, FetchedToken, TokenError, TokenFuture, TokenSource};
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret as AzureSecret, TokenCredential};
-use azure_core::http::{ClientOptions, RetryOptions};
+use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_identity::{
     ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions, DeveloperToolsCredential,
     ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential,
@@ -61,6 +67,36 @@ fn no_retry() -> ClientOptions {
     }
 }
 
+/// Options for a credential that calls the Entra ID token endpoint: no
+/// retry, the authority host, and the HTTPS client.
+fn entra_options(authority: &Authority) -> azure_core::Result<ClientOptions> {
+    let mut options = no_retry();
+    if let Some(host) = &authority.host {
+        let mut cloud = CustomConfiguration::default();
+        cloud.authority_host = host.clone();
+        options.cloud = Some(Arc::new(CloudConfiguration::Custom(cloud)));
+    }
+    options.transport = https_transport(authority)?;
+    Ok(options)
+}
+
+/// With `SSL_CERT_FILE`, a reqwest client (rustls) trusting the system roots
+/// and that file; without it, `None`: azure_core's own client, which trusts
+/// the system roots.
+fn https_transport(authority: &Authority) -> azure_core::Result<Option<Transport>> {
+    let config_error = |message: String| azure_core::Error::with_message(azure_core::error::ErrorKind::Other, message);
+    let Some(extra) = crate::tls::extra_roots(authority.extra_ca_file.as_deref()).map_err(config_error)? else {
+        return Ok(None);
+    };
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(crate::tls::https_client_config(&extra))
+        // As azure_core's own client: Entra ID does not redirect token requests.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| config_error(format!("the HTTPS client for Entra ID: {e}")))?;
+    Ok(Some(Transport::new(Arc::new(client))))
+}
+
 fn build(choice: &CredentialChoice) -> azure_core::Result<Arc<dyn TokenCredential>> {
     Ok(match choice {
         CredentialChoice::ManagedIdentity { client_id } => {
@@ -73,24 +109,27 @@ fn build(choice: &CredentialChoice) -> azure_core::Result<Arc<dyn TokenCredentia
             tenant_id,
             client_id,
             secret,
+            authority,
         } => ClientSecretCredential::new(
             tenant_id,
             client_id.clone(),
             AzureSecret::new(secret.expose().to_owned()),
             Some(ClientSecretCredentialOptions {
-                client_options: no_retry(),
+                client_options: entra_options(authority)?,
             }),
         )?,
-        CredentialChoice::WorkloadIdentity { client_id, tenant_id } => {
-            WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
-                credential_options: ClientAssertionCredentialOptions {
-                    client_options: no_retry(),
-                },
-                client_id: client_id.clone(),
-                tenant_id: tenant_id.clone(),
-                ..Default::default()
-            }))?
-        }
+        CredentialChoice::WorkloadIdentity {
+            client_id,
+            tenant_id,
+            authority,
+        } => WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
+            credential_options: ClientAssertionCredentialOptions {
+                client_options: entra_options(authority)?,
+            },
+            client_id: client_id.clone(),
+            tenant_id: tenant_id.clone(),
+            ..Default::default()
+        }))?,
         CredentialChoice::DeveloperTools => DeveloperToolsCredential::new(None)?,
     })
 }
@@ -102,6 +141,7 @@ mod tests {
     /// Every choice builds a credential without network access.
     #[test]
     fn every_choice_builds() {
+        let pki = devhost::pki::Pki::generate().unwrap();
         let choices = [
             CredentialChoice::ManagedIdentity { client_id: None },
             CredentialChoice::ManagedIdentity {
@@ -111,6 +151,16 @@ mod tests {
                 tenant_id: "00000000-0000-0000-0000-000000000002".into(),
                 client_id: "app".into(),
                 secret: crate::secret::Secret::new("s"),
+                authority: Authority::default(),
+            },
+            CredentialChoice::ClientSecret {
+                tenant_id: "00000000-0000-0000-0000-000000000002".into(),
+                client_id: "app".into(),
+                secret: crate::secret::Secret::new("s"),
+                authority: Authority {
+                    host: Some("https://login.microsoftonline.us".into()),
+                    extra_ca_file: Some(pki.ca_path.clone()),
+                },
             },
             CredentialChoice::DeveloperTools,
         ];
@@ -120,5 +170,24 @@ mod tests {
                 "{choice:?}"
             );
         }
+    }
+
+    /// An `SSL_CERT_FILE` that cannot be read stops the credential from
+    /// being built, naming the setting, rather than silently trusting less.
+    #[test]
+    fn unreadable_ca_file_is_an_error() {
+        let choice = CredentialChoice::ClientSecret {
+            tenant_id: "00000000-0000-0000-0000-000000000002".into(),
+            client_id: "app".into(),
+            secret: crate::secret::Secret::new("s"),
+            authority: Authority {
+                host: None,
+                extra_ca_file: Some("/nonexistent/ca.pem".into()),
+            },
+        };
+        let err = AzureTokenSource::from_choice(&choice, "https://redis.azure.com/.default".into())
+            .err()
+            .expect("an error");
+        assert!(err.to_string().contains("SSL_CERT_FILE"), "{err}");
     }
 }

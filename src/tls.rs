@@ -6,8 +6,16 @@
 //! bundle followed by that file. Only the extra file is kept in memory; the
 //! system bundle (some 200 KiB) is read again for each new connection, which
 //! is rare, rather than held for the life of the process.
+//!
+//! HTTPS to Entra ID (client secret, workload identity) trusts the same
+//! roots when `SSL_CERT_FILE` is set ([`https_client_config`]): the HTTP
+//! client's own default would read that file *instead of* the system roots,
+//! so a file naming only a private Redis CA would cut off
+//! `login.microsoftonline.com`.
 
+use rustls::pki_types::{pem::PemObject, CertificateDer};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Where Linux distributions keep the system CA bundle (as `openssl-probe` looks).
 const SYSTEM_BUNDLES: &[&str] = &[
@@ -49,6 +57,30 @@ pub fn with_system_roots(extra_pem: &[u8]) -> Vec<u8> {
     bundle
 }
 
+/// Every certificate in the PEM `bundle` that parses, as trust anchors;
+/// the others are skipped, as the redis crate skips them.
+pub fn root_store(bundle: &[u8]) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(CertificateDer::pem_slice_iter(bundle).filter_map(Result::ok));
+    roots
+}
+
+/// The roots HTTPS to Entra ID trusts: the system roots followed by
+/// `extra_pem` (`SSL_CERT_FILE`), as the Redis connection trusts.
+pub fn https_roots(extra_pem: &[u8]) -> rustls::RootCertStore {
+    root_store(&with_system_roots(extra_pem))
+}
+
+/// The TLS client configuration for HTTPS to Entra ID, trusting
+/// [`https_roots`]. Verification stays on.
+pub fn https_client_config(extra_pem: &[u8]) -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports TLS 1.2 and 1.3")
+        .with_root_certificates(https_roots(extra_pem))
+        .with_no_client_auth()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +105,15 @@ mod tests {
         assert!(extra_roots(Some(&bad)).unwrap_err().contains("no PEM"));
         assert!(extra_roots(Some(&dir.join("missing.pem"))).is_err());
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// The HTTPS client for Entra ID trusts the system roots and the extra
+    /// CA, not the extra CA alone.
+    #[test]
+    fn https_roots_are_the_system_roots_plus_the_extra_ca() {
+        let pki = devhost::pki::Pki::generate().unwrap();
+        let system = https_roots(b"").len();
+        assert!(system > 0, "no system CA bundle found at {SYSTEM_BUNDLES:?}");
+        assert_eq!(https_roots(pki.ca_pem.as_bytes()).len(), system + 1);
     }
 }

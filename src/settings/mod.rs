@@ -12,7 +12,7 @@ mod connection_string;
 mod credential;
 
 pub use connection_string::parse_connection_string;
-pub use credential::{choose_credential, CredentialChoice};
+pub use credential::{choose_credential, Authority, CredentialChoice};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -152,6 +152,24 @@ fn bad_settings_name_themselves() {
             &[("Redis__redisHostName", "h"), ("Redis__credential", "workloadidentity")],
             "AZURE_FEDERATED_TOKEN_FILE",
         ),
+        (
+            &[
+                ("Redis__redisHostName", "h"),
+                ("AZURE_FEDERATED_TOKEN_FILE", "/f"),
+                ("AZURE_AUTHORITY_HOST", "http://login.microsoftonline.us"),
+            ],
+            "AZURE_AUTHORITY_HOST",
+        ),
+        (
+            &[
+                ("Redis__redisHostName", "h"),
+                ("Redis__clientSecret", "s"),
+                ("Redis__clientId", "c"),
+                ("Redis__tenantId", "t"),
+                ("AZURE_AUTHORITY_HOST", "login.microsoftonline.us"),
+            ],
+            "AZURE_AUTHORITY_HOST",
+        ),
     ];
     for (pairs, name) in cases {
         let err = load(pairs).expect_err(&format!("{pairs:?} should fail"));
@@ -224,7 +242,8 @@ fn credential_selection_order() {
         .unwrap(),
         CredentialChoice::WorkloadIdentity {
             client_id: None,
-            tenant_id: None
+            tenant_id: None,
+            authority: Authority::default(),
         }
     );
     let cs = choice(&[
@@ -250,4 +269,51 @@ fn credential_selection_order() {
         choice(&[("Redis__credential", "managedidentity")]).unwrap(),
         CredentialChoice::ManagedIdentity { client_id: None }
     );
+}
+
+/// A client secret and workload identity sign in at `AZURE_AUTHORITY_HOST`
+/// (another cloud) and trust `SSL_CERT_FILE` for it; the credentials that do
+/// not call Entra ID themselves ignore it, even when it is malformed.
+#[test]
+fn authority_host_and_extra_ca_reach_the_entra_credentials() {
+    let sovereign = Authority {
+        host: Some("https://login.microsoftonline.us".into()),
+        extra_ca_file: Some(PathBuf::from("/etc/proxy-ca.pem")),
+    };
+    let common = [
+        ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us"),
+        ("SSL_CERT_FILE", "/etc/proxy-ca.pem"),
+    ];
+    let secret = choice(&[
+        common[0],
+        common[1],
+        ("Redis__clientSecret", "s"),
+        ("Redis__clientId", "app"),
+        ("Redis__tenantId", "t"),
+    ])
+    .unwrap();
+    assert!(
+        matches!(&secret, CredentialChoice::ClientSecret { authority, .. } if *authority == sovereign),
+        "{secret:?}"
+    );
+    assert_eq!(
+        choice(&[common[0], common[1], ("AZURE_FEDERATED_TOKEN_FILE", "/f")]).unwrap(),
+        CredentialChoice::WorkloadIdentity {
+            client_id: None,
+            tenant_id: None,
+            authority: sovereign,
+        }
+    );
+    let scope = load(&[
+        ("Redis__redisHostName", "c1.redis.cache.usgovcloudapi.net"),
+        ("Redis__scope", "acca5fbb-b7e4-4009-81f1-37e38fd66d78/.default"),
+    ])
+    .unwrap();
+    assert_eq!(entra(&scope).scope, "acca5fbb-b7e4-4009-81f1-37e38fd66d78/.default");
+    for unused in [
+        &[("AZURE_AUTHORITY_HOST", "not a url")][..],
+        &[("AZURE_AUTHORITY_HOST", "not a url"), ("Redis__clientId", "uami")][..],
+    ] {
+        assert!(choice(unused).is_ok(), "{unused:?}");
+    }
 }
