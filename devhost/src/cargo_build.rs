@@ -86,24 +86,6 @@ fn artifact_executable(line: &str, bin: &str) -> Option<PathBuf> {
     is_bin.then(|| v["executable"].as_str().map(PathBuf::from))?
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn finds_the_executable_in_cargo_messages() {
-        let msg = r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"handler"},
-                      "executable":"/w/target/release/handler","fresh":true}"#
-            .replace('\n', "");
-        assert_eq!(
-            super::artifact_executable(&msg, "handler").unwrap(),
-            std::path::Path::new("/w/target/release/handler")
-        );
-        assert!(super::artifact_executable(&msg, "other").is_none());
-        assert!(super::artifact_executable(r#"{"reason":"build-finished","success":true}"#, "handler").is_none());
-        let lib = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"handler"},"executable":null}"#;
-        assert!(super::artifact_executable(lib, "handler").is_none());
-    }
-}
-
 /// The handler to run: `given` (canonicalised), else the binary host.json's
 /// `defaultExecutablePath` names, built with Cargo in `app_root` (progress
 /// on stderr, the command line on stdout).
@@ -129,4 +111,22 @@ pub fn handler_binary(
     };
     println!("devhost: {}", describe(&req));
     build(&req)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_executable_in_cargo_messages() {
+        let msg = r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"handler"},
+                      "executable":"/w/target/release/handler","fresh":true}"#
+            .replace('\n', "");
+        assert_eq!(
+            super::artifact_executable(&msg, "handler").unwrap(),
+            std::path::Path::new("/w/target/release/handler")
+        );
+        assert!(super::artifact_executable(&msg, "other").is_none());
+        assert!(super::artifact_executable(r#"{"reason":"build-finished","success":true}"#, "handler").is_none());
+        let lib = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"handler"},"executable":null}"#;
+        assert!(super::artifact_executable(lib, "handler").is_none());
+    }
 }
