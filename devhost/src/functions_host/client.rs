@@ -2,9 +2,10 @@
 //! requests and envelope invocations, for any handler reachable at a base URL
 //! (one [`super::HandlerProcess`] started, or one found by `devhost invoke`).
 //!
-//! Follows AZURE-FACTS "The Functions host and a custom handler": forwarding
-//! keeps method, `/api/...` path and query and adds
-//! `X-Azure-Functions-InvocationId` and `X-Azure-Functions-HostVersion`, the
+//! Follows AZURE-FACTS "The Functions host and a custom handler" (proxying
+//! is in [`super::proxy`]): forwarding keeps method, `/api/...` path and
+//! query and adds `X-Azure-Functions-InvocationId` and
+//! `X-Azure-Functions-HostVersion`, the
 //! body only when non-empty, redirects not followed; other invocations are
 //! `POST /{FunctionName}` with a chunked JSON envelope, `User-Agent:
 //! Azure-Functions-Host/<ver>` and a `traceparent`.
@@ -18,8 +19,8 @@ use std::time::Duration;
 /// Per-request limit: an HTTP trigger must answer within 230 s on Azure.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(230);
 
-const INVOCATION_ID: &str = "x-azure-functions-invocationid";
-const HOST_VERSION_HEADER: &str = "x-azure-functions-hostversion";
+pub(super) const INVOCATION_ID: &str = "x-azure-functions-invocationid";
+pub(super) const HOST_VERSION_HEADER: &str = "x-azure-functions-hostversion";
 
 /// A new invocation id (a random UUID), as the host makes one per invocation.
 pub fn new_invocation_id() -> String {
@@ -31,20 +32,30 @@ pub fn new_invocation_id() -> String {
 #[derive(Debug, Clone)]
 pub struct HandlerClient {
     client: reqwest::Client,
+    /// For [`HandlerClient::proxy`]: no deadline on the whole exchange, only
+    /// on silence, since a proxied answer may stream for as long as it likes.
+    pub(super) proxy: reqwest::Client,
     base_url: String,
 }
 
 impl HandlerClient {
     /// A client for the handler at `base_url` (`http://127.0.0.1:<port>`; a
-    /// trailing `/` is dropped). No proxy, no redirects, 230 s per request.
+    /// trailing `/` is dropped). No proxy, no redirects, 230 s per request
+    /// (proxied ones: 240 s of silence).
     pub fn new(base_url: impl Into<String>) -> anyhow::Result<HandlerClient> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let client = builder().timeout(REQUEST_TIMEOUT).build()?;
+        let proxy = builder().read_timeout(super::proxy::ACTIVITY_TIMEOUT).build()?;
         let base_url = base_url.into().trim_end_matches('/').to_string();
-        Ok(HandlerClient { client, base_url })
+        Ok(HandlerClient {
+            client,
+            proxy,
+            base_url,
+        })
     }
 
     /// The handler's base URL, without a trailing `/`.

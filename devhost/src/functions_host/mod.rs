@@ -1,12 +1,13 @@
 //! The Functions host's side of the custom-handler protocol: start the
-//! handler, wait until it answers, forward HTTP requests and send envelope
-//! invocations.
+//! handler, wait until it answers, proxy or forward HTTP requests and send
+//! envelope invocations.
 //!
 //! Follows AZURE-FACTS "The Functions host and a custom handler": start with
 //! `FUNCTIONS_CUSTOMHANDLER_PORT` (= `FUNCTIONS_HTTPWORKER_PORT`),
 //! `FUNCTIONS_CUSTOMHANDLER_WORKER_ID`, `FUNCTIONS_APP_ROOT_PATH` and the app
 //! root as working directory; ready on any HTTP answer to `GET /` polled
-//! every 25 ms, given up after 30 s; forwarding keeps method, `/api/...` path
+//! every 25 ms, given up after 30 s; proxying as `enableProxyingHttpRequest`
+//! does it is in [`proxy`]; forwarding keeps method, `/api/...` path
 //! and query and adds `X-Azure-Functions-InvocationId` and
 //! `X-Azure-Functions-HostVersion`, the body only when non-empty, redirects
 //! not followed; other invocations are `POST /{FunctionName}` with a chunked
@@ -15,12 +16,14 @@
 mod client;
 mod envelope;
 mod output;
+pub mod proxy;
 
 pub use client::{new_invocation_id, HandlerClient};
 pub use envelope::{
     dotnet_time, envelope, host_encode, http_envelope_metadata, http_envelope_request, timer_info,
     timer_info_with_status, ScheduleStatus,
 };
+pub use proxy::{Origin, ProxyRequest};
 
 use anyhow::Context;
 use output::{capture, Echo};
