@@ -9,8 +9,8 @@
 //! `function`; `methods`, all if absent; `route`, the function name if
 //! absent; an `http` out binding) and `timerTrigger` (`schedule`,
 //! `runOnStartup`, `useMonitor`, `%Setting%` expanding an app setting).
-//! Forwarding applies only to a function with exactly one `httpTrigger` in
-//! and one `http` out.
+//! Proxying and forwarding apply only to a function with exactly one
+//! `httpTrigger` in and one `http` out; with both flags set, proxying wins.
 //!
 //! Function folders sit next to `host.json` in a deployed app; this
 //! repository keeps them in `function-app/` (flattened by
@@ -45,10 +45,26 @@ pub struct HostSettings {
     pub executable: String,
     /// `customHandler.description.arguments`.
     pub arguments: Vec<String>,
-    /// `customHandler.enableForwardingHttpRequest` or `enableProxyingHttpRequest`.
+    /// How HTTP requests reach the handler, from the two `customHandler` flags.
+    pub http_mode: HttpMode,
+    /// `http_mode` is not [`HttpMode::Envelope`]: a forwardable function gets
+    /// the original request, by either flag (what `devhost invoke` needs).
     pub forwarding: bool,
     /// `customHandler.port`, when fixed.
     pub port: Option<u16>,
+}
+
+/// How the host passes an HTTP request to the handler (for a function with
+/// one `httpTrigger` in and one `http` out; any other gets the envelope).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMode {
+    /// Neither flag: `POST /<Function>` with `Data.req`, answered in `Outputs`.
+    Envelope,
+    /// `enableForwardingHttpRequest` (legacy): the request, body buffered.
+    Forwarding,
+    /// `enableProxyingHttpRequest`: the host's YARP proxy streams the request
+    /// and the answer; wins when both flags are set.
+    Proxying,
 }
 
 /// One function folder.
@@ -91,8 +107,8 @@ pub struct HttpTrigger {
     pub auth_level: String,
     /// The `http` out binding's name (`res`, or `$return`), if any.
     pub out_binding: Option<String>,
-    /// Exactly one `httpTrigger` in and one `http` out: the host forwards
-    /// the request as is when host.json enables forwarding.
+    /// Exactly one `httpTrigger` in and one `http` out: the host proxies or
+    /// forwards the request as is when host.json enables either.
     pub forwardable: bool,
 }
 
@@ -179,12 +195,20 @@ impl HostSettings {
             .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
             .unwrap_or_default();
         let prefix = v["extensions"]["http"]["routePrefix"].as_str().unwrap_or("api");
+        let flag = |name: &str| ch[name] == Value::Bool(true);
+        let http_mode = if flag("enableProxyingHttpRequest") {
+            HttpMode::Proxying
+        } else if flag("enableForwardingHttpRequest") {
+            HttpMode::Forwarding
+        } else {
+            HttpMode::Envelope
+        };
         Ok(HostSettings {
             route_prefix: prefix.trim_matches('/').to_string(),
             executable: executable.to_string(),
             arguments,
-            forwarding: ch["enableForwardingHttpRequest"] == Value::Bool(true)
-                || ch["enableProxyingHttpRequest"] == Value::Bool(true),
+            http_mode,
+            forwarding: http_mode != HttpMode::Envelope,
             port,
         })
     }

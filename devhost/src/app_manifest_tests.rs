@@ -12,12 +12,14 @@ fn host() -> Value {
     })
 }
 
+/// The repository's own app loads: the handler, proxying on, its functions, routes and timer.
 #[test]
 fn reads_the_repository_app() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let m = AppManifest::load(root).unwrap();
     assert!(m.functions_dir.ends_with(FUNCTIONS_DIR));
     assert_eq!(m.host.executable, "handler");
+    assert_eq!(m.host.http_mode, HttpMode::Proxying, "host.json turns proxying on");
     assert!(m.host.forwarding);
     let names: Vec<&str> = m.functions.iter().map(|f| f.name.as_str()).collect();
     assert!(
@@ -36,6 +38,7 @@ fn reads_the_repository_app() {
     assert_eq!(t.schedule.split_whitespace().count(), 6);
 }
 
+/// host.json defaults (route prefix, no fixed port) and its refusals (no custom handler).
 #[test]
 fn host_json_defaults_and_errors() {
     let h = HostSettings::from_json(&host()).unwrap();
@@ -48,14 +51,30 @@ fn host_json_defaults_and_errors() {
     v["customHandler"]["enableForwardingHttpRequest"] = json!(false);
     let h = HostSettings::from_json(&v).unwrap();
     assert_eq!(
-        (h.route_prefix.as_str(), h.port, h.forwarding),
-        ("api", Some(7100), false)
+        (h.route_prefix.as_str(), h.port, h.forwarding, h.http_mode),
+        ("api", Some(7100), false, HttpMode::Envelope)
     );
     v["customHandler"]["enableProxyingHttpRequest"] = json!(true);
     assert!(HostSettings::from_json(&v).unwrap().forwarding);
     assert!(HostSettings::from_json(&json!({"version": "2.0"})).is_err());
 }
 
+/// Each flag picks its mode, and with both set proxying wins (AZURE-FACTS).
+#[test]
+fn host_json_http_mode() {
+    let mode = |forward: bool, proxy: bool| {
+        let mut v = host();
+        v["customHandler"]["enableForwardingHttpRequest"] = json!(forward);
+        v["customHandler"]["enableProxyingHttpRequest"] = json!(proxy);
+        HostSettings::from_json(&v).unwrap().http_mode
+    };
+    assert_eq!(mode(false, false), HttpMode::Envelope);
+    assert_eq!(mode(true, false), HttpMode::Forwarding);
+    assert_eq!(mode(false, true), HttpMode::Proxying);
+    assert_eq!(mode(true, true), HttpMode::Proxying);
+}
+
+/// function.json triggers: HTTP (route, methods, out binding, forwardable or not), other kinds, none.
 #[test]
 fn function_json_triggers() {
     let f = Function::from_json(
@@ -93,6 +112,7 @@ fn function_json_triggers() {
     assert!(Function::from_json("N".into(), &json!({"bindings": []})).is_err());
 }
 
+/// `%Setting%` in a schedule expands from the app settings; a missing or unbalanced one is an error.
 #[test]
 fn expands_app_settings_in_schedules() {
     let lookup = |k: &str| (k == "HealthSchedule").then(|| "0 */1 * * * *".to_string());

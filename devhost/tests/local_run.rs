@@ -1,7 +1,8 @@
 //! `devhost start` end to end, as a developer runs it: the built binary
 //! builds the repository's handler, starts the local TLS redis-server and
 //! identity endpoint, and serves the app on a chosen port. Through that port
-//! `/api/quickstart` works against the local cache; a seconds-level timer
+//! `/api/quickstart` works against the local cache, and a chunked PUT
+//! streams through in the proxying mode host.json picks; a seconds-level timer
 //! schedule fires `CacheHealthCheck`; `devhost invoke` reaches the running
 //! handler; Ctrl-C (SIGINT) stops everything and no process it started is
 //! left, and neither is one when devhost itself is killed with SIGKILL.
@@ -160,6 +161,23 @@ async fn start_serves_the_app_fires_timers_and_stops_cleanly() {
         .await
         .unwrap();
     assert_eq!(got["value"], "v1");
+    // host.json turns proxying on: a body sent chunked, without a length,
+    // streams through to the handler (legacy forwarding would drop it).
+    let big: String = "0123456789abcdef".repeat(16 * 1024);
+    let chunks: Vec<Result<String, std::io::Error>> = vec![Ok(big[..100_000].into()), Ok(big[100_000..].into())];
+    let put = http
+        .put(format!("{base}/api/cache/local-run-chunked"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)));
+    assert_eq!(put.send().await.unwrap().status(), 200);
+    let got: Value = http
+        .get(format!("{base}/api/cache/local-run-chunked"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(got["value"] == big.as_str(), "the chunked value came back changed");
     for (method, path) in [("GET", "/api/nope"), ("DELETE", "/api/ping"), ("GET", "/ping")] {
         let rsp = http
             .request(method.parse().unwrap(), format!("{base}{path}"))

@@ -1,8 +1,10 @@
 //! What the local host prints: the start-up banner listing every function
-//! (as `func start` does) and one line per invocation as it finishes.
+//! (as `func start` does) and one line per invocation as it finishes
+//! ([`InvocationLog`]).
 
 use crate::app_manifest::{AppManifest, Trigger};
 use std::time::Duration;
+use tokio::sync::broadcast;
 
 /// UTC now as `2024-05-01T10:15:00.123Z`, the stamp `func start` prints.
 pub fn stamp() -> String {
@@ -24,19 +26,71 @@ pub fn stamp() -> String {
 pub enum Outcome {
     /// The handler answered with this HTTP status.
     Status(u16),
+    /// The handler answered with this status, and the caller went away
+    /// before the whole answer reached it (the host logs this as
+    /// information, not as a failure).
+    CallerGone(u16),
     /// No answer: the reason.
     Failed(String),
 }
 
-/// Prints `[stamp] <function> <what> -> <status> (<ms> ms) id=<short id>`.
-pub fn invocation(function: &str, what: &str, outcome: &Outcome, elapsed: Duration, invocation_id: &str) {
-    let ms = elapsed.as_secs_f64() * 1000.0;
-    let result = match outcome {
-        Outcome::Status(s) => s.to_string(),
-        Outcome::Failed(why) => format!("failed: {why}"),
-    };
-    let id = invocation_id.get(..8).unwrap_or(invocation_id);
-    println!("[{}] {function} {what} -> {result} ({ms:.1} ms) id={id}", stamp());
+/// One finished invocation, as [`InvocationLog::record`] prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// The function's name.
+    pub function: String,
+    /// What triggered it: `GET /api/ping`, `timer (scheduled 10:00:00)`, …
+    pub what: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// From the request's arrival to the end of the answer.
+    pub elapsed: Duration,
+    /// The invocation id the host gave it.
+    pub id: String,
+}
+
+/// The invocation log: one printed line per finished invocation, also sent
+/// to whoever follows the log (tests, so they wait on the event itself).
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct InvocationLog {
+    followers: broadcast::Sender<Invocation>,
+}
+
+impl Default for InvocationLog {
+    fn default() -> Self {
+        Self {
+            followers: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl InvocationLog {
+    /// Invocations recorded from now on (a follower that falls 1024 behind
+    /// loses the oldest).
+    pub fn follow(&self) -> broadcast::Receiver<Invocation> {
+        self.followers.subscribe()
+    }
+
+    /// Prints `[stamp] <function> <what> -> <status> (<ms> ms) id=<short id>`
+    /// and hands the invocation to the followers.
+    pub fn record(&self, inv: Invocation) {
+        let ms = inv.elapsed.as_secs_f64() * 1000.0;
+        let result = match &inv.outcome {
+            Outcome::Status(s) => s.to_string(),
+            Outcome::CallerGone(s) => format!("{s}, caller gone before the end of the answer"),
+            Outcome::Failed(why) => format!("failed: {why}"),
+        };
+        let id = inv.id.get(..8).unwrap_or(&inv.id);
+        println!(
+            "[{}] {} {} -> {result} ({ms:.1} ms) id={id}",
+            stamp(),
+            inv.function,
+            inv.what
+        );
+        // No follower is the usual case.
+        let _ = self.followers.send(inv);
+    }
 }
 
 /// Prints the `Logs` of an envelope answer, as the host logs them on the

@@ -2,19 +2,23 @@
 //! served as the Functions host serves it, plus the host's own
 //! `GET /admin/host/status` and `POST /admin/functions/<name>`.
 //!
-//! Follows AZURE-FACTS "The Functions host and a custom handler": with
-//! `enableForwardingHttpRequest` (or `enableProxyingHttpRequest`) a function
-//! with exactly one httpTrigger and one http out gets the original request
-//! (path with prefix, query with repeated keys comma-joined, all headers plus
-//! invocation id and host version, the body only when Content-Length > 0)
-//! and its answer goes back as is; any other HTTP function gets the envelope
-//! (`Data.req`) and answers in `Outputs.<out binding>` (or `ReturnValue` for
-//! `$return`). Function keys are not checked, as with `func start`.
+//! Follows AZURE-FACTS "The Functions host and a custom handler", in the
+//! mode host.json picks ([`HttpMode`]) for a function with exactly one
+//! httpTrigger and one http out: with `enableProxyingHttpRequest` (which
+//! wins when both flags are set) the host's YARP proxy streams the request
+//! and the answer ([`super::proxy`]); with `enableForwardingHttpRequest`
+//! (legacy) the handler gets the original request (path with prefix, query
+//! with repeated keys comma-joined, all headers plus invocation id and host
+//! version, the body only when Content-Length > 0) and its answer goes back
+//! as is. Any other HTTP function, or either without a flag, gets the
+//! envelope (`Data.req`) and answers in `Outputs.<out binding>` (or
+//! `ReturnValue` for `$return`). Function keys are not checked, as with
+//! `func start`.
 
-use super::console::{self, Outcome};
+use super::console::{self, Invocation, InvocationLog, Outcome};
 use super::routes::{RouteMatch, RouteTable};
 use super::timer::Timer;
-use crate::app_manifest::{AppManifest, Function, HttpTrigger, Trigger};
+use crate::app_manifest::{AppManifest, Function, HttpMode, HttpTrigger, Trigger};
 use crate::functions_host::{http_envelope_metadata, http_envelope_request, new_invocation_id, HandlerClient};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -51,6 +55,21 @@ pub struct Shared {
     pub handler: HandlerClient,
     /// Its timer functions.
     pub timers: Vec<Arc<Timer>>,
+    /// Where finished invocations are printed.
+    pub log: InvocationLog,
+}
+
+impl Shared {
+    /// Prints a finished invocation (see [`InvocationLog::record`]).
+    pub fn record(&self, function: &str, what: &str, outcome: Outcome, started: Instant, id: &str) {
+        self.log.record(Invocation {
+            function: function.to_string(),
+            what: what.to_string(),
+            outcome,
+            elapsed: started.elapsed(),
+            id: id.to_string(),
+        });
+    }
 }
 
 /// The local host's routes.
@@ -89,7 +108,7 @@ async fn admin_invoke(State(s): State<Arc<Shared>>, Path(name): Path<String>, bo
                     Ok(r) => Outcome::Status(r.status().as_u16()),
                     Err(e) => Outcome::Failed(e.to_string()),
                 };
-                console::invocation(&f.name, "(admin)", &outcome, started.elapsed(), &id);
+                s.record(&f.name, "(admin)", outcome, started, &id);
             });
             StatusCode::ACCEPTED.into_response()
         }
@@ -112,6 +131,13 @@ async fn any(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let what = format!("{} {path}", req.method());
     let id = new_invocation_id();
     let started = Instant::now();
+    let mode = match trigger.forwardable {
+        true => s.manifest.host.http_mode,
+        false => HttpMode::Envelope,
+    };
+    if mode == HttpMode::Proxying {
+        return super::proxy::proxy(&s, &f.name, what, id, started, req).await;
+    }
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
@@ -132,22 +158,31 @@ async fn any(State(s): State<Arc<Shared>>, req: Request) -> Response {
         params: &params,
         body,
     };
-    let result = if s.manifest.host.forwarding && trigger.forwardable {
-        forward(&s.handler, call).await
-    } else {
-        via_envelope(&s.handler, f, trigger, call).await
+    let result = match mode {
+        HttpMode::Forwarding => forward(&s.handler, call).await,
+        _ => via_envelope(&s.handler, f, trigger, call).await,
     };
-    let elapsed = started.elapsed();
     match result {
         Ok(rsp) => {
-            console::invocation(&f.name, &what, &Outcome::Status(rsp.status().as_u16()), elapsed, &id);
+            s.record(&f.name, &what, Outcome::Status(rsp.status().as_u16()), started, &id);
             rsp
         }
-        Err(e) => {
-            console::invocation(&f.name, &what, &Outcome::Failed(format!("{e:#}")), elapsed, &id);
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("devhost: {e:#}\n")).into_response()
-        }
+        Err(e) => failed(&s, &f.name, &what, &e, started, &id),
     }
+}
+
+/// Records a failed invocation and answers 500, as the host does when an
+/// invocation fails without an answer.
+pub(super) fn failed(
+    s: &Shared,
+    function: &str,
+    what: &str,
+    e: &anyhow::Error,
+    started: Instant,
+    id: &str,
+) -> Response {
+    s.record(function, what, Outcome::Failed(format!("{e:#}")), started, id);
+    (StatusCode::INTERNAL_SERVER_ERROR, format!("devhost: {e:#}\n")).into_response()
 }
 
 /// One incoming request, parsed.

@@ -6,13 +6,15 @@
 //! ([`stack`]) unless `local.settings.json` or the environment names a real
 //! one ([`crate::local_settings`]), starts the handler as the host does
 //! ([`crate::functions_host`]), serves the functions at
-//! `http://127.0.0.1:<port>/api/...` ([`http`], [`routes`]), fires timers on
-//! their schedule ([`timer`]), and prints each invocation ([`console`]).
+//! `http://127.0.0.1:<port>/api/...` ([`http`], [`routes`]; proxied as
+//! host.json's `enableProxyingHttpRequest` says in `proxy.rs`), fires timers
+//! on their schedule ([`timer`]), and prints each invocation ([`console`]).
 //! Ctrl-C or SIGTERM stops the timers and the listener, lets the handler
 //! drain, then stops the cache: nothing is left running.
 
 pub mod console;
 pub mod http;
+mod proxy;
 pub mod routes;
 pub mod run_file;
 pub mod stack;
@@ -95,10 +97,13 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         manifest,
         handler: stack.handler.client(),
         timers: timers.into_iter().map(Arc::new).collect(),
+        log: console::InvocationLog::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let server = axum::serve(listener, http::router(shared.clone())).with_graceful_shutdown(async move {
+    // The caller's address is the proxy's X-Forwarded-For.
+    let app = http::router(shared.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = server_stop.wait_for(|s| *s).await;
     });
     let server = tokio::spawn(async move { server.await });

@@ -103,12 +103,11 @@ impl Timer {
         let data = json!({ &self.binding: self.timer_info(false) });
         let started = Instant::now();
         let result = shared.handler.invoke_as(&id, &self.function, data, json!({})).await;
-        let elapsed = started.elapsed();
         match result {
             Ok(rsp) => {
                 let status = rsp.status().as_u16();
                 let body: Value = rsp.json().await.unwrap_or(Value::Null);
-                console::invocation(&self.function, what, &Outcome::Status(status), elapsed, &id);
+                shared.record(&self.function, what, Outcome::Status(status), started, &id);
                 if (200..300).contains(&status) {
                     let logs: Vec<String> = body["Logs"]
                         .as_array()
@@ -119,7 +118,7 @@ impl Timer {
                     console::logs(&self.function, &[format!("answer: {body}")]);
                 }
             }
-            Err(e) => console::invocation(&self.function, what, &Outcome::Failed(e.to_string()), elapsed, &id),
+            Err(e) => shared.record(&self.function, what, Outcome::Failed(e.to_string()), started, &id),
         }
         if let Some(at) = scheduled {
             let now = Utc::now();
