@@ -1,9 +1,15 @@
 //! The router, the state it shares, and per-invocation logging.
 //!
-//! Two ways in, one set of handlers: the host forwards HTTP requests at
-//! their original `/api/...` paths (`enableForwardingHttpRequest`), and
-//! sends everything else as `POST /<FunctionName>` envelopes, which
-//! [`envelope`] turns back into `/api/...` requests for the same router.
+//! Two ways in, one set of handlers: the host passes HTTP requests at their
+//! original `/api/...` paths, streamed by its proxy
+//! (`enableProxyingHttpRequest`) or forwarded (`enableForwardingHttpRequest`,
+//! legacy), and sends everything else as `POST /<FunctionName>` envelopes,
+//! which [`envelope`] turns back into `/api/...` requests for the same router.
+//!
+//! Whichever way, the invocation id comes in a header
+//! (`X-Azure-Functions-InvocationId`, and from the proxy `x-ms-invocation-id`
+//! too) and every log line of the invocation carries it: the proxy's answer
+//! has no `Logs` array for the host to file under the invocation.
 
 use crate::cache::{Auth, Cache, Target};
 use crate::credential::AzureTokenSource;
@@ -71,7 +77,7 @@ pub fn build_cache(settings: &Settings) -> Result<Arc<Cache>, String> {
     Ok(Cache::new(target, auth))
 }
 
-/// The `/api/...` routes alone (what forwarding reaches, and what envelopes are turned into).
+/// The `/api/...` routes alone (what proxying and forwarding reach, and what envelopes are turned into).
 pub fn api_router(state: AppState) -> Router {
     Router::new()
         .route("/api/ping", get(functions::ping::ping).fallback(method_not_allowed))
@@ -194,7 +200,26 @@ async fn http_envelope(api: Router, request: &InvocationRequest) -> Result<Respo
     .into_response())
 }
 
-/// One log line per invocation: function, invocation id, status, duration.
+/// The headers that may carry the host's invocation id, in the order they
+/// are read: the host's own, then the one its proxy adds.
+const INVOCATION_ID_HEADERS: [&str; 2] = ["x-azure-functions-invocationid", "x-ms-invocation-id"];
+
+/// The invocation id: the first of [`INVOCATION_ID_HEADERS`] with a usable
+/// value, at most 64 characters; empty when none has one.
+fn invocation_id(headers: &axum::http::HeaderMap) -> &str {
+    let id = INVOCATION_ID_HEADERS
+        .iter()
+        .flat_map(|h| headers.get_all(*h))
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .find(|v| !v.is_empty())
+        .unwrap_or("");
+    id.char_indices().nth(64).map_or(id, |(end, _)| &id[..end])
+}
+
+/// Runs the invocation in a span holding the function name and invocation
+/// id, so that every line it logs carries both, and logs one line when it is
+/// done: function, invocation id, status, duration.
 async fn log_invocation(request: Request, next: Next) -> Response {
     let path = request
         .extensions()
@@ -208,16 +233,8 @@ async fn log_invocation(request: Request, next: Next) -> Response {
         None if path == "/{function}" => functions::by_path(request.uri().path()).map_or("unknown", |f| f.name),
         None => "unknown",
     };
-    let invocation_id = ["x-azure-functions-invocationid", "x-ms-invocation-id"]
-        .iter()
-        .find_map(|h| request.headers().get(*h))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    // At most 64 characters, borrowed: the span formats it right away.
-    let invocation_id = invocation_id
-        .char_indices()
-        .nth(64)
-        .map_or(invocation_id, |(end, _)| &invocation_id[..end]);
+    // Borrowed: the span formats it right away.
+    let invocation_id = invocation_id(request.headers());
     let method = request.method().clone();
     let span = tracing::info_span!("invocation", function, invocation_id = %invocation_id);
     let start = Instant::now();
