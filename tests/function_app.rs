@@ -128,12 +128,15 @@ async fn every_route_is_served() {
     }
 }
 
-/// host.json runs the `handler` binary as a custom handler with forwarding on.
+/// host.json runs the `handler` binary as a custom handler in the proxying
+/// HTTP mode, with legacy forwarding on too for a host that predates proxying
+/// (a host that has both uses proxying).
 #[test]
 fn host_json_configures_the_custom_handler() {
     let host: Value = serde_json::from_str(&std::fs::read_to_string(root().join("host.json")).unwrap()).unwrap();
     assert_eq!(host["version"], "2.0");
     assert_eq!(host["customHandler"]["description"]["defaultExecutablePath"], "handler");
+    assert_eq!(host["customHandler"]["enableProxyingHttpRequest"], true);
     assert_eq!(host["customHandler"]["enableForwardingHttpRequest"], true);
     assert_eq!(
         host["extensionBundle"]["id"],
