@@ -21,7 +21,7 @@ pub mod stack;
 pub mod timer;
 
 use crate::app_manifest::AppManifest;
-use crate::cargo_build::{self, BuildRequest};
+use crate::cargo_build;
 use crate::local_settings::{CacheTarget, LocalSettings, MergedSettings};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -65,24 +65,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on 127.0.0.1:{port} (in use? pick another with --port)"))?;
     let base_url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
 
-    let binary = match &opts.handler {
-        Some(h) => std::fs::canonicalize(h).with_context(|| format!("--handler {}", h.display()))?,
-        None => {
-            let bin = std::path::Path::new(&manifest.host.executable)
-                .file_name()
-                .context("host.json defaultExecutablePath has no file name")?
-                .to_string_lossy()
-                .into_owned();
-            let req = BuildRequest {
-                dir: &opts.app_root,
-                bin: &bin,
-                release: opts.release,
-                target: None,
-            };
-            println!("devhost: {}", cargo_build::describe(&req));
-            cargo_build::build(&req)?
-        }
-    };
+    let binary = cargo_build::handler_binary(&opts.app_root, &manifest, opts.handler.as_deref(), opts.release)?;
     let cache = match opts.force_local {
         true => CacheTarget::Local,
         false => settings.cache_target(),
