@@ -202,6 +202,24 @@ async fn soak_across_token_lifetimes() {
     assert_eq!(gw.auth_accepted.load(Ordering::SeqCst), requests, "one AUTH per token");
 }
 
+/// Eight clients call Ping for `span`; every answer must pass `check`.
+/// Returns how many calls were made.
+async fn hammer(app: &TestApp, span: Duration, check: impl Fn(&Outcome)) -> usize {
+    let start = Instant::now();
+    let client = || async {
+        let mut n = 0;
+        while start.elapsed() < span {
+            check(&invoke(app, Method::GET, "/api/ping", None).await);
+            n += 1;
+        }
+        n
+    };
+    futures_util::future::join_all((0..8).map(|_| client()))
+        .await
+        .into_iter()
+        .sum()
+}
+
 /// Four clients call Ping until `done` holds (panics after `limit`); each
 /// answer must be 200, and the slowest is kept in `slowest`.
 async fn load_until(
@@ -369,21 +387,11 @@ async fn down_cache_sees_a_trickle_of_attempts() {
     app.redis.stop();
     gw.close_all();
     let before = gw.stats().connections.load(Ordering::SeqCst);
-    let start = Instant::now();
-    let load = || async {
-        let mut n = 0;
-        while start.elapsed() < Duration::from_secs(3) {
-            let out = invoke(&app, Method::GET, "/api/ping", None).await;
-            assert_eq!(out.status, 503, "{}", out.body);
-            assert_eq!(out.body["code"], "cache_unavailable", "{}", out.body);
-            n += 1;
-        }
-        n
-    };
-    let calls: usize = futures_util::future::join_all((0..8).map(|_| load()))
-        .await
-        .into_iter()
-        .sum();
+    let calls = hammer(&app, Duration::from_secs(3), |out| {
+        assert_eq!(out.status, 503, "{}", out.body);
+        assert_eq!(out.body["code"], "cache_unavailable", "{}", out.body);
+    })
+    .await;
     let attempts = gw.stats().connections.load(Ordering::SeqCst) - before;
     assert!(calls > 100, "{calls} invocations");
     assert!(
@@ -499,22 +507,12 @@ async fn refused_token_is_clear_and_bounded() {
     gw.set_reject_all(true);
     gw.close_all();
     let rejected_before = gw.stats().auth_rejected.load(Ordering::SeqCst);
-    let start = Instant::now();
-    let load = || async {
-        let mut n = 0;
-        while start.elapsed() < Duration::from_secs(3) {
-            let out = invoke(&app, Method::GET, "/api/ping", None).await;
-            assert_eq!(out.status, 503, "{}", out.body);
-            assert_eq!(out.body["code"], "cache_authentication_failed", "{}", out.body);
-            assert!(out.body["error"].as_str().unwrap().contains("authentication"));
-            n += 1;
-        }
-        n
-    };
-    let calls: usize = futures_util::future::join_all((0..8).map(|_| load()))
-        .await
-        .into_iter()
-        .sum();
+    let calls = hammer(&app, Duration::from_secs(3), |out| {
+        assert_eq!(out.status, 503, "{}", out.body);
+        assert_eq!(out.body["code"], "cache_authentication_failed", "{}", out.body);
+        assert!(out.body["error"].as_str().unwrap().contains("authentication"));
+    })
+    .await;
     let attempts = gw.stats().auth_rejected.load(Ordering::SeqCst) - rejected_before;
     assert!(calls > 50, "{calls} invocations");
     assert!(
