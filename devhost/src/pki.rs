@@ -13,7 +13,9 @@ use rcgen::{
 };
 use std::path::{Path, PathBuf};
 
-/// A CA and a server certificate for `localhost` and `127.0.0.1`, as PEM files.
+/// A CA and a server certificate, as PEM files: for `localhost` and
+/// `127.0.0.1` from [`Pki::generate`], for host names only from
+/// [`Pki::generate_for_hosts`].
 #[derive(Debug)]
 pub struct Pki {
     /// Directory holding `ca.pem`, `server.pem` and `server.key`.
@@ -26,6 +28,9 @@ pub struct Pki {
     pub cert_path: PathBuf,
     /// Path of the server private key, PKCS#8 PEM (`<dir>/server.key`).
     pub key_path: PathBuf,
+    /// The names the server certificate carries (DNS names, and IP
+    /// addresses as text), in order; the first is also its common name.
+    pub server_names: Vec<String>,
     /// Keeps the temporary directory alive when made by [`Pki::generate`].
     _tmp: Option<tempfile::TempDir>,
 }
@@ -46,6 +51,33 @@ impl Pki {
     /// Generates a fresh CA and server certificate into `dir` (created if
     /// missing, files overwritten, nothing deleted afterwards).
     pub fn generate_in(dir: &Path) -> anyhow::Result<Pki> {
+        Self::generate_in_for(dir, &["localhost", "127.0.0.1"], &[ExtendedKeyUsagePurpose::ServerAuth])
+    }
+
+    /// Like [`Pki::generate`], but the server certificate names only the
+    /// given DNS host names (no IP address), as Azure's certificates name
+    /// the cache's host name while a cluster announces its nodes by IP
+    /// (AZURE-FACTS "Entra ID and Azure Redis"): a client that checks a
+    /// node against its IP fails, one that checks it against the host name
+    /// succeeds. The certificate also allows client authentication, because
+    /// `redis-server` presents it as the client certificate on the cluster
+    /// bus, where peers always require one.
+    pub fn generate_for_hosts(hosts: &[&str]) -> anyhow::Result<Pki> {
+        anyhow::ensure!(
+            !hosts.is_empty() && hosts.iter().all(|h| h.parse::<std::net::IpAddr>().is_err()),
+            "Pki::generate_for_hosts takes host names, not IP addresses: {hosts:?}"
+        );
+        let tmp = tempfile::Builder::new()
+            .prefix("devhost-pki-")
+            .tempdir()
+            .context("creating a temporary directory for the PKI")?;
+        let usages = [ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let mut pki = Self::generate_in_for(tmp.path(), hosts, &usages)?;
+        pki._tmp = Some(tmp);
+        Ok(pki)
+    }
+
+    fn generate_in_for(dir: &Path, names: &[&str], usages: &[ExtendedKeyUsagePurpose]) -> anyhow::Result<Pki> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
 
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -58,10 +90,11 @@ impl Pki {
         ];
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?).context("self-signing the CA")?;
 
-        let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?;
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+        let server_names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(server_names.clone())?;
+        params.distinguished_name.push(DnType::CommonName, names[0]);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = usages.to_vec();
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &ca).context("signing the server certificate")?;
 
@@ -78,6 +111,7 @@ impl Pki {
             ca_path,
             cert_path,
             key_path,
+            server_names,
             _tmp: None,
         })
     }
@@ -100,5 +134,13 @@ mod tests {
         }
         let key = std::fs::read_to_string(&pki.key_path).unwrap();
         assert!(key.contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn host_only_certificate_names_no_ip() {
+        let pki = Pki::generate_for_hosts(&["cache.redis.test"]).unwrap();
+        assert_eq!(pki.server_names, ["cache.redis.test"]);
+        assert!(Pki::generate_for_hosts(&["127.0.0.1"]).is_err());
+        assert_eq!(Pki::generate().unwrap().server_names, ["localhost", "127.0.0.1"]);
     }
 }
