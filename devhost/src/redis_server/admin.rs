@@ -98,6 +98,25 @@ impl RedisAdmin {
         Ok(conn)
     }
 
+    /// [`RedisAdmin::connection`] with other limits: `connect` for the
+    /// connection and its AUTH, `response` for each reply (redis-rs's
+    /// defaults, used there, are 1 s and 500 ms), for admin work that can
+    /// take longer on a busy machine (forming a cluster, `MIGRATE`).
+    pub(crate) async fn connection_with_timeouts(
+        &self,
+        connect: Duration,
+        response: Duration,
+    ) -> anyhow::Result<MultiplexedConnection> {
+        let url = format!("redis://default:{}@127.0.0.1:{}/", self.password, self.port);
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect))
+            .set_response_timeout(Some(response));
+        redis::Client::open(url.as_str())?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .with_context(|| format!("admin connection to 127.0.0.1:{}", self.port))
+    }
+
     /// Runs one command on a fresh admin connection.
     pub async fn cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
         let mut conn = self.connection().await?;

@@ -49,6 +49,21 @@ pub struct RedisServer {
     tls_port: u16,
     admin: RedisAdmin,
     dir: tempfile::TempDir,
+    /// Appended to the command line on every start (cluster settings).
+    extra_args: Vec<String>,
+}
+
+/// How a server started by this crate differs from [`RedisServer::start`]'s
+/// (a cluster node: ports chosen by the caller, one admin password shared by
+/// every node, cluster settings).
+#[derive(Debug)]
+pub(crate) struct ServerSpec {
+    pub(crate) plain_port: u16,
+    pub(crate) tls_port: u16,
+    /// The `default` user's password.
+    pub(crate) password: String,
+    /// Appended to the command line.
+    pub(crate) extra_args: Vec<String>,
 }
 
 impl RedisServer {
@@ -62,6 +77,29 @@ impl RedisServer {
 
     /// [`RedisServer::start`] with [`RedisOptions`].
     pub async fn start_with(pki: &Pki, opts: RedisOptions) -> anyhow::Result<RedisServer> {
+        let plain_port = crate::util::free_port()?;
+        let mut tls_port = crate::util::free_port()?;
+        while tls_port == plain_port {
+            tls_port = crate::util::free_port()?;
+        }
+        let spec = ServerSpec {
+            plain_port,
+            tls_port,
+            password: crate::util::random_hex(24),
+            extra_args: Vec::new(),
+        };
+        Self::start_spec(pki, opts, spec).await
+    }
+
+    /// [`RedisServer::start_with`] on the ports, with the admin password and
+    /// the extra `redis-server` arguments of `spec` (a cluster node).
+    pub(crate) async fn start_spec(pki: &Pki, opts: RedisOptions, spec: ServerSpec) -> anyhow::Result<RedisServer> {
+        let ServerSpec {
+            plain_port,
+            tls_port,
+            password,
+            extra_args,
+        } = spec;
         let dir = tempfile::Builder::new().prefix("devhost-redis-").tempdir()?;
         for (from, to) in [
             (&pki.ca_path, "ca.pem"),
@@ -70,12 +108,6 @@ impl RedisServer {
         ] {
             std::fs::copy(from, dir.path().join(to)).with_context(|| format!("copying {}", from.display()))?;
         }
-        let plain_port = crate::util::free_port()?;
-        let mut tls_port = crate::util::free_port()?;
-        while tls_port == plain_port {
-            tls_port = crate::util::free_port()?;
-        }
-        let password = crate::util::random_hex(24);
         let hash: String = Sha256::digest(password.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -91,6 +123,7 @@ impl RedisServer {
             tls_port,
             admin: RedisAdmin::new(plain_port, password),
             dir,
+            extra_args,
         };
         server.start_again().await?;
         Ok(server)
@@ -146,6 +179,7 @@ impl RedisServer {
         cmd.args(["--enable-debug-command", "local"]);
         cmd.arg("--dir").arg(d);
         cmd.arg("--aclfile").arg(p("users.acl"));
+        cmd.args(&self.extra_args);
         cmd.stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
