@@ -11,6 +11,11 @@
 //! - [`redis_server`]: a real `redis-server` child process with a TLS port
 //!   for the handler and a plain admin port for the emulators
 //!   ([`redis_server::RedisServer`], [`redis_server::RedisAdmin`]).
+//! - [`redis_cluster`]: a TLS Redis Cluster of such servers (3 masters with a
+//!   replica each by default), nodes announced by IP under a host-name-only
+//!   certificate, ACL users on every node, and failover, crash, shard-down
+//!   and slot-migration operations that wait on the resulting state
+//!   ([`redis_cluster::RedisCluster`], [`redis_cluster::ClusterAdmin`]).
 //! - [`identity`]: the App Service managed-identity endpoint that
 //!   `azure_identity`'s `ManagedIdentityCredential` calls; its tokens are
 //!   signed JWTs and, with a Redis attached, valid ACL passwords
@@ -54,6 +59,7 @@ pub mod local;
 pub mod local_settings;
 pub mod package;
 pub mod pki;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod schedule;
 mod util;

@@ -29,6 +29,7 @@ pub use jwt::{Claims, VerifyError, REDIS_AUDIENCE};
 // The Entra ID stand-ins (`crate::entra`) mint the same tokens.
 pub(crate) use jwt::{mint as mint_jwt, verify_signature as verify_jwt_signature};
 
+use crate::redis_cluster::{AclTarget, ClusterAdmin};
 use crate::redis_server::RedisAdmin;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -72,6 +73,20 @@ pub struct IdentityConfig {
     /// When set, each token is added as a password of user `oid` before the
     /// answer is sent, and removed after it expires.
     pub redis: Option<RedisAdmin>,
+    /// The same for every node of a local Redis Cluster (ACLs are per
+    /// node); used instead of `redis` when set.
+    pub redis_cluster: Option<ClusterAdmin>,
+}
+
+impl IdentityConfig {
+    /// Where tokens become passwords: the cluster's nodes, else the server.
+    pub(crate) fn acl_target(&self) -> Option<AclTarget<'_>> {
+        match (&self.redis_cluster, &self.redis) {
+            (Some(c), _) => Some(AclTarget::Cluster(c)),
+            (None, Some(s)) => Some(AclTarget::Server(s)),
+            (None, None) => None,
+        }
+    }
 }
 
 impl Default for IdentityConfig {
@@ -84,6 +99,7 @@ impl Default for IdentityConfig {
             client_id: None,
             token_lifetime: Duration::from_secs(3600),
             redis: None,
+            redis_cluster: None,
         }
     }
 }

@@ -136,7 +136,7 @@ async fn answer(s: &Shared, q: &BTreeMap<String, String>, headers: &HeaderMap) -
         uti: crate::util::random_hex(12),
     };
     let token = jwt::mint(&s.key, &claims);
-    if let Some(redis) = &cfg.redis {
+    if let Some(redis) = cfg.acl_target() {
         let mut live = s.live.lock().await;
         // Entra ID does not depend on the cache: with Redis down the token
         // is still issued, and the sweeper registers it once Redis is back
@@ -162,7 +162,7 @@ async fn answer(s: &Shared, q: &BTreeMap<String, String>, headers: &HeaderMap) -
 /// Removes the Redis passwords of tokens whose `exp` has passed. Entries
 /// whose removal failed (Redis down) are kept and retried next time.
 pub(super) async fn sweep(s: &Shared) -> anyhow::Result<()> {
-    let Some(redis) = &s.cfg.redis else {
+    let Some(redis) = s.cfg.acl_target() else {
         return Ok(());
     };
     let now = unix_now();
