@@ -74,7 +74,7 @@ pub fn build_cache(settings: &Settings) -> Result<Arc<Cache>, String> {
             )))
         }
     };
-    Ok(Cache::new(target, auth))
+    Ok(Cache::with_mode(target, auth, settings.redis.cluster_mode))
 }
 
 /// The `/api/...` routes alone (what proxying and forwarding reach, and what envelopes are turned into).

@@ -81,6 +81,12 @@ pub fn https_client_config(extra_pem: &[u8]) -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
+/// The TLS client configuration for a cluster node's connection: the system
+/// roots, plus `extra_pem` (`SSL_CERT_FILE`) when set. Verification stays on.
+pub(crate) fn redis_client_config(extra_pem: Option<&[u8]>) -> rustls::ClientConfig {
+    https_client_config(extra_pem.unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,33 +1,45 @@
-//! The process's one Redis connection.
+//! The process's Redis connections.
 //!
-//! [`Cache`] holds a single multiplexed connection that every invocation
-//! shares. Before each command it asks the [`TokenManager`] for a token (the
-//! cheap check, or the one refresh) and, when the token is newer than the one
-//! the connection authenticated with, sends `AUTH <user> <token>` on the same
-//! connection, once, before the command. A lost connection is dropped and made
-//! again with the current token; the command is tried up to [`MAX_TRIES`]
-//! times, as the quickstart does, all inside one deadline. Connecting after a
-//! failure backs off, so a cache that is down or refusing the identity sees
-//! a bounded trickle of attempts, not one per invocation.
+//! [`Cache`] holds one multiplexed connection that every invocation shares,
+//! or on a cluster one per master ([`node`], [`cluster`]). Before each
+//! command it asks the [`TokenManager`] for a token (the cheap check, or the
+//! one refresh); a connection authenticated with an older token sends
+//! `AUTH <user> <token>` again, once, before the command. A lost connection is
+//! dropped and made again with the current token; the command is tried up to
+//! [`MAX_TRIES`] times, as the quickstart does, all inside one deadline.
+//! Connecting after a failure backs off, so a cache that is down or refusing
+//! the identity sees a bounded trickle of attempts, not one per invocation.
 //!
-//! Connecting and re-authenticating are in `connect.rs`; errors in `error.rs`.
+//! Whether the cache is a cluster is decided once, by the first connection
+//! (`Redis__clusterMode=auto`: `INFO cluster` says `cluster_enabled:1`), and
+//! kept in a once-cell: a standalone cache (and Azure Managed Redis with the
+//! Enterprise policy, which is one endpoint) keeps the one-connection path.
+//!
+//! New tokens reach every connection before invocations use them: the
+//! token manager's refresh task calls [`TokenListener::token_ready`], and the
+//! cache re-AUTHs every live connection, each master's included, at once.
+//! One token fetch serves the whole process.
 
 mod backoff;
+mod cluster;
 mod connect;
 mod error;
+mod node;
+mod slot;
 
 pub(crate) use connect::open_connection;
-use error::connection_broken;
 pub use error::{classify, CacheError};
 
-use crate::secret::{redact, Secret};
-use crate::settings::{Deadlines, RedisSettings};
+use crate::secret::Secret;
+use crate::settings::{ClusterMode, Deadlines, RedisSettings};
 use crate::token::{Token, TokenListener, TokenManager};
-use arc_swap::ArcSwapOption;
-use redis::aio::MultiplexedConnection;
+use cluster::Cluster;
+use node::{Failure, Node};
 use redis::FromRedisValue;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
 use tokio::time::Instant;
 
 /// Tries per command when the connection is lost (as in the quickstart).
@@ -102,25 +114,41 @@ pub struct CacheStatus {
     pub reauths: u64,
 }
 
-struct Live {
-    conn: MultiplexedConnection,
-    number: u64,
-    authed_generation: AtomicU64,
-    timeouts_in_a_row: AtomicU32,
-    /// After the cache refused a newer token: no new AUTH before this; the
-    /// connection goes on with the token it has, while that is valid.
-    reauth_after: std::sync::Mutex<Option<(Instant, u32)>>,
+/// Whether the cache is one endpoint or a cluster, once known.
+#[derive(Debug)]
+enum Mode {
+    /// One endpoint: the configured one.
+    Standalone,
+    /// A cluster: one connection per master.
+    Cluster(Cluster),
 }
 
-/// The shared connection, made on first use.
+/// One master of a cluster, for the functions that visit every master.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardInfo {
+    /// The master's address as the cluster announces it (`ip:port`).
+    pub node: String,
+    /// The slot ranges it owns (inclusive).
+    pub slots: Vec<(u16, u16)>,
+    /// Its connection.
+    #[serde(flatten)]
+    pub status: CacheStatus,
+    /// A hash tag (`{n}`) whose keys land on this master.
+    #[serde(skip)]
+    pub tag: String,
+}
+
+/// The shared connection(s), made on first use.
 pub struct Cache {
     target: Target,
     auth: Auth,
-    live: ArcSwapOption<Live>,
-    connect: tokio::sync::Mutex<backoff::ConnectGate>,
-    reauth: tokio::sync::Mutex<()>,
-    /// Counters for Health and tests.
-    pub stats: CacheStats,
+    setting: ClusterMode,
+    /// The configured endpoint: the one connection of a standalone cache;
+    /// on a cluster, where the topology is first read.
+    seed: Arc<Node>,
+    mode: tokio::sync::OnceCell<Mode>,
+    /// This cache, for background topology reads.
+    me: Weak<Cache>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -128,6 +156,7 @@ impl std::fmt::Debug for Cache {
         f.debug_struct("Cache")
             .field("host", &self.target.host)
             .field("port", &self.target.port)
+            .field("mode", &self.mode.get())
             .finish_non_exhaustive()
     }
 }
@@ -170,18 +199,32 @@ impl Credentials<'_> {
     }
 }
 
+/// Redirects one command may follow (`MOVED`, `ASK`) before giving up.
+const MAX_REDIRECTS: u32 = 5;
+
 impl Cache {
+    /// A cache handle that finds out by itself whether the cache is a
+    /// cluster (`Redis__clusterMode=auto`); nothing is connected until the
+    /// first call. See [`Cache::with_mode`].
+    pub fn new(target: Target, auth: Auth) -> Arc<Self> {
+        Self::with_mode(target, auth, ClusterMode::Auto)
+    }
+
     /// A cache handle; nothing is connected until the first call. With Entra
     /// ID, the handle hears of every new token from the token manager and
-    /// re-AUTHs its live connection with it (see [`TokenListener`]).
-    pub fn new(target: Target, auth: Auth) -> Arc<Self> {
-        let cache = Arc::new(Self {
+    /// re-AUTHs its live connections with it (see [`TokenListener`]).
+    pub fn with_mode(target: Target, auth: Auth, setting: ClusterMode) -> Arc<Self> {
+        let mode = match setting {
+            ClusterMode::Standalone => tokio::sync::OnceCell::new_with(Some(Mode::Standalone)),
+            ClusterMode::Auto | ClusterMode::Cluster => tokio::sync::OnceCell::new(),
+        };
+        let cache = Arc::new_cyclic(|me| Self {
+            seed: Arc::new(Node::new(&target.host, target.port)),
             target,
             auth,
-            live: ArcSwapOption::empty(),
-            connect: tokio::sync::Mutex::new(backoff::ConnectGate::default()),
-            reauth: tokio::sync::Mutex::new(()),
-            stats: CacheStats::default(),
+            setting,
+            mode,
+            me: me.clone(),
         });
         if let Auth::Entra(tokens) = &cache.auth {
             let listener: Arc<dyn TokenListener> = cache.clone();
@@ -198,37 +241,153 @@ impl Cache {
         }
     }
 
-    /// Connection state for Health.
-    pub fn status(&self) -> CacheStatus {
-        let live = self.live.load();
-        CacheStatus {
-            connected: live.is_some(),
-            connection_number: live.as_ref().map(|l| l.number),
-            connects: self.stats.connects.load(Ordering::Relaxed),
-            drops: self.stats.drops.load(Ordering::Relaxed),
-            reauths: self.stats.reauths.load(Ordering::Relaxed),
+    /// `standalone` or `cluster`, once the first connection has told;
+    /// `unknown` before.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode.get() {
+            Some(Mode::Standalone) => "standalone",
+            Some(Mode::Cluster(_)) => "cluster",
+            None => "unknown",
         }
     }
 
-    /// Gets a token and connects, so the first invocation finds both ready.
-    pub async fn warm_up(&self) -> Result<(), CacheError> {
-        self.query::<String>(&redis::cmd("PING")).await.map(|_| ())
+    /// Connection state for Health: the one connection, or on a cluster
+    /// the masters' connections together (connected when all are).
+    pub fn status(&self) -> CacheStatus {
+        match self.mode.get() {
+            Some(Mode::Cluster(cluster)) => {
+                let topology = cluster.topology.load();
+                let all: Vec<CacheStatus> = topology.shards.iter().map(|s| s.node.status()).collect();
+                CacheStatus {
+                    connected: !all.is_empty() && all.iter().all(|s| s.connected),
+                    connection_number: None,
+                    connects: all.iter().map(|s| s.connects).sum(),
+                    drops: all.iter().map(|s| s.drops).sum(),
+                    reauths: all.iter().map(|s| s.reauths).sum(),
+                }
+            }
+            _ => self.seed.status(),
+        }
     }
 
-    /// Runs one command on the shared connection, refreshing the token,
-    /// re-authenticating and reconnecting as needed, within the deadline.
+    /// The masters of a cluster (`None` for a standalone cache), finding out
+    /// which it is first if no call has yet.
+    pub async fn shards(&self) -> Result<Option<Vec<ShardInfo>>, CacheError> {
+        let deadline = self.deadline();
+        let Mode::Cluster(cluster) = self.mode(deadline).await? else {
+            return Ok(None);
+        };
+        let topology = cluster.topology.load();
+        Ok(Some(
+            topology
+                .shards
+                .iter()
+                .filter(|s| !s.slots.is_empty())
+                .map(|s| ShardInfo {
+                    node: s.node.addr.clone(),
+                    slots: s.slots.clone(),
+                    status: s.node.status(),
+                    tag: slot::tag_in(&s.slots).unwrap_or_default(),
+                })
+                .collect(),
+        ))
+    }
+
+    /// Gets a token and connects, so the first invocation finds both ready,
+    /// and finds out whether the cache is a cluster (logged).
+    pub async fn warm_up(&self) -> Result<(), CacheError> {
+        self.query::<String>(&redis::cmd("PING")).await?;
+        if let Some(shards) = self.shards().await? {
+            for shard in shards {
+                self.query_node::<String>(&shard.node, &redis::cmd("PING")).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.target.deadlines.connect + self.target.deadlines.command
+    }
+
+    /// Runs one command, refreshing the token, re-authenticating and
+    /// reconnecting as needed, within the deadline. On a cluster it goes to
+    /// the master that owns its key (any master for a keyless command),
+    /// following `MOVED` and `ASK`.
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
-        let deadline = Instant::now() + self.target.deadlines.connect + self.target.deadlines.command;
+        let deadline = self.deadline();
+        match self.mode.get() {
+            Some(Mode::Standalone) => self.query_standalone(cmd, deadline).await,
+            Some(Mode::Cluster(cluster)) => self.query_cluster(cluster, cmd, None, deadline).await,
+            None => match self.mode(deadline).await? {
+                Mode::Standalone => self.query_standalone(cmd, deadline).await,
+                Mode::Cluster(cluster) => self.query_cluster(cluster, cmd, None, deadline).await,
+            },
+        }
+    }
+
+    /// Runs one command on the master at `node` (as [`ShardInfo::node`]
+    /// names it), with the same tries and deadline as [`Cache::query`] but
+    /// no redirects: for commands about that master (PING, CLIENT LIST).
+    pub async fn query_node<T: FromRedisValue>(&self, node: &str, cmd: &redis::Cmd) -> Result<T, CacheError> {
+        let deadline = self.deadline();
+        match self.mode(deadline).await? {
+            Mode::Standalone => self.query_standalone(cmd, deadline).await,
+            Mode::Cluster(cluster) => self.query_cluster(cluster, cmd, Some(node), deadline).await,
+        }
+    }
+
+    /// Whether the cache is a cluster, asked once.
+    async fn mode(&self, deadline: Instant) -> Result<&Mode, CacheError> {
+        self.mode.get_or_try_init(|| self.detect(deadline)).await
+    }
+
+    /// Asks the configured endpoint whether it is a cluster (unless the
+    /// setting says), and if so reads the topology.
+    async fn detect(&self, deadline: Instant) -> Result<Mode, CacheError> {
+        let cluster = match self.setting {
+            ClusterMode::Standalone => false,
+            ClusterMode::Cluster => true,
+            ClusterMode::Auto => match self
+                .query_standalone::<String>(redis::cmd("INFO").arg("cluster"), deadline)
+                .await
+            {
+                Ok(info) => info.lines().any(|l| l.trim() == "cluster_enabled:1"),
+                // INFO may be outside the identity's access policy; a
+                // cluster always answers CLUSTER SLOTS, anything else refuses it.
+                Err(CacheError::Command(_) | CacheError::Auth(_)) => self
+                    .query_standalone::<redis::Value>(redis::cmd("CLUSTER").arg("SLOTS"), deadline)
+                    .await
+                    .is_ok(),
+                Err(e) => return Err(e),
+            },
+        };
+        if !cluster {
+            tracing::info!(mode = "standalone", "the cache is one endpoint: standalone mode");
+            return Ok(Mode::Standalone);
+        }
+        let creds = self.credentials().await?;
+        let cluster = Cluster::discover(&self.target, &creds, &self.seed, deadline).await?;
+        tracing::info!(
+            mode = "cluster",
+            masters = cluster.topology.load().shards.len(),
+            "the cache is a cluster: cluster mode, one connection per master"
+        );
+        Ok(Mode::Cluster(cluster))
+    }
+
+    async fn query_standalone<T: FromRedisValue>(&self, cmd: &redis::Cmd, deadline: Instant) -> Result<T, CacheError> {
         let mut tries = 0;
         loop {
             tries += 1;
-            let err = match self.try_once(cmd, deadline).await {
+            let creds = self.credentials().await?;
+            let err = match self.seed.run(&self.target, &creds, cmd, deadline, false).await {
                 Ok(v) => return Ok(v),
-                Err(e @ CacheError::Unavailable(_)) => e,
-                Err(e) => return Err(e),
+                Err(Failure::Cache(e @ CacheError::Unavailable(_))) => e,
+                Err(other) => return Err(other.into_cache_error()),
             };
             let pause = backoff::retry_pause(tries);
-            if tries >= MAX_TRIES || Instant::now() + pause >= deadline || self.gated_past(Instant::now() + pause) {
+            let next = Instant::now() + pause;
+            if tries >= MAX_TRIES || next >= deadline || self.seed.gated_past(next) {
                 return Err(err);
             }
             tracing::debug!(tries, error = %err, "retrying after a lost connection");
@@ -236,50 +395,119 @@ impl Cache {
         }
     }
 
-    /// Whether connecting is held back by a backoff beyond `at`: then a
-    /// retry inside this invocation cannot succeed, and failing fast is better.
-    fn gated_past(&self, at: Instant) -> bool {
-        self.live.load().is_none() && self.connect.try_lock().is_ok_and(|gate| gate.holds_past(at))
+    /// One command on a cluster: to the owner of its key's slot, to `on`
+    /// when given, else to any master. `MOVED` and `ASK` are followed at
+    /// once (at most [`MAX_REDIRECTS`]); a lost node or a cluster in the
+    /// middle of a failover reads the topology again and counts as a try.
+    async fn query_cluster<T: FromRedisValue>(
+        &self,
+        cluster: &Cluster,
+        cmd: &redis::Cmd,
+        on: Option<&str>,
+        deadline: Instant,
+    ) -> Result<T, CacheError> {
+        let slot = if on.is_some() { None } else { slot::command_slot(cmd) };
+        let mut tries = 0;
+        let mut redirects = 0;
+        let mut ask: Option<Arc<Node>> = None;
+        loop {
+            let asking = ask.is_some();
+            let node = match ask.take() {
+                Some(node) => Some(node),
+                None => {
+                    let topology = cluster.topology.load();
+                    match (on, slot) {
+                        (Some(addr), _) => topology
+                            .shards
+                            .iter()
+                            .map(|s| &s.node)
+                            .find(|n| n.addr == addr)
+                            .cloned(),
+                        (None, Some(slot)) => topology.master_for(slot).cloned(),
+                        (None, None) => topology.any().cloned(),
+                    }
+                }
+            };
+            let creds = self.credentials().await?;
+            let (err, node) = match node {
+                None => {
+                    let what = match (on, slot) {
+                        (Some(addr), _) => format!("{addr} is not a master of the cluster"),
+                        (None, Some(slot)) => format!("no master serves slot {slot}"),
+                        (None, None) => "the cluster has no master".to_owned(),
+                    };
+                    (CacheError::Unavailable(what), None)
+                }
+                Some(node) => match node.run(&self.target, &creds, cmd, deadline, asking).await {
+                    Ok(v) => return Ok(v),
+                    Err(Failure::Moved { slot, addr }) if on.is_none() => {
+                        redirects += 1;
+                        if redirects > MAX_REDIRECTS {
+                            return Err(CacheError::Unavailable(format!(
+                                "slot {slot} keeps moving (last to {addr})"
+                            )));
+                        }
+                        tracing::debug!(slot, to = %addr, "MOVED");
+                        cluster.moved(slot, &addr);
+                        self.refresh_topology_soon();
+                        continue;
+                    }
+                    Err(Failure::Ask { addr }) if on.is_none() => {
+                        redirects += 1;
+                        if redirects > MAX_REDIRECTS {
+                            return Err(CacheError::Unavailable(format!(
+                                "a slot keeps moving (last ASK to {addr})"
+                            )));
+                        }
+                        ask = Some(cluster.node_for_ask(&addr));
+                        continue;
+                    }
+                    Err(Failure::Reshaping(msg)) => (CacheError::Unavailable(msg), Some(node)),
+                    Err(Failure::Cache(e @ CacheError::Unavailable(_))) => (e, Some(node)),
+                    Err(other) => return Err(other.into_cache_error()),
+                },
+            };
+            tries += 1;
+            self.refresh_topology_soon();
+            let pause = backoff::retry_pause(tries);
+            let next = Instant::now() + pause;
+            if tries >= MAX_TRIES || next >= deadline || node.is_some_and(|n| n.gated_past(next)) {
+                return Err(err);
+            }
+            tracing::debug!(tries, error = %err, "retrying on the cluster");
+            tokio::time::sleep(pause).await;
+        }
     }
 
-    async fn try_once<T: FromRedisValue>(&self, cmd: &redis::Cmd, deadline: Instant) -> Result<T, CacheError> {
-        let creds = self.credentials().await?;
-        let live = self.live_connection(&creds, deadline).await?;
-        self.ensure_authenticated(&live, &creds).await?;
-        let mut conn = live.conn.clone();
-        let budget = self
-            .target
-            .deadlines
-            .command
-            .min(deadline.saturating_duration_since(Instant::now()));
-        let outcome = tokio::time::timeout(budget, cmd.query_async::<T>(&mut conn)).await;
-        // Ours or the client's own response timeout: the command ran past
-        // its deadline. That is a 504, not a broken connection to retry on.
-        let timed_out = match &outcome {
-            Err(_) => true,
-            Ok(Err(e)) => e.is_timeout(),
-            Ok(Ok(_)) => false,
+    /// Reads the cluster's topology again in the background, unless a read
+    /// is under way or has just been made.
+    fn refresh_topology_soon(&self) {
+        let Some(Mode::Cluster(cluster)) = self.mode.get() else {
+            return;
         };
-        if timed_out {
-            // One slow command is not a dead connection; three in a row is
-            // what a half-open socket looks like.
-            if live.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= 3 {
-                self.discard(&live, "three commands in a row timed out");
-            }
-            return Err(CacheError::Timeout(budget));
+        if cluster.refresh_is_fresh() {
+            return;
         }
-        match outcome {
-            Ok(Ok(v)) => {
-                live.timeouts_in_a_row.store(0, Ordering::Relaxed);
-                Ok(v)
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let asked_at = Instant::now();
+        tokio::spawn(async move {
+            let Some(Mode::Cluster(cluster)) = me.mode.get() else {
+                return;
+            };
+            let result = match me.credentials().await {
+                Ok(creds) => {
+                    cluster
+                        .refresh(&me.target, &creds, &me.seed, me.deadline(), asked_at)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not read the cluster's topology; the next failure tries again");
             }
-            Ok(Err(e)) if connection_broken(&e) => {
-                self.discard(&live, &e.to_string());
-                Err(CacheError::Unavailable(redact(&e.to_string())))
-            }
-            Ok(Err(e)) => Err(classify(&e)),
-            Err(_) => Err(CacheError::Timeout(budget)),
-        }
+        });
     }
 
     async fn credentials(&self) -> Result<Credentials<'_>, CacheError> {
@@ -290,5 +518,30 @@ impl Cache {
                 password,
             }),
         }
+    }
+
+    /// In the refresh task, before invocations get `token`: re-AUTHs every
+    /// live connection with it at once (the one connection, or each
+    /// master's, busy or idle), so none outlives its token.
+    async fn reauth_all(&self, token: Arc<Token>) {
+        let creds = Credentials::Token(token);
+        let mut nodes = vec![self.seed.clone()];
+        if let Some(Mode::Cluster(cluster)) = self.mode.get() {
+            let topology = cluster.topology.load();
+            nodes.extend(
+                topology
+                    .shards
+                    .iter()
+                    .map(|s| s.node.clone())
+                    .filter(|n| !Arc::ptr_eq(n, &self.seed)),
+            );
+        }
+        futures_util::future::join_all(nodes.iter().map(|n| n.reauth_live(&self.target, &creds))).await;
+    }
+}
+
+impl TokenListener for Cache {
+    fn token_ready(&self, token: Arc<Token>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.reauth_all(token))
     }
 }

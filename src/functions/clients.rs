@@ -1,4 +1,5 @@
-//! `Clients`: `GET /api/clients` answers CLIENT LIST as JSON.
+//! `Clients`: `GET /api/clients` answers CLIENT LIST as JSON; on a cluster,
+//! of every master, each entry with its `node`.
 
 use crate::app::AppState;
 use crate::error::AppError;
@@ -19,10 +20,29 @@ pub fn parse_client_list(text: &str) -> Vec<Map<String, Value>> {
         .collect()
 }
 
-/// Runs CLIENT LIST on the shared connection.
+/// Runs CLIENT LIST on the shared connection, or on each master's of a
+/// cluster (in slot order), adding the master's address as `node`. One
+/// master failing fails the call: a partial list would read as complete.
 pub async fn list(state: &AppState) -> Result<Vec<Map<String, Value>>, AppError> {
-    let text: String = state.cache.query(redis::cmd("CLIENT").arg("LIST")).await?;
-    Ok(parse_client_list(&text))
+    let cmd = redis::cmd("CLIENT").arg("LIST").to_owned();
+    let Some(shards) = state.cache.shards().await? else {
+        let text: String = state.cache.query(&cmd).await?;
+        return Ok(parse_client_list(&text));
+    };
+    let lists = futures_util::future::join_all(
+        shards
+            .iter()
+            .map(|shard| state.cache.query_node::<String>(&shard.node, &cmd)),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for (shard, text) in shards.iter().zip(lists) {
+        for mut client in parse_client_list(&text?) {
+            client.insert("node".into(), Value::String(shard.node.clone()));
+            clients.push(client);
+        }
+    }
+    Ok(clients)
 }
 
 /// The HTTP function.

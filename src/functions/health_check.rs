@@ -7,9 +7,14 @@
 //! report}`; a failed check answers 500, so Azure counts the invocation as
 //! failed, and writes its reasons to stderr, because the host drops `Logs` of
 //! a non-2xx answer. The last report is kept for `Health`.
+//!
+//! On a cluster the check runs on every master at once (PING and CLIENT
+//! LIST on its connection, a probe key whose hash tag puts it on that
+//! master) and reports each under `shards`; any master failing fails it.
 
 use super::elapsed_ms;
 use crate::app::AppState;
+use crate::cache::ShardInfo;
 use crate::error::AppError;
 use crate::host::{binding, InvocationRequest, InvocationResponse, TimerInfo};
 use axum::http::StatusCode;
@@ -23,17 +28,17 @@ pub const PROBE_TTL_S: u64 = 60;
 /// What one check found.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
-    /// Whether every step passed.
+    /// Whether every step passed (on every master).
     pub ok: bool,
     /// When the check ran (RFC 3339, UTC).
     pub checked_at: String,
-    /// PING round trip, in milliseconds.
+    /// PING round trip, in milliseconds (on a cluster, the slowest master's).
     pub ping_ms: Option<f64>,
-    /// SET then GET of the probe key, in milliseconds.
+    /// SET then GET of the probe key, in milliseconds (the slowest master's).
     pub round_trip_ms: Option<f64>,
-    /// The probe key used.
+    /// The probe key used (on a cluster, the first master's).
     pub probe_key: String,
-    /// Clients CLIENT LIST shows.
+    /// Clients CLIENT LIST shows (on a cluster, on all masters together).
     pub client_count: Option<usize>,
     /// Seconds left on the access token (Entra ID only).
     pub token_expires_in_s: Option<u64>,
@@ -43,15 +48,89 @@ pub struct CheckReport {
     pub next_run: Option<String>,
     /// Why the check failed, one line per failed step.
     pub failures: Vec<String>,
+    /// On a cluster, the same check on each master.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<Vec<ShardCheck>>,
 }
 
-/// Runs the check against the shared connection.
+/// The check on one master of a cluster, or on the one endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardCheck {
+    /// The master (`ip:port`); absent for a standalone cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Whether every step passed.
+    pub ok: bool,
+    /// PING round trip, in milliseconds.
+    pub ping_ms: Option<f64>,
+    /// SET then GET of the probe key, in milliseconds.
+    pub round_trip_ms: Option<f64>,
+    /// The probe key, which hashes to this master.
+    pub probe_key: String,
+    /// Clients CLIENT LIST shows on this master.
+    pub client_count: Option<usize>,
+    /// Why the check failed, one line per failed step.
+    pub failures: Vec<String>,
+}
+
+/// Runs the check against the shared connection, or every master's.
 pub async fn run_check(state: &AppState, timer: &TimerInfo) -> CheckReport {
+    let (checks, shards) = match state.cache.shards().await {
+        Ok(Some(shards)) => {
+            let checks = futures_util::future::join_all(shards.iter().map(|s| check_one(state, Some(s)))).await;
+            (checks, true)
+        }
+        // Standalone, or the cache could not even be asked: the one check
+        // reports why.
+        Ok(None) | Err(_) => (vec![check_one(state, None).await], false),
+    };
+    let slowest =
+        |f: fn(&ShardCheck) -> Option<f64>| checks.iter().map(f).try_fold(0.0_f64, |max, v| v.map(|v| max.max(v)));
+    let failures: Vec<String> = checks
+        .iter()
+        .flat_map(|c| {
+            c.failures.iter().map(move |f| match &c.node {
+                Some(node) => format!("{node}: {f}"),
+                None => f.clone(),
+            })
+        })
+        .collect();
+    CheckReport {
+        ok: failures.is_empty(),
+        checked_at: now_rfc3339(),
+        ping_ms: slowest(|c| c.ping_ms),
+        round_trip_ms: slowest(|c| c.round_trip_ms),
+        probe_key: checks.first().map(|c| c.probe_key.clone()).unwrap_or_default(),
+        client_count: checks.iter().map(|c| c.client_count).sum(),
+        token_expires_in_s: state
+            .cache
+            .tokens()
+            .and_then(|t| t.peek())
+            .map(|t| t.expires_in().as_secs()),
+        is_past_due: timer.is_past_due,
+        next_run: timer.schedule_status.as_ref().and_then(|s| s.next.clone()),
+        failures,
+        shards: shards.then_some(checks),
+    }
+}
+
+/// PING, SET/GET of a probe key with a short TTL, CLIENT LIST: on the one
+/// endpoint, or on the master `shard` (the probe key hashes to it).
+async fn check_one(state: &AppState, shard: Option<&ShardInfo>) -> ShardCheck {
     let mut failures = Vec::new();
-    let probe_key = format!("healthcheck:{}", state.worker_id);
+    let probe_key = match shard {
+        Some(s) => format!("healthcheck:{}:{}", s.tag, state.worker_id),
+        None => format!("healthcheck:{}", state.worker_id),
+    };
+    let on_node = |cmd: redis::Cmd| async move {
+        match shard {
+            Some(s) => state.cache.query_node::<String>(&s.node, &cmd).await,
+            None => state.cache.query::<String>(&cmd).await,
+        }
+    };
 
     let start = Instant::now();
-    let ping_ms = match state.cache.query::<String>(&redis::cmd("PING")).await {
+    let ping_ms = match on_node(redis::cmd("PING")).await {
         Ok(_) => Some(elapsed_ms(start)),
         Err(e) => {
             failures.push(format!("PING failed: {e}"));
@@ -97,8 +176,8 @@ pub async fn run_check(state: &AppState, timer: &TimerInfo) -> CheckReport {
     };
 
     let client_count = if ping_ms.is_some() {
-        match super::clients::list(state).await {
-            Ok(c) => Some(c.len()),
+        match on_node(redis::cmd("CLIENT").arg("LIST").to_owned()).await {
+            Ok(text) => Some(super::clients::parse_client_list(&text).len()),
             Err(e) => {
                 failures.push(format!("CLIENT LIST failed: {e}"));
                 None
@@ -108,20 +187,13 @@ pub async fn run_check(state: &AppState, timer: &TimerInfo) -> CheckReport {
         None
     };
 
-    CheckReport {
+    ShardCheck {
+        node: shard.map(|s| s.node.clone()),
         ok: failures.is_empty(),
-        checked_at: now_rfc3339(),
         ping_ms,
         round_trip_ms,
         probe_key,
         client_count,
-        token_expires_in_s: state
-            .cache
-            .tokens()
-            .and_then(|t| t.peek())
-            .map(|t| t.expires_in().as_secs()),
-        is_past_due: timer.is_past_due,
-        next_run: timer.schedule_status.as_ref().and_then(|s| s.next.clone()),
         failures,
     }
 }

@@ -38,6 +38,7 @@ pub fn parse_connection_string(conn: &str) -> Result<RedisSettings, SettingsErro
         port,
         tls,
         extra_ca_file: None,
+        cluster_mode: super::ClusterMode::Auto,
         auth: AuthSettings::AccessKey {
             user,
             password: password.ok_or_else(|| bad("Redis", "has no password= (the access key)"))?,

@@ -53,8 +53,35 @@ pub struct RedisSettings {
     pub tls: bool,
     /// `SSL_CERT_FILE`: extra trusted CAs (PEM), added to the system roots.
     pub extra_ca_file: Option<PathBuf>,
+    /// `Redis__clusterMode`: whether the cache is a cluster (default: ask it).
+    pub cluster_mode: ClusterMode,
     /// How the connection authenticates.
     pub auth: AuthSettings,
+}
+
+/// `Redis__clusterMode`: how the handler learns whether the cache is a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClusterMode {
+    /// `auto`: the first connection asks (`INFO cluster`, `cluster_enabled:1`).
+    #[default]
+    Auto,
+    /// `standalone`: one endpoint (Azure Cache for Redis without
+    /// clustering, Azure Managed Redis with the Enterprise policy).
+    Standalone,
+    /// `cluster`: an OSS cluster (Azure Managed Redis's OSS policy,
+    /// clustered Premium).
+    Cluster,
+}
+
+impl ClusterMode {
+    fn parse(value: &str) -> Result<Self, SettingsError> {
+        match value.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "standalone" => Ok(Self::Standalone),
+            "cluster" => Ok(Self::Cluster),
+            _ => Err(bad("Redis__clusterMode", "must be auto, standalone or cluster")),
+        }
+    }
 }
 
 /// How the handler authenticates to Redis.
@@ -184,6 +211,10 @@ impl Settings {
 
 fn redis_settings(get: &impl Fn(&str) -> Option<String>) -> Result<RedisSettings, SettingsError> {
     let extra_ca_file = get("SSL_CERT_FILE").map(PathBuf::from);
+    let cluster_mode = match get("Redis__clusterMode") {
+        Some(v) => ClusterMode::parse(&v)?,
+        None => ClusterMode::Auto,
+    };
     if let Some(conn) = get("Redis") {
         if get("Redis__redisHostName").is_some() {
             return Err(bad(
@@ -194,6 +225,7 @@ fn redis_settings(get: &impl Fn(&str) -> Option<String>) -> Result<RedisSettings
         let parsed = parse_connection_string(&conn)?;
         return Ok(RedisSettings {
             extra_ca_file,
+            cluster_mode,
             ..parsed
         });
     }
@@ -233,6 +265,7 @@ fn redis_settings(get: &impl Fn(&str) -> Option<String>) -> Result<RedisSettings
         port,
         tls,
         extra_ca_file,
+        cluster_mode,
         auth: AuthSettings::Entra(entra),
     })
 }
