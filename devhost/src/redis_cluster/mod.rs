@@ -35,6 +35,7 @@
 //! reports the state it caused (`settle.rs`); none sleeps a fixed time.
 
 mod admin;
+mod announce;
 mod create;
 mod migrate;
 mod ops;
@@ -44,6 +45,7 @@ mod topology;
 
 pub(crate) use admin::AclTarget;
 pub use admin::ClusterAdmin;
+pub use announce::AnnouncedNode;
 pub use migrate::SlotMigration;
 pub use slots::{key_slot, slot_tag, SLOTS};
 
