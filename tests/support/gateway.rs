@@ -60,6 +60,9 @@ struct Shared {
     cut_on: std::sync::Mutex<Option<Vec<u8>>>,
     close_all: Notify,
     stats: GatewayStats,
+    /// Local addresses (`ip:port`) of the open backend connections: what
+    /// `CLIENT LIST` on the backend shows as each client's `addr`.
+    backend_addrs: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// A running gateway; stops accepting when dropped.
@@ -101,6 +104,7 @@ impl Gateway {
             cut_on: std::sync::Mutex::new(None),
             close_all: Notify::new(),
             stats: GatewayStats::default(),
+            backend_addrs: std::sync::Mutex::default(),
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
@@ -141,6 +145,18 @@ impl Gateway {
     pub fn close_all(&self) {
         self.shared.close_all.notify_waiters();
     }
+
+    /// The backend's port (`redis-server`'s plain port).
+    pub fn backend_port(&self) -> u16 {
+        self.shared.backend_port
+    }
+
+    /// The `ip:port` each open client connection's backend connection comes
+    /// from: the `addr` of its entry in the backend's `CLIENT LIST`, which
+    /// tells the clients behind this gateway from admin connections.
+    pub fn backend_addrs(&self) -> Vec<String> {
+        self.shared.backend_addrs.lock().unwrap().iter().cloned().collect()
+    }
 }
 
 /// Milliseconds since the Unix epoch: expiry is enforced to the
@@ -153,6 +169,8 @@ async fn serve(client: tokio_rustls::server::TlsStream<TcpStream>, s: Arc<Shared
     s.stats.connections.fetch_add(1, Ordering::SeqCst);
     s.stats.open.fetch_add(1, Ordering::SeqCst);
     if let Ok(backend) = TcpStream::connect(("127.0.0.1", s.backend_port)).await {
+        let local = backend.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        s.backend_addrs.lock().unwrap().insert(local.clone());
         let (mut client_rd, mut client_wr) = tokio::io::split(client);
         let (mut backend_rd, mut backend_wr) = backend.into_split();
         // 0 = not authenticated with a token yet.
@@ -168,6 +186,7 @@ async fn serve(client: tokio_rustls::server::TlsStream<TcpStream>, s: Arc<Shared
             () = s.close_all.notified() => {}
         }
         let _ = client_wr.shutdown().await;
+        s.backend_addrs.lock().unwrap().remove(&local);
     }
     s.stats.open.fetch_sub(1, Ordering::SeqCst);
 }

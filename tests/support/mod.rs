@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod gateway;
 
 use devhost::functions_host::HandlerProcess;
@@ -102,12 +103,7 @@ pub async fn spawn_app(opts: Options) -> TestApp {
     let identity = Arc::new(IdentityEndpoint::start(cfg).await.expect("identity endpoint"));
     identity.set_mode(opts.identity_mode);
     let gateway = if opts.gateway {
-        let id = identity.clone();
-        let verify: gateway::Verify = Arc::new(move |user: &str, token: &str| match id.verify(token) {
-            Ok(claims) if claims.oid == user => Ok(claims.exp),
-            Ok(_) => Err("the user is not the token's oid".into()),
-            Err(e) => Err(format!("{e:?}")),
-        });
+        let verify = verify_with(identity.clone());
         Some(Gateway::start(&pki, redis.plain_port(), redis.admin_password(), verify).await)
     } else {
         None
@@ -150,33 +146,20 @@ pub async fn spawn_app(opts: Options) -> TestApp {
     }
 }
 
+/// What a [`Gateway`] accepts: a token the identity endpoint minted, still
+/// valid, presented as the user of its `oid`; gives the token's expiry.
+pub fn verify_with(identity: Arc<IdentityEndpoint>) -> gateway::Verify {
+    Arc::new(move |user: &str, token: &str| match identity.verify(token) {
+        Ok(claims) if claims.oid == user => Ok(claims.exp),
+        Ok(_) => Err("the user is not the token's oid".into()),
+        Err(e) => Err(format!("{e:?}")),
+    })
+}
+
 impl TestApp {
     /// Sends a forwarded request; returns the status and the JSON body.
     pub async fn call(&self, method: Method, path: &str, body: Option<&[u8]>) -> (u16, Value) {
-        let res = self
-            .handler
-            .forward(method.clone(), path, body.map(<[u8]>::to_vec))
-            .await
-            .expect("handler answers");
-        let status = res.status().as_u16();
-        let ctype = res
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let bytes = res.bytes().await.expect("body");
-        let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            panic!(
-                "{method} {path}: {status} {ctype} is not JSON: {:?}",
-                String::from_utf8_lossy(&bytes)
-            )
-        });
-        assert!(
-            ctype.starts_with("application/json"),
-            "{method} {path}: content-type {ctype}"
-        );
-        (status, json)
+        call_handler(&self.handler, method, path, body).await
     }
 
     /// `GET path`.
@@ -225,6 +208,34 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Sends a forwarded request to `handler`; returns the status and the JSON
+/// body, panicking when the answer is not JSON.
+pub async fn call_handler(handler: &HandlerProcess, method: Method, path: &str, body: Option<&[u8]>) -> (u16, Value) {
+    let res = handler
+        .forward(method.clone(), path, body.map(<[u8]>::to_vec))
+        .await
+        .expect("handler answers");
+    let status = res.status().as_u16();
+    let ctype = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = res.bytes().await.expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        panic!(
+            "{method} {path}: {status} {ctype} is not JSON: {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    assert!(
+        ctype.starts_with("application/json"),
+        "{method} {path}: content-type {ctype}"
+    );
+    (status, json)
 }
 
 /// Milliseconds since the Unix epoch, the clock tokens' `exp` is on.
