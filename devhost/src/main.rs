@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo devhost start                     # = cargo run -p devhost -- start
+//! cargo devhost start --cluster           # against a local 3-master TLS Redis Cluster
 //! cargo devhost invoke CacheHealthCheck
 //! cargo devhost invoke Ping
 //! cargo devhost package                   # dist/functionapp.zip
@@ -66,6 +67,11 @@ struct StartArgs {
     /// Use the built-in local cache even when local.settings.json or the environment name a real one.
     #[arg(long)]
     local: bool,
+    /// Make the built-in local cache a TLS Redis Cluster (3 masters with a replica each, ACL users and the
+    /// identity's tokens on every node, certificate naming only localhost) instead of one redis-server;
+    /// implies --local. The handler gets Redis__redisHostName=localhost and one master's port.
+    #[arg(long)]
+    cluster: bool,
     /// Replace a timer's schedule, e.g. CacheHealthCheck="*/10 * * * * *" (repeatable).
     #[arg(long, value_name = "FUNCTION=NCRONTAB", value_parser = parse_pair)]
     schedule_override: Vec<(String, String)>,
@@ -169,6 +175,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 release: a.release,
                 schedule_overrides: a.schedule_override,
                 force_local: a.local,
+                cluster: a.cluster,
             };
             devhost::local::run(opts).await?;
             Ok(ExitCode::SUCCESS)

@@ -6,6 +6,8 @@
 //! schedule fires `CacheHealthCheck`; `devhost invoke` reaches the running
 //! handler; Ctrl-C (SIGINT) stops everything and no process it started is
 //! left, and neither is one when devhost itself is killed with SIGKILL.
+//! `devhost start --cluster` does the same against a local TLS Redis Cluster,
+//! keys landing on every master.
 //! Needs `redis-server` on PATH, as the other stand-in tests do.
 
 use serde_json::Value;
@@ -290,6 +292,142 @@ fn a_killed_devhost_takes_its_processes_with_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_file(repo_root().join(".devhost/run.json"));
+}
+
+/// A cluster node as the banner shows it.
+struct Node {
+    pid: i32,
+    port: u16,
+    /// Its slot ranges when it is a master, else empty.
+    slots: Vec<(u16, u16)>,
+}
+
+/// The banner lines of the cluster's nodes.
+fn cluster_banner(lines: &Lines) -> Vec<Node> {
+    lines.wait_for("the cluster banner", Duration::from_secs(1), |l| {
+        l.trim_start().starts_with("redis-cluster ")
+    });
+    let all = lines.all();
+    let nodes: Vec<_> = all
+        .lines()
+        .filter(|l| l.trim_start().starts_with("redis-server "))
+        .map(|l| {
+            let word_after = |w: &str| {
+                l.split(w)
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .unwrap_or_else(|| panic!("no {w:?} in {l:?}"))
+            };
+            let pid = word_after("pid ").parse().unwrap();
+            let port = word_after("TLS 127.0.0.1:").parse().unwrap();
+            let slots = match l.contains(" master ") {
+                true => word_after("slots ")
+                    .split(',')
+                    .map(|r| {
+                        let (a, b) = r.split_once('-').unwrap();
+                        (a.parse().unwrap(), b.parse().unwrap())
+                    })
+                    .collect(),
+                false => Vec::new(),
+            };
+            Node { pid, port, slots }
+        })
+        .collect();
+    assert_eq!(nodes.len(), 6, "3 masters and 3 replicas in the banner:\n{all}");
+    nodes
+}
+
+/// The first value under `name` anywhere in `v`, depth first.
+fn find<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => m.get(name).or_else(|| m.values().find_map(|x| find(x, name))),
+        Value::Array(a) => a.iter().find_map(|x| find(x, name)),
+        _ => None,
+    }
+}
+
+/// `devhost start --cluster` runs the app against a local 3-master TLS
+/// Redis Cluster in one command: the banner shows the 6 nodes with their
+/// slots, keys hashing to every master are written and read back through the
+/// local host, `/api/health` reports `"mode":"cluster"` with 3 shards (the
+/// handler found the cluster from `Redis__redisHostName`/`Redis__port`
+/// alone), and Ctrl-C leaves no node running.
+#[tokio::test]
+async fn start_cluster_serves_keys_on_every_master() {
+    let _serial = SERIAL.lock().await;
+    let (mut child, lines, port) = start(&["--cluster"]);
+    let nodes = cluster_banner(&lines);
+    let handler_pid = banner_pid(&lines, "handler");
+    for n in &nodes {
+        assert!(running(n.pid, "redis-server"), "node {} runs", n.pid);
+    }
+    let masters: Vec<&Vec<(u16, u16)>> = nodes.iter().map(|n| &n.slots).filter(|s| !s.is_empty()).collect();
+    assert_eq!(masters.len(), 3, "{}", lines.all());
+
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    // Two keys (no hash tags) in each master's slots.
+    let mut keys = Vec::new();
+    for ranges in &masters {
+        let mine = (0..).map(|n| format!("local-cluster-{n}")).filter(|k| {
+            let slot = devhost::redis_cluster::key_slot(k.as_bytes());
+            ranges.iter().any(|&(a, b)| (a..=b).contains(&slot))
+        });
+        keys.extend(mine.take(2));
+    }
+    for k in &keys {
+        let rsp = http
+            .put(format!("{base}/api/cache/{k}?ttl=60"))
+            .body(format!("v-{k}"))
+            .send()
+            .await
+            .unwrap();
+        let status = rsp.status();
+        assert_eq!(status, 200, "PUT {k}: {}", rsp.text().await.unwrap());
+    }
+    for k in &keys {
+        let rsp = http.get(format!("{base}/api/cache/{k}")).send().await.unwrap();
+        let status = rsp.status();
+        let body = rsp.text().await.unwrap();
+        assert_eq!(status, 200, "GET {k}: {body}");
+        let got: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(got["value"], format!("v-{k}"), "{body}");
+    }
+
+    let rsp = http.get(format!("{base}/api/health")).send().await.unwrap();
+    let status = rsp.status();
+    let health: Value = rsp.json().await.unwrap();
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(find(&health, "mode"), Some(&Value::from("cluster")), "{health}");
+    let shards = find(&health, "shards").unwrap_or_else(|| panic!("no shards in {health}"));
+    let count = shards.as_array().map(Vec::len).or(shards.as_u64().map(|n| n as usize));
+    assert_eq!(count, Some(3), "3 shards: {health}");
+
+    // Ctrl-C: the handler and all six nodes stop.
+    // SAFETY: kill(2) on the child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after Ctrl-C:\n{}",
+            lines.all()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit {status}:\n{}", lines.all());
+    assert!(!running(handler_pid, "handler"), "handler {handler_pid} left running");
+    for n in &nodes {
+        assert!(
+            !running(n.pid, "redis-server"),
+            "node {} (:{}) left running",
+            n.pid,
+            n.port
+        );
+    }
 }
 
 #[test]

@@ -3,9 +3,10 @@
 //!
 //! It reads `host.json` and the function folders ([`crate::app_manifest`]),
 //! builds the handler with Cargo unless given one, starts the built-in cache
-//! ([`stack`]) unless `local.settings.json` or the environment names a real
-//! one ([`crate::local_settings`]), starts the handler as the host does
-//! ([`crate::functions_host`]), serves the functions at
+//! ([`stack`]; one TLS `redis-server`, or with `--cluster` a TLS Redis
+//! Cluster of 3 masters with a replica each) unless `local.settings.json` or
+//! the environment names a real one ([`crate::local_settings`]), starts the
+//! handler as the host does ([`crate::functions_host`]), serves the functions at
 //! `http://127.0.0.1:<port>/api/...` ([`http`], [`routes`]; proxied as
 //! host.json's `enableProxyingHttpRequest` says in `proxy.rs`), fires timers
 //! on their schedule ([`timer`]), and prints each invocation ([`console`]).
@@ -47,6 +48,8 @@ pub struct StartOptions {
     pub schedule_overrides: Vec<(String, String)>,
     /// Use the built-in local cache even when settings name a real one.
     pub force_local: bool,
+    /// Make the built-in cache a Redis Cluster (implies `force_local`).
+    pub cluster: bool,
 }
 
 /// Runs the app until Ctrl-C/SIGTERM/SIGHUP (then `Ok`) or until the
@@ -66,12 +69,16 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     let base_url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
 
     let binary = cargo_build::handler_binary(&opts.app_root, &manifest, opts.handler.as_deref(), opts.release)?;
-    let cache = match opts.force_local {
+    let cache = match opts.force_local || opts.cluster {
         true => CacheTarget::Local,
         false => settings.cache_target(),
     };
-    let mut stack = stack::Stack::start(&manifest, &settings, &cache, &binary).await?;
-    print_processes(&stack, &cache, &binary);
+    let topology = match opts.cluster {
+        true => stack::LocalTopology::Cluster,
+        false => stack::LocalTopology::Single,
+    };
+    let mut stack = stack::Stack::start(&manifest, &settings, &cache, topology, &binary).await?;
+    print_processes(&stack, &cache, &binary).await;
     let described: Vec<(String, String)> = timers.iter().map(|t| (t.function.clone(), t.describe())).collect();
     console::functions(&manifest, &base_url, &described);
 
@@ -135,21 +142,29 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     outcome.map(|_| ())
 }
 
-fn print_processes(stack: &stack::Stack, cache: &CacheTarget, binary: &std::path::Path) {
+async fn print_processes(stack: &stack::Stack, cache: &CacheTarget, binary: &std::path::Path) {
     println!();
     if let Some(local) = &stack.local {
-        let r = &local.redis;
-        // The admin password stays out of the output, like every secret.
+        match &local.redis {
+            stack::LocalRedis::Single(r) => {
+                // The admin password stays out of the output, like every secret.
+                println!(
+                    "  redis-server  pid {}  TLS 127.0.0.1:{} (built-in local cache; admin port {}, password not printed)",
+                    r.pid().unwrap_or(0),
+                    r.tls_port(),
+                    r.plain_port(),
+                );
+            }
+            stack::LocalRedis::Cluster(c) => print_cluster(c).await,
+        }
         println!(
-            "  redis-server  pid {}  TLS 127.0.0.1:{} (built-in local cache; admin port {}, password not printed)",
-            r.pid().unwrap_or(0),
-            r.tls_port(),
-            r.plain_port(),
-        );
-        println!(
-            "  identity      {}  (App Service managed identity; Redis user {})",
+            "  identity      {}  (App Service managed identity; Redis user {}{})",
             local.identity.endpoint_url(),
-            local.identity.oid()
+            local.identity.oid(),
+            match &local.redis {
+                stack::LocalRedis::Single(_) => String::new(),
+                stack::LocalRedis::Cluster(c) => format!(", its tokens accepted on all {} nodes", c.len()),
+            }
         );
     }
     if let CacheTarget::Real(desc) = cache {
@@ -162,6 +177,40 @@ fn print_processes(stack: &stack::Stack, cache: &CacheTarget, binary: &std::path
         h.base_url(),
         binary.display()
     );
+}
+
+/// One line for the cluster, then one per node: role, slots, ports, pid.
+async fn print_cluster(c: &crate::redis_cluster::RedisCluster) {
+    let masters = c.masters().await.unwrap_or_default();
+    let first = c.node(0).tls_port();
+    println!(
+        "  redis-cluster {}:{first}  (built-in local cache: Redis Cluster, {} masters and {} replicas, TLS; \
+         certificate for {} only, nodes announced as 127.0.0.1; admin password not printed)",
+        c.host_name(),
+        masters.len(),
+        c.len() - masters.len(),
+        c.host_name(),
+    );
+    let port_of = |i: usize| c.node(i).tls_port();
+    for i in 0..c.len() {
+        let node = c.node(i);
+        let role = match masters.iter().find(|m| m.index == i) {
+            Some(m) => {
+                let slots: Vec<String> = m.slots.iter().map(|r| format!("{}-{}", r.start(), r.end())).collect();
+                format!("master   slots {}", slots.join(","))
+            }
+            None => match masters.iter().find(|m| m.replicas.contains(&i)) {
+                Some(m) => format!("replica  of :{}", port_of(m.index)),
+                None => "node".to_owned(),
+            },
+        };
+        println!(
+            "  redis-server  pid {}  TLS 127.0.0.1:{}  {role}  (admin port {})",
+            node.pid().unwrap_or(0),
+            node.tls_port(),
+            node.plain_port(),
+        );
+    }
 }
 
 /// Waits for Ctrl-C (SIGINT), SIGTERM or SIGHUP; returns its name.

@@ -1,18 +1,24 @@
 //! The processes behind the local host: the handler and, without a real
 //! cache configured, the built-in cache (a TLS `redis-server` with an ACL
-//! user per identity) and an App Service–style managed-identity endpoint
-//! whose tokens are that user's passwords.
+//! user per identity, or with `--cluster` a TLS Redis Cluster of such
+//! servers) and an App Service–style managed-identity endpoint whose tokens
+//! are that user's passwords (on every node of a cluster).
 //!
 //! The handler gets the environment the Functions host gives it (see
 //! [`crate::functions_host`]) plus the app settings; with the built-in cache
 //! the connection settings point at it and authenticate with the managed
-//! identity, as an app in Azure does.
+//! identity, as an app in Azure does. A cluster is named the way Azure names
+//! one: by the host name its certificate carries (`localhost`) and one
+//! master's TLS port; its nodes announce themselves by IP (AZURE-FACTS
+//! "Entra ID and Azure Redis"), and the handler's `Redis__clusterMode`
+//! (default `auto`) finds out that it is a cluster.
 
 use crate::app_manifest::AppManifest;
 use crate::functions_host::{HandlerProcess, SpawnOptions};
 use crate::identity::{IdentityConfig, IdentityEndpoint};
 use crate::local_settings::{CacheTarget, MergedSettings, CONNECTION_SETTINGS};
 use crate::pki::Pki;
+use crate::redis_cluster::{ClusterOptions, RedisCluster};
 use crate::redis_server::{RedisOptions, RedisServer, INSTALL_HINT};
 use anyhow::Context;
 use std::path::Path;
@@ -22,14 +28,44 @@ use std::time::Duration;
 /// (its own drain defaults to 10 s).
 const HANDLER_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Which built-in cache to run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LocalTopology {
+    /// One `redis-server` (the default).
+    #[default]
+    Single,
+    /// A Redis Cluster: 3 masters with a replica each (`--cluster`).
+    Cluster,
+}
+
+/// The built-in cache's Redis: one server or a cluster.
+pub enum LocalRedis {
+    /// One `redis-server` child.
+    Single(RedisServer),
+    /// The cluster's `redis-server` children.
+    Cluster(RedisCluster),
+}
+
 /// The built-in cache and identity.
 pub struct LocalCache {
     /// The TLS certificates (a temporary folder, deleted on drop).
     pub pki: Pki,
-    /// The `redis-server` child.
-    pub redis: RedisServer,
+    /// The `redis-server` child, or the cluster's.
+    pub redis: LocalRedis,
     /// The managed-identity endpoint.
     pub identity: IdentityEndpoint,
+}
+
+impl LocalCache {
+    /// `Redis__redisHostName` and `Redis__port` for the handler: the
+    /// server's loopback address, or the cluster's host name and the TLS
+    /// port of its first master.
+    fn address(&self) -> (String, u16) {
+        match &self.redis {
+            LocalRedis::Single(r) => ("127.0.0.1".into(), r.tls_port()),
+            LocalRedis::Cluster(c) => (c.host_name().to_owned(), c.node(0).tls_port()),
+        }
+    }
 }
 
 /// Everything started for a local run.
@@ -46,13 +82,14 @@ fn on_path(name: &str) -> bool {
 }
 
 impl Stack {
-    /// Starts the built-in cache if `cache` is [`CacheTarget::Local`], then
-    /// the handler at `binary` with `settings`; returns once the handler
-    /// answers `GET /`.
+    /// Starts the built-in cache (`topology`) if `cache` is
+    /// [`CacheTarget::Local`], then the handler at `binary` with `settings`;
+    /// returns once the handler answers `GET /`.
     pub async fn start(
         manifest: &AppManifest,
         settings: &MergedSettings,
         cache: &CacheTarget,
+        topology: LocalTopology,
         binary: &Path,
     ) -> anyhow::Result<Stack> {
         let mut env: Vec<(String, String)> = settings.from_file.clone().into_iter().collect();
@@ -69,13 +106,14 @@ impl Stack {
         let local = match cache {
             CacheTarget::Real(_) => None,
             CacheTarget::Local => {
-                let cache = start_local_cache().await?;
+                let cache = start_local_cache(topology).await?;
                 env.retain(|(k, _)| !CONNECTION_SETTINGS.contains(&k.as_str()));
                 opts.env_remove = CONNECTION_SETTINGS.iter().map(|s| s.to_string()).collect();
+                let (host, port) = cache.address();
                 env.extend([
                     ("SSL_CERT_FILE".into(), cache.pki.ca_path.display().to_string()),
-                    ("Redis__redisHostName".into(), "127.0.0.1".into()),
-                    ("Redis__port".into(), cache.redis.tls_port().to_string()),
+                    ("Redis__redisHostName".into(), host),
+                    ("Redis__port".into(), port.to_string()),
                     ("Redis__credential".into(), "managedidentity".into()),
                 ]);
                 env.extend(cache.identity.env());
@@ -96,14 +134,18 @@ impl Stack {
             Err(e) => format!("{e:#}"),
         };
         if let Some(local) = self.local.take() {
-            local.redis.stop();
+            match &local.redis {
+                LocalRedis::Single(r) => r.stop(),
+                // Dropping the cluster kills every node.
+                LocalRedis::Cluster(_) => {}
+            }
             drop(local);
         }
         status
     }
 }
 
-async fn start_local_cache() -> anyhow::Result<LocalCache> {
+async fn start_local_cache(topology: LocalTopology) -> anyhow::Result<LocalCache> {
     if !on_path("redis-server") {
         anyhow::bail!(
             "the built-in local cache needs `redis-server`, which is not on PATH.\n  To get it: {INSTALL_HINT}.\n  \
@@ -111,15 +153,46 @@ async fn start_local_cache() -> anyhow::Result<LocalCache> {
              Redis__redisHostName (Microsoft Entra ID) or Redis (access key)."
         );
     }
-    let pki = Pki::generate().context("generating certificates for the local cache")?;
-    let redis = RedisServer::start_with(&pki, RedisOptions { die_with_parent: true })
+    // Children die with this thread (`die_with_parent`): `devhost start`
+    // runs on one thread that lives as long as they do.
+    let die_with_parent = RedisOptions { die_with_parent: true };
+    let (pki, redis, identity_config) = match topology {
+        LocalTopology::Single => {
+            let pki = Pki::generate().context("generating certificates for the local cache")?;
+            let redis = RedisServer::start_with(&pki, die_with_parent)
+                .await
+                .context("starting the local redis-server")?;
+            let config = IdentityConfig {
+                redis: Some(redis.admin_handle()),
+                ..IdentityConfig::default()
+            };
+            (pki, LocalRedis::Single(redis), config)
+        }
+        LocalTopology::Cluster => {
+            // As in Azure, the certificate names the host name only, not
+            // the IP address the nodes are announced by.
+            let pki =
+                Pki::generate_for_hosts(&[CLUSTER_HOST]).context("generating certificates for the local cluster")?;
+            let opts = ClusterOptions {
+                redis: die_with_parent,
+                ..ClusterOptions::default()
+            };
+            let cluster = RedisCluster::start(&pki, opts)
+                .await
+                .context("starting the local Redis Cluster")?;
+            let config = IdentityConfig {
+                redis_cluster: Some(cluster.admin_handle()),
+                ..IdentityConfig::default()
+            };
+            (pki, LocalRedis::Cluster(cluster), config)
+        }
+    };
+    let identity = IdentityEndpoint::start(identity_config)
         .await
-        .context("starting the local redis-server")?;
-    let identity = IdentityEndpoint::start(IdentityConfig {
-        redis: Some(redis.admin_handle()),
-        ..IdentityConfig::default()
-    })
-    .await
-    .context("starting the local identity endpoint")?;
+        .context("starting the local identity endpoint")?;
     Ok(LocalCache { pki, redis, identity })
 }
+
+/// The host name on the local cluster's certificate, which the handler is
+/// given as `Redis__redisHostName`.
+const CLUSTER_HOST: &str = "localhost";
