@@ -4,17 +4,18 @@
 //! It reads the same settings as the handler, then resolves the credential,
 //! gets one token and reads its user name, reaches the cache over TCP,
 //! checks its TLS certificate against the configured host name, connects and
-//! authenticates as the handler does, and runs PING. Each step prints its
+//! authenticates as the handler does, runs PING, and finds out whether the
+//! cache is a cluster (then reaches and PINGs every master). Each step prints its
 //! result and timing; the first that fails prints one sentence saying which
 //! part is wrong (sign-in, access policy, firewall, certificate) and what to
 //! do, and the check stops there. `devhost doctor` runs it with the app's
 //! local settings; in Azure it can be run from the app's console, where it
 //! gets the app settings.
 
-use crate::cache::{open_connection, CacheError, Target};
+use crate::cache::{open_connection, Auth, Cache, CacheError, Target};
 use crate::credential::AzureTokenSource;
 use crate::secret::Secret;
-use crate::settings::{AuthSettings, CredentialChoice, EntraSettings, Settings};
+use crate::settings::{AuthSettings, ClusterMode, CredentialChoice, EntraSettings, Settings};
 use crate::token::{oid_from_jwt, FetchedToken, TokenError, TokenSource};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -96,7 +97,48 @@ pub async fn run(settings: &Settings, out: &mut impl Write) -> bool {
             target.deadlines.command
         )),
     };
-    report(out, "ping", ping, started.elapsed())
+    if !report(out, "ping", ping, started.elapsed()) {
+        return false;
+    }
+    let started = Instant::now();
+    let cluster = cluster_step(&target, redis.cluster_mode, user, password).await;
+    report(out, "cluster", cluster, started.elapsed())
+}
+
+/// Whether the cache is a cluster, as the handler will find out; on a
+/// cluster, every master reached as the handler reaches it (its announced
+/// address, its certificate checked against the configured host name, AUTH
+/// with the same user and token) and PINGed.
+async fn cluster_step(target: &Target, mode: ClusterMode, user: Option<String>, password: Secret) -> Step {
+    let cache = Cache::with_mode(target.clone(), Auth::AccessKey { user, password }, mode);
+    let shards = match cache.shards().await {
+        Ok(None) => return Ok("not a cluster: standalone mode, one connection".to_owned()),
+        Ok(Some(shards)) => shards,
+        Err(e) => return Err(format!("could not tell whether the cache is a cluster: {e}")),
+    };
+    let ping = redis::cmd("PING");
+    let pings = futures_util::future::join_all(shards.iter().map(|s| cache.query_node::<String>(&s.node, &ping))).await;
+    let masters: Vec<String> = shards.iter().map(|s| s.node.clone()).collect();
+    let failed: Vec<String> = shards
+        .iter()
+        .zip(pings)
+        .filter_map(|(s, ping)| ping.err().map(|e| format!("{}: {e}", s.node)))
+        .collect();
+    if failed.is_empty() {
+        Ok(format!(
+            "cluster mode: {} masters ({}), each reached at its announced address, its certificate \
+             verified against {} and AUTH accepted",
+            masters.len(),
+            masters.join(", "),
+            target.host
+        ))
+    } else {
+        Err(format!(
+            "the cache is a cluster, but not every master can be used: {}. Each master must be reachable \
+             on its own port (Azure Managed Redis: 85xx; Premium: 1500N) and accept the same identity",
+            failed.join("; ")
+        ))
+    }
 }
 
 /// Prints one step's line; returns whether it passed.

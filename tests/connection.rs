@@ -206,9 +206,18 @@ async fn doctor_passes_every_step() {
         .collect();
     assert_eq!(
         steps,
-        ["settings", "token", "network", "certificate", "authentication", "ping"],
+        [
+            "settings",
+            "token",
+            "network",
+            "certificate",
+            "authentication",
+            "ping",
+            "cluster"
+        ],
         "{text}"
     );
+    assert!(text.contains("not a cluster: standalone mode"), "{text}");
     assert!(
         text.contains(&format!("user {} (from the token's oid)", app.oid)),
         "{text}"
