@@ -89,15 +89,36 @@ async fn rig_announces_every_node_on_its_gateway_port() {
         assert!(text.contains(&format!("{slot}")), "{text}");
         assert!(text.contains(&rig.announced_addr(other.index)), "{text}");
 
-        // The node's TLS port still tells TLS clients the TLS ports.
-        let tls_reply = tls_cluster_slots(&rig, 0).await;
+        // The node's TLS port still tells TLS clients the TLS ports
+        // (`CLUSTER SLOTS` and `CLUSTER NODES`).
+        let tls_reply: Value = tls_query(&rig, 0, redis::cmd("CLUSTER").arg("SLOTS")).await;
         for (_, port, id) in slot_endpoints(&tls_reply) {
             let node = c.index_of(&id).unwrap();
             assert_eq!(port, c.node(node).tls_port(), "node {node} over TLS");
         }
         // Bus and replication: settled means every bus link is up and every
-        // replica in sync with its master.
+        // replica in sync with its master; each replica replicates from its
+        // master's TLS port.
         c.wait_settled(Duration::from_secs(10)).await.unwrap();
+        let nodes: String = tls_query(&rig, 0, redis::cmd("CLUSTER").arg("NODES")).await;
+        for line in nodes.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let node = c.index_of(f[0]).unwrap();
+            let port = f[1].split('@').next().unwrap().rsplit(':').next().unwrap();
+            assert_eq!(port, c.node(node).tls_port().to_string(), "{line}");
+        }
+        for m in &masters {
+            for &r in &m.replicas {
+                let info: String = c
+                    .node(r)
+                    .admin_cmd(redis::cmd("INFO").arg("replication"))
+                    .await
+                    .unwrap();
+                let want = format!("master_port:{}", c.node(m.index).tls_port());
+                assert!(info.lines().any(|l| l.trim() == want), "replica {r}: {info}");
+                assert!(info.contains("master_link_status:up"), "replica {r}: {info}");
+            }
+        }
 
         assert_eq!(
             rig.gateway(0)
@@ -116,8 +137,8 @@ async fn rig_announces_every_node_on_its_gateway_port() {
     .await;
 }
 
-/// `CLUSTER SLOTS` asked on node `i`'s own TLS port, as `default`.
-async fn tls_cluster_slots(rig: &ClusterRig, i: usize) -> Value {
+/// `cmd` asked on node `i`'s own TLS port, as `default`.
+async fn tls_query<T: redis::FromRedisValue>(rig: &ClusterRig, i: usize, cmd: &redis::Cmd) -> T {
     let node = rig.cluster.node(i);
     let url = format!("rediss://{}:{}/", support::cluster::HOST, node.tls_port());
     let certs = redis::TlsCertificates {
@@ -135,7 +156,7 @@ async fn tls_cluster_slots(rig: &ClusterRig, i: usize) -> Value {
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
-    redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await.unwrap()
+    cmd.query_async(&mut conn).await.unwrap()
 }
 
 /// The HTTP path of `key` (hash tag braces percent-encoded).
