@@ -109,11 +109,7 @@ async fn rig_announces_every_node_on_its_gateway_port() {
         }
         for m in &masters {
             for &r in &m.replicas {
-                let info: String = c
-                    .node(r)
-                    .admin_cmd(redis::cmd("INFO").arg("replication"))
-                    .await
-                    .unwrap();
+                let info: String = rig.admin_query(r, redis::cmd("INFO").arg("replication")).await;
                 let want = format!("master_port:{}", c.node(m.index).tls_port());
                 assert!(info.lines().any(|l| l.trim() == want), "replica {r}: {info}");
                 assert!(info.contains("master_link_status:up"), "replica {r}: {info}");
@@ -147,7 +143,7 @@ async fn tls_query<T: redis::FromRedisValue>(rig: &ClusterRig, i: usize, cmd: &r
     };
     let mut conn = redis::Client::build_with_tls(url.as_str(), certs)
         .unwrap()
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&support::cluster::slow_machine())
         .await
         .unwrap();
     redis::cmd("AUTH")
@@ -178,7 +174,7 @@ const FAST_LIMIT: Duration = Duration::from_millis(2 * 2000 + 1000);
 /// seed's master fail and so does this test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_slot_is_stored_and_read_back() {
-    bounded(Duration::from_secs(150), async {
+    bounded(Duration::from_secs(240), async {
         let app = support::cluster::spawn_cluster_app(ClusterAppOptions::default()).await;
         let keys: Vec<String> = (0..devhost::redis_cluster::SLOTS)
             .map(|s| key_in_slot(s, "all"))
@@ -224,12 +220,7 @@ async fn every_slot_is_stored_and_read_back() {
         );
         // Each master holds exactly the keys of its slots.
         for m in app.cluster.masters().await.unwrap() {
-            let n: usize = app
-                .cluster
-                .node(m.index)
-                .admin_cmd(&redis::cmd("DBSIZE"))
-                .await
-                .unwrap();
+            let n: usize = app.admin_query(m.index, &redis::cmd("DBSIZE")).await;
             let owned: usize = m.slots.iter().map(|r| r.len()).sum();
             assert_eq!(n, owned, "master {}", m.index);
         }
@@ -910,7 +901,7 @@ async fn slot_migration_under_load() {
             for s in slots.clone() {
                 pipe.cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(s);
             }
-            let mut conn = app.cluster.node(node).admin().await.unwrap();
+            let mut conn = app.admin_conn(node).await;
             let counts: Vec<usize> = pipe.query_async(&mut conn).await.unwrap();
             counts.iter().sum::<usize>()
         };
@@ -918,7 +909,7 @@ async fn slot_migration_under_load() {
         // The handler followed ASK to the target (`ASKING` is only ever
         // sent after an `ASK`), and MOVED after the hand-over.
         let info = |node: usize, section: &'static str| async move {
-            let text: String = app.cluster.node(node).admin_cmd(redis::cmd("INFO").arg(section)).await.unwrap();
+            let text: String = app.admin_query(node, redis::cmd("INFO").arg(section)).await;
             text.lines()
                 .filter(|l| l.starts_with("cmdstat_asking") || l.starts_with("errorstat_ASK") || l.starts_with("errorstat_MOVED"))
                 .map(str::to_owned)

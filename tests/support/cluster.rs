@@ -189,9 +189,37 @@ impl ClusterRig {
     /// The connections that came through node `i`'s gateway, as node `i`'s
     /// own `CLIENT LIST` shows them (asked on its admin port).
     pub async fn gateway_clients(&self, i: usize) -> Vec<ClientInfo> {
+        let list: String = self.admin_query(i, redis::cmd("CLIENT").arg("LIST")).await;
         let behind = self.gateways[i].backend_addrs();
-        let all = self.cluster.node(i).client_list().await.expect("CLIENT LIST");
-        all.into_iter().filter(|c| behind.contains(&c.addr)).collect()
+        list.lines()
+            .filter_map(ClientInfo::parse)
+            .filter(|c| behind.contains(&c.addr))
+            .collect()
+    }
+
+    /// An admin connection to node `i` (plain port, `default`), with
+    /// limits for a busy 2-core machine (redis-rs's defaults, which
+    /// `RedisAdmin` uses, are 1 s to connect and 500 ms per reply).
+    pub async fn admin_conn(&self, i: usize) -> redis::aio::MultiplexedConnection {
+        let node = self.cluster.node(i);
+        let url = format!(
+            "redis://default:{}@127.0.0.1:{}/",
+            node.admin_password(),
+            node.plain_port()
+        );
+        redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection_with_config(&slow_machine())
+            .await
+            .unwrap_or_else(|e| panic!("admin connection to node {i}: {e}"))
+    }
+
+    /// `cmd` on a new [`ClusterRig::admin_conn`] to node `i`.
+    pub async fn admin_query<T: redis::FromRedisValue>(&self, i: usize, cmd: &redis::Cmd) -> T {
+        let mut conn = self.admin_conn(i).await;
+        cmd.query_async(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{:?} on node {i}: {e}", cmd.args_iter().next()))
     }
 
     /// A sum of one gateway counter over every node.
@@ -245,7 +273,7 @@ impl ClusterRig {
         };
         redis::Client::build_with_tls(info, certs)
             .unwrap()
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&slow_machine())
             .await
             .expect("a connection through the gateway")
     }
@@ -305,4 +333,13 @@ pub fn slots_of(master: &MasterInfo, n: usize) -> Vec<u16> {
     }
     let n = n.min(all.len());
     (0..n).map(|k| all[k * (all.len() - 1) / (n - 1)]).collect()
+}
+
+/// Connection limits for a busy 2-core machine: a TLS handshake and AUTH
+/// can take seconds there (redis-rs's defaults are 1 s to connect and
+/// 500 ms per reply).
+pub fn slow_machine() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
 }
