@@ -291,15 +291,11 @@ async fn one_connection_per_master_and_every_shard_shown() {
             let is_master = masters.iter().any(|m| m.index == i);
             let want = usize::from(is_master);
             assert_eq!(clients.len(), want, "node {i} (master: {is_master}): {clients:?}");
-            // The seed (node 0's gateway) also carried the connection that
-            // asked `INFO cluster` and `CLUSTER SLOTS` before the masters'
-            // connections were made; it is closed by now.
+            // The seed (node 0's gateway) is master 0 itself: the
+            // connection that asked `INFO cluster` and `CLUSTER SLOTS`
+            // became master 0's, so no node ever saw a second one.
             let made = app.gateway(i).stats().connections.load(Ordering::SeqCst);
-            let most = want + usize::from(i == 0);
-            assert!(
-                made >= want && made <= most,
-                "node {i}: {made} connections ever made through its gateway"
-            );
+            assert_eq!(made, want, "node {i}: connections ever made through its gateway");
             per_node.push((clients.len(), made));
         }
         println!("handler connections per node, (open, ever made): {per_node:?}");
@@ -648,10 +644,9 @@ async fn soak_across_token_lifetimes_on_every_shard() {
         assert_eq!(requests, fetches, "the handler's fetches are the endpoint's requests");
         assert!(refreshes + 1 >= requests, "{refreshes} refreshes, {requests} requests");
         for (node, reauths, accepted, connections, _) in per_shard {
-            // Node 0 is the seed: it also carried the start-up connection
-            // that read the topology (see one_connection_per_master_…).
-            let most = 1 + usize::from(node == 0);
-            assert!((1..=most).contains(&connections), "node {node}: {connections} connections");
+            // Node 0 is the seed: its start-up connection, which read the
+            // topology, is master 0's (see one_connection_per_master_…).
+            assert_eq!(connections, 1, "node {node}: connections");
             assert_eq!(accepted, reauths + connections, "node {node}: an AUTH per connection and per re-AUTH");
             assert!(reauths + 2 >= requests && reauths < requests, "node {node}: {reauths} re-AUTHs for {requests} tokens");
         }

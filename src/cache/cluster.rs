@@ -111,6 +111,10 @@ pub(super) struct Cluster {
     refreshed_at: tokio::sync::Mutex<Option<Instant>>,
     /// Topology reads that succeeded.
     pub(super) refreshes: AtomicU64,
+    /// The configured endpoint's addresses: when a master is announced at
+    /// one of them, it is the same server, and the connection made to read
+    /// the topology becomes that master's.
+    seed_addrs: Vec<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -129,10 +133,16 @@ impl Cluster {
         seed: &Arc<Node>,
         deadline: Instant,
     ) -> Result<Cluster, CacheError> {
+        let lookup = tokio::net::lookup_host((seed.host.as_str(), seed.port));
+        let seed_addrs = match tokio::time::timeout(target.deadlines.connect, lookup).await {
+            Ok(Ok(addrs)) => addrs.collect(),
+            _ => Vec::new(),
+        };
         let cluster = Cluster {
             topology: ArcSwap::from_pointee(Topology::new(Vec::new())),
             refreshed_at: tokio::sync::Mutex::new(None),
             refreshes: AtomicU64::new(0),
+            seed_addrs,
         };
         cluster.refresh(target, creds, seed, deadline, Instant::now()).await?;
         Ok(cluster)
@@ -215,6 +225,7 @@ impl Cluster {
         }
         shards.sort_by_key(|s| s.slots.first().copied());
         let next = Topology::new(shards);
+        self.adopt_seed(&next, seed);
         let changed = current.shards.len() != next.shards.len()
             || current
                 .shards
@@ -241,6 +252,33 @@ impl Cluster {
             tracing::info!(masters = next.shards.len(), layout = %masters.join(", "), "cluster topology");
         }
         self.topology.store(Arc::new(next));
+    }
+
+    /// When the configured endpoint is itself a master (same IP address and
+    /// port as announced), its connection becomes that master's instead of
+    /// being closed and made again: one connection per master from the start.
+    fn adopt_seed(&self, next: &Topology, seed: &Arc<Node>) {
+        if !seed.is_connected() {
+            return;
+        }
+        let same = |node: &Node| {
+            node.host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| self.seed_addrs.contains(&std::net::SocketAddr::new(ip, node.port)))
+        };
+        let Some(master) = next
+            .shards
+            .iter()
+            .map(|s| &s.node)
+            .find(|n| !Arc::ptr_eq(n, seed) && !n.is_connected() && same(n))
+        else {
+            return;
+        };
+        if let Some(live) = seed.take_live() {
+            if master.adopt(live) {
+                tracing::info!(node = %master.addr, "the configured endpoint is this master: its connection is kept as the master's");
+            }
+        }
     }
 
     /// A `MOVED` answer: the slot goes to `addr` at once.
@@ -390,6 +428,7 @@ mod tests {
             topology: ArcSwap::from_pointee(Topology::new(Vec::new())),
             refreshed_at: tokio::sync::Mutex::new(None),
             refreshes: AtomicU64::new(0),
+            seed_addrs: Vec::new(),
         };
         let seed = Arc::new(Node::new("cache.example", 10000));
         let range = |start, end, port| SlotRange {

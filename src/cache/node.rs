@@ -361,6 +361,23 @@ impl Node {
         }
     }
 
+    /// Takes this node's connection away (the configured endpoint's, found
+    /// to be a master's), leaving it unconnected.
+    pub(super) fn take_live(&self) -> Option<Arc<Live>> {
+        self.live.swap(None)
+    }
+
+    /// Uses `live`, made through another [`Node`] to this same address, as
+    /// this node's connection, if it has none.
+    pub(super) fn adopt(&self, live: Arc<Live>) -> bool {
+        let prev = self.live.compare_and_swap(&None::<Arc<Live>>, Some(live));
+        let adopted = prev.is_none();
+        if adopted {
+            self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        }
+        adopted
+    }
+
     /// Closes the connection, if any, when the node leaves the topology (a
     /// master demoted or gone): in-flight commands finish on their clone.
     pub(super) fn close(&self, why: &str) {
