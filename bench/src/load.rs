@@ -75,23 +75,44 @@ pub fn wrk(lua: &Path, port: u16, method: &str, conns: u32, duration: Duration) 
     })
 }
 
-/// Runs `redis-benchmark` over TLS as the ACL user: `test` is `get` or
-/// `set`, over the same key space and value size as the HTTP runs.
-pub fn redis_benchmark(rig: &Rig, test: &str, conns: u32, requests: u64) -> anyhow::Result<LoadResult> {
+/// Where `redis-benchmark` connects and how.
+pub struct BenchTarget<'a> {
+    /// `-h`.
+    pub host: &'a str,
+    /// `-p`, a TLS port.
+    pub port: u16,
+    /// `--cacert`.
+    pub ca: &'a Path,
+    /// The password of [`BENCH_USER`].
+    pub password: &'a str,
+    /// Options after the TLS ones and before `--user` (`--sni`, `--cluster`).
+    pub extra: &'a [&'a str],
+}
+
+impl<'a> BenchTarget<'a> {
+    /// The rig's single TLS `redis-server`.
+    pub fn single(rig: &'a Rig) -> BenchTarget<'a> {
+        BenchTarget {
+            host: "127.0.0.1",
+            port: rig.redis.tls_port(),
+            ca: &rig.pki.ca_path,
+            password: &rig.bench_password,
+            extra: &[],
+        }
+    }
+}
+
+/// Runs `redis-benchmark` over TLS as the ACL user against `target`: `test`
+/// is `get` or `set`, over the same key space and value size as the HTTP runs.
+pub fn redis_benchmark_at(target: &BenchTarget, test: &str, conns: u32, requests: u64) -> anyhow::Result<LoadResult> {
     // Single-threaded (its default): on 2 cores that gives the higher ceiling.
     let mut cmd = Command::new("redis-benchmark");
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &rig.redis.tls_port().to_string(),
-        "--tls",
-        "--cacert",
-    ])
-    .arg(&rig.pki.ca_path)
-    .args(["--user", BENCH_USER, "-a", &rig.bench_password])
-    .args(["-c", &conns.to_string(), "-n", &requests.to_string(), "-t", test])
-    .args(["-r", &KEYSPACE.to_string(), "-d", &VALUE_BYTES.to_string(), "--csv"]);
+    cmd.args(["-h", target.host, "-p", &target.port.to_string(), "--tls", "--cacert"])
+        .arg(target.ca)
+        .args(target.extra)
+        .args(["--user", BENCH_USER, "-a", target.password])
+        .args(["-c", &conns.to_string(), "-n", &requests.to_string(), "-t", test])
+        .args(["-r", &KEYSPACE.to_string(), "-d", &VALUE_BYTES.to_string(), "--csv"]);
     let out = cmd.output().context("running redis-benchmark")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
@@ -126,7 +147,17 @@ pub fn redis_benchmark(rig: &Rig, test: &str, conns: u32, requests: u64) -> anyh
 /// `redis-benchmark` for about `duration`: a short run to warm up and
 /// estimate the rate, then one sized to last `duration`.
 pub fn redis_benchmark_for(rig: &Rig, test: &str, conns: u32, duration: Duration) -> anyhow::Result<LoadResult> {
-    let warm = redis_benchmark(rig, test, conns, 20_000.max(u64::from(conns) * 100))?;
+    redis_benchmark_for_at(&BenchTarget::single(rig), test, conns, duration)
+}
+
+/// [`redis_benchmark_for`] against `target`.
+pub fn redis_benchmark_for_at(
+    target: &BenchTarget,
+    test: &str,
+    conns: u32,
+    duration: Duration,
+) -> anyhow::Result<LoadResult> {
+    let warm = redis_benchmark_at(target, test, conns, 20_000.max(u64::from(conns) * 100))?;
     let n = (warm.rps * duration.as_secs_f64()) as u64;
-    redis_benchmark(rig, test, conns, n.clamp(20_000, 5_000_000))
+    redis_benchmark_at(target, test, conns, n.clamp(20_000, 5_000_000))
 }

@@ -1,6 +1,7 @@
 //! What the numbers were measured on: cores, CPU, kernel, memory, load,
 //! tool versions, date.
 
+use std::path::Path;
 use std::process::Command;
 
 /// Cores available to this process.
@@ -67,4 +68,26 @@ fn first_line(program: &str, args: &[&str]) -> String {
                 .to_owned()
         })
         .unwrap_or_else(|| "not found".into())
+}
+
+/// The commit checked out in `root` (short hash), and whether the handler's
+/// sources (`src/`, `Cargo.toml`, `Cargo.lock`) differ from it.
+pub fn commit(root: &Path) -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(hash) => match git(&["status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"]) {
+            Some(changes) if changes.is_empty() => hash,
+            Some(_) => format!("{hash} (with uncommitted changes to the handler's sources)"),
+            None => hash,
+        },
+        None => "unknown (not a git checkout)".to_owned(),
+    }
 }

@@ -8,9 +8,11 @@
 //! that the pipeline works (no failed request, one token request per
 //! refresh) and writes nothing. `-- --refresh` measures only the cost of
 //! token refresh, in 12 rounds; `-- --slow-identity` only the refresh against
-//! an identity endpoint taking 2 s per answer; `-- --rig` starts only Redis
-//! and the identity endpoint and prints the settings, for profiling a
-//! handler by hand.
+//! an identity endpoint taking 2 s per answer; `-- --cluster` only the
+//! handler in cluster mode against `redis-benchmark --cluster` on a local
+//! 3-master TLS Redis Cluster, and writes just the "Cluster" section of
+//! `BENCHMARKS.md`; `-- --rig` starts only Redis and the identity endpoint
+//! and prints the settings, for profiling a handler by hand.
 //!
 //! # Layout
 //!
@@ -24,10 +26,13 @@
 //! - `scenarios`: throughput, cold start, memory, token refresh.
 //! - `slow_identity`: token refresh against a slow identity endpoint, split
 //!   into requests during a fetch and the rest, with its part of the report.
+//! - `cluster`: the handler in cluster mode against `redis-benchmark
+//!   --cluster` on a local TLS Redis Cluster, with its part of the report.
 //! - `report`, `method`, `plot`, `machine`: the Markdown, its Method section
 //!   (from the plans), the SVG, the machine's description.
 
 mod client;
+mod cluster;
 mod load;
 mod machine;
 mod method;
@@ -40,6 +45,7 @@ mod timed;
 mod tools;
 
 use anyhow::{bail, ensure, Context};
+use cluster::ClusterPlan;
 use report::Results;
 use rig::{Program, Rig, Server};
 use scenarios::{Side, Timing};
@@ -58,6 +64,8 @@ struct Plan {
     refresh_only: bool,
     /// Only the refresh against a slow identity endpoint (`-- --slow-identity`).
     slow_only: bool,
+    /// Only the cluster scenario (`-- --cluster`).
+    cluster_only: bool,
     concurrency: Vec<u32>,
     timing: Timing,
     cold_starts: usize,
@@ -69,6 +77,8 @@ struct Plan {
     short_tokens: (u64, u64),
     /// Refresh against a slow identity endpoint.
     slow: SlowPlan,
+    /// The handler against `redis-benchmark --cluster` on a local cluster.
+    cluster: ClusterPlan,
 }
 
 impl Plan {
@@ -77,6 +87,7 @@ impl Plan {
             smoke: false,
             refresh_only: false,
             slow_only: false,
+            cluster_only: false,
             concurrency: vec![1, 16, 64, 256],
             timing: Timing {
                 warm: Duration::from_secs(2),
@@ -101,6 +112,14 @@ impl Plan {
                 steady: Duration::from_secs(16),
                 refreshing: Duration::from_secs(30),
             },
+            cluster: ClusterPlan {
+                concurrency: vec![16, 64],
+                rounds: 5,
+                timing: Timing {
+                    warm: Duration::from_secs(2),
+                    measure: Duration::from_secs(5),
+                },
+            },
         }
     }
 
@@ -109,6 +128,7 @@ impl Plan {
             smoke: true,
             refresh_only: false,
             slow_only: false,
+            cluster_only: false,
             concurrency: vec![16],
             timing: Timing {
                 warm: Duration::from_secs(1),
@@ -134,6 +154,14 @@ impl Plan {
                 steady: Duration::from_secs(2),
                 refreshing: Duration::from_secs(4),
             },
+            cluster: ClusterPlan {
+                concurrency: vec![16],
+                rounds: 1,
+                timing: Timing {
+                    warm: Duration::from_secs(1),
+                    measure: Duration::from_secs(1),
+                },
+            },
         }
     }
 
@@ -144,6 +172,8 @@ impl Plan {
             "cargo run --release -p bench -- --refresh"
         } else if self.slow_only {
             "cargo run --release -p bench -- --slow-identity"
+        } else if self.cluster_only {
+            "cargo run --release -p bench -- --cluster"
         } else {
             "cargo run --release -p bench"
         }
@@ -175,11 +205,17 @@ fn run() -> anyhow::Result<()> {
             slow_only: true,
             ..Plan::full()
         },
-        _ => bail!("usage: cargo run --release -p bench [-- --smoke | --refresh | --slow-identity | --rig]"),
+        ["--cluster"] => Plan {
+            cluster_only: true,
+            ..Plan::full()
+        },
+        _ => {
+            bail!("usage: cargo run --release -p bench [-- --smoke | --refresh | --slow-identity | --cluster | --rig]")
+        }
     };
     let root = repo_root()?;
     // Only the full run compares with the Python peer, so only it makes the venv.
-    let full = !(plan.smoke || plan.refresh_only || plan.slow_only);
+    let full = !(plan.smoke || plan.refresh_only || plan.slow_only || plan.cluster_only);
     tools::check(full)?;
     let handler_bin = tools::build_handler(root)?;
     let python = tools::python_venv(root, full)?.map(|interpreter| Program::Python {
@@ -201,6 +237,16 @@ fn run() -> anyhow::Result<()> {
         notes: std::fs::read_to_string(root.join("bench/notes.md")).unwrap_or_default(),
         ..Results::default()
     };
+    if plan.cluster_only {
+        let c = run_cluster(root, &lua, &handler, &plan, &results)?;
+        let section = c.section();
+        println!("{section}");
+        let path = root.join("BENCHMARKS.md");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, cluster::splice(&old, &section))?;
+        eprintln!("bench: wrote the Cluster section of BENCHMARKS.md");
+        return Ok(());
+    }
     let rig = Rig::start(root)?;
     let refresh = || {
         scenarios::refresh(
@@ -260,6 +306,8 @@ fn run() -> anyhow::Result<()> {
     results.refresh = refresh()?;
     eprintln!("bench: token refresh with a slow identity endpoint");
     results.slow = slow_identity::run(&rig, &handler, plan.slow)?;
+    drop(rig);
+    results.cluster = Some(run_cluster(root, &lua, &handler, &plan, &results)?);
 
     check(&results)?;
     let plot_rel = "bench/results/plot.svg";
@@ -276,6 +324,23 @@ fn run() -> anyhow::Result<()> {
         eprintln!("bench: wrote BENCHMARKS.md and {plot_rel}");
     }
     Ok(())
+}
+
+/// The cluster scenario, described with this run's machine and commit.
+fn run_cluster(
+    root: &Path,
+    lua: &Path,
+    handler: &Program,
+    plan: &Plan,
+    results: &Results,
+) -> anyhow::Result<cluster::ClusterResults> {
+    eprintln!("bench: cluster (handler in cluster mode vs redis-benchmark --cluster)");
+    let mut c = cluster::run(root, lua, handler, &plan.cluster)?;
+    c.machine = results.machine.clone();
+    c.command = plan.command().to_owned();
+    c.commit = machine::commit(root);
+    c.check()?;
+    Ok(c)
 }
 
 fn repo_root() -> anyhow::Result<&'static Path> {

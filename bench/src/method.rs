@@ -10,7 +10,8 @@ use crate::Plan;
 /// `smoke` and `--refresh` (`refresh_only_rounds` rounds) too.
 pub fn markdown(full: &Plan, smoke: &Plan, refresh_only_rounds: usize) -> String {
     let secs = |d: std::time::Duration| format!("{} s", d.as_secs_f64());
-    let conns = |p: &Plan| p.concurrency.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    let list = |c: &[u32]| c.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    let conns = |p: &Plan| list(&p.concurrency);
     let (life, off) = full.short_tokens;
     let burst_life = life.max(4);
     let slow = &full.slow;
@@ -47,9 +48,14 @@ pub fn markdown(full: &Plan, smoke: &Plan, refresh_only_rounds: usize) -> String
   the bench checks that the burst left inside that window.
 - The refresh with a slow identity endpoint: every token answer takes {slow_delay}, tokens live {slow_life} s,
   offset {slow_off} s, GET at {slow_conns} connections; details in its section.
+- The cluster: the handler in cluster mode on a local TLS Redis Cluster of 3 masters with a replica each,
+  against `redis-benchmark --cluster` on the same cluster, GET and PUT at {cl_conns} connections, {cl_rounds} runs of
+  {cl_run} per side at each point, medians; details in its section. `-- --cluster` runs only this and
+  rewrites only that section of `BENCHMARKS.md`.
 - `cargo run --release -p bench -- --smoke` (what CI runs) does {smoke_run} of each part at {smoke_conns}
   connections, {smoke_cold} cold starts, {smoke_mem} requests for memory, the refresh burst, and the slow
-  identity refresh with a {smoke_delay} answer, {smoke_slow_life} s tokens and offset {smoke_slow_off} s for {smoke_slow_run}; it checks
+  identity refresh with a {smoke_delay} answer, {smoke_slow_life} s tokens and offset {smoke_slow_off} s for {smoke_slow_run}, and
+  the cluster at {smoke_cl_conns} connections ({smoke_cl_run}, one run per side); it checks
   that no request failed, that the burst caused one token request and that a fetch was in flight during
   the slow-identity run, and writes nothing. `-- --refresh` measures only the refresh cost, in
   {refresh_only_rounds} rounds; `-- --slow-identity` only the refresh with a slow identity endpoint. Both
@@ -69,6 +75,11 @@ pub fn markdown(full: &Plan, smoke: &Plan, refresh_only_rounds: usize) -> String
         slow_life = slow.lifetime_s,
         slow_off = slow.offset_s,
         slow_conns = slow.conns,
+        cl_conns = list(&full.cluster.concurrency),
+        cl_rounds = full.cluster.rounds,
+        cl_run = secs(full.cluster.timing.measure),
+        smoke_cl_conns = list(&smoke.cluster.concurrency),
+        smoke_cl_run = secs(smoke.cluster.timing.measure),
         smoke_run = secs(smoke.timing.measure),
         smoke_conns = conns(smoke),
         smoke_cold = smoke.cold_starts,

@@ -1,6 +1,7 @@
 //! The results as Markdown: ratios up front, the targets, the table, and
 //! the details of each measurement.
 
+use crate::cluster::ClusterResults;
 use crate::load::LoadResult;
 use crate::scenarios::{ColdStart, Memory, Op, Point, Refresh, Side};
 use crate::slow_identity::SlowRefresh;
@@ -33,6 +34,8 @@ pub struct Results {
     pub refresh: Refresh,
     /// Token refresh against a slow identity endpoint.
     pub slow: SlowRefresh,
+    /// The handler in cluster mode against `redis-benchmark --cluster`.
+    pub cluster: Option<ClusterResults>,
     /// The Method section, written from the plans ([`crate::method`]).
     pub method: String,
     /// Hand-written notes (`bench/notes.md`): what profiling found and what
@@ -260,6 +263,10 @@ impl Results {
         s.push_str(&self.table());
         let _ = writeln!(s, "\n![throughput and p99 against concurrency]({plot_link})\n");
         self.details(&mut s);
+        if let Some(c) = &self.cluster {
+            s.push('\n');
+            s.push_str(&c.section());
+        }
         s.push_str("\n## Machine\n\n| | |\n|---|---|\n");
         for (k, v) in &self.machine {
             let _ = writeln!(s, "| {k} | {v} |");

@@ -1,0 +1,483 @@
+//! The cluster scenario (`-- --cluster`, and part of the full run): the
+//! handler in cluster mode against a local TLS Redis Cluster (3 masters with
+//! a replica each, from `devhost::redis_cluster`), next to `redis-benchmark
+//! --cluster` on the same cluster in the same run.
+//!
+//! The cluster is presented the way Azure presents one (AZURE-FACTS "Entra
+//! ID and Azure Redis"): nodes announced by IP (`127.0.0.1`), a certificate
+//! naming only the host name (`localhost`), ACL users on every node, and the
+//! identity endpoint's tokens accepted on every node. The handler is given
+//! only the host name and one master's TLS port; its `Redis__clusterMode`
+//! default (`auto`) finds the cluster, which the bench checks on
+//! `/api/health` (`"mode": "cluster"`, one shard per master) before it
+//! measures.
+//!
+//! `redis-benchmark` gets `--tls --cacert <CA> --sni localhost --cluster`.
+//! The `redis-benchmark` 7.0 here (hiredis) checks the server's chain
+//! against `--cacert` but never its name: it accepts a node reached by IP
+//! under a certificate naming only `localhost`, and `--sni` only sets the
+//! name sent in the handshake (a wrong one is accepted too). So it cannot be
+//! made to verify nodes against the host name; it verifies the chain only,
+//! while the handler verifies every node against `Redis__redisHostName`.
+
+use crate::load::{self, BenchTarget, LoadResult};
+use crate::report::{group, median};
+use crate::rig::{key, Program, Server, BENCH_USER, KEYSPACE, VALUE_BYTES};
+use crate::scenarios::{Op, Side, Timing};
+use anyhow::{ensure, Context};
+use devhost::identity::{IdentityConfig, IdentityEndpoint};
+use devhost::pki::Pki;
+use devhost::redis_cluster::{key_slot, ClusterOptions, RedisCluster};
+use devhost::redis_server::RedisOptions;
+use serde_json::Value;
+use std::fmt::Write;
+use std::path::Path;
+
+/// The only name on the nodes' certificate: `Redis__redisHostName`.
+const HOST: &str = "localhost";
+
+/// `redis-benchmark`'s options for the cluster, after `--tls --cacert`.
+const REDIS_BENCHMARK_CLUSTER: &[&str] = &["--sni", HOST, "--cluster"];
+
+/// How much of the cluster scenario to run.
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    /// Connections per point.
+    pub concurrency: Vec<u32>,
+    /// Runs per side at each point, alternating which side goes first.
+    pub rounds: usize,
+    /// Warm-up (per point, each side) and length of each run.
+    pub timing: Timing,
+}
+
+/// The cluster, the identity endpoint and the benchmark's ACL user.
+struct ClusterRig {
+    pki: Pki,
+    cluster: RedisCluster,
+    identity: IdentityEndpoint,
+    bench_password: String,
+    /// Runs the stand-ins' tasks. Last, so it is dropped after them.
+    rt: tokio::runtime::Runtime,
+}
+
+impl ClusterRig {
+    /// Starts the cluster and the identity endpoint (tokens accepted on
+    /// every node), adds the benchmark's user on every node and stores a
+    /// value under every key of the key space, each on its master.
+    fn start() -> anyhow::Result<ClusterRig> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let pki = Pki::generate_for_hosts(&[HOST])?;
+        // Nodes are spawned from this (the main) thread, which outlives
+        // them: if the bench dies without cleaning up, they get SIGTERM.
+        let opts = ClusterOptions {
+            redis: RedisOptions { die_with_parent: true },
+            ..ClusterOptions::default()
+        };
+        let cluster = rt
+            .block_on(RedisCluster::start(&pki, opts))
+            .context("starting the local Redis Cluster")?;
+        let identity = rt.block_on(IdentityEndpoint::start(IdentityConfig {
+            redis_cluster: Some(cluster.admin_handle()),
+            ..IdentityConfig::default()
+        }))?;
+        let bench_password = format!("bench-{}", std::process::id());
+        rt.block_on(cluster.acl_add_password(BENCH_USER, &bench_password))?;
+        rt.block_on(async {
+            for m in cluster.masters().await? {
+                let mut pipe = redis::pipe();
+                let mine = (0..KEYSPACE).map(key).filter(|k| {
+                    let slot = key_slot(k.as_bytes());
+                    m.slots.iter().any(|r| r.contains(&slot))
+                });
+                for k in mine {
+                    pipe.cmd("SET").arg(k).arg("x".repeat(VALUE_BYTES)).ignore();
+                }
+                let mut conn = cluster.node(m.index).admin().await?;
+                pipe.query_async::<()>(&mut conn).await?;
+            }
+            anyhow::Ok(())
+        })?;
+        Ok(ClusterRig {
+            pki,
+            cluster,
+            identity,
+            bench_password,
+            rt,
+        })
+    }
+
+    /// The handler's settings: the host name, one master's TLS port, the
+    /// CA, the identity endpoint; the cluster mode left at its default.
+    fn app_settings(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("Redis__redisHostName".to_owned(), self.cluster.host_name().to_owned()),
+            ("Redis__port".to_owned(), self.cluster.node(0).tls_port().to_string()),
+            ("Redis__tokenRefreshOffsetSeconds".to_owned(), "300".to_owned()),
+            ("SSL_CERT_FILE".to_owned(), self.pki.ca_path.display().to_string()),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ];
+        env.extend(self.identity.env());
+        env
+    }
+
+    /// `redis-benchmark --cluster`, seeded with the same master.
+    fn target(&self) -> BenchTarget<'_> {
+        BenchTarget {
+            host: "127.0.0.1",
+            port: self.cluster.node(0).tls_port(),
+            ca: &self.pki.ca_path,
+            password: &self.bench_password,
+            extra: REDIS_BENCHMARK_CLUSTER,
+        }
+    }
+
+    /// The identity's connections on each node: `(TLS port, is master, count)`.
+    fn identity_connections(&self) -> anyhow::Result<Vec<(u16, bool, usize)>> {
+        let masters = self.rt.block_on(self.cluster.masters())?;
+        let lists = self.rt.block_on(self.cluster.client_lists())?;
+        let oid = self.identity.oid();
+        Ok(lists
+            .into_iter()
+            .map(|(i, clients)| {
+                let n = clients.iter().filter(|c| c.user == oid).count();
+                (self.cluster.node(i).tls_port(), masters.iter().any(|m| m.index == i), n)
+            })
+            .collect())
+    }
+}
+
+/// The runs of one side at one point.
+#[derive(Debug, Clone)]
+pub struct ClusterPoint {
+    /// Who served them.
+    pub side: Side,
+    /// What was asked.
+    pub op: Op,
+    /// Concurrent connections.
+    pub conns: u32,
+    /// One result per round.
+    pub runs: Vec<LoadResult>,
+}
+
+impl ClusterPoint {
+    fn median_of(&self, f: impl Fn(&LoadResult) -> f64) -> f64 {
+        median(&self.runs.iter().map(f).collect::<Vec<_>>())
+    }
+
+    /// Median req/s over the rounds.
+    pub fn rps(&self) -> f64 {
+        self.median_of(|r| r.rps)
+    }
+}
+
+/// What the cluster scenario measured.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterResults {
+    /// The plan it ran.
+    pub concurrency: Vec<u32>,
+    /// Runs per side and point.
+    pub rounds: usize,
+    /// Seconds per run.
+    pub seconds: f64,
+    /// Seconds of warm-up of the handler per point.
+    pub warm: f64,
+    /// Every point, both sides.
+    pub points: Vec<ClusterPoint>,
+    /// The masters: TLS port and slot ranges.
+    pub masters: Vec<(u16, String)>,
+    /// Shards the handler's `/api/health` listed.
+    pub health_shards: usize,
+    /// The identity's connections per node after the runs: (TLS port, master?, count).
+    pub connections: Vec<(u16, bool, usize)>,
+    /// `redis-benchmark`'s options for the cluster, after `--tls --cacert <CA>`.
+    pub redis_benchmark_options: String,
+    /// The commit measured (and whether the handler's sources differed from it).
+    pub commit: String,
+    /// `(name, value)` lines about the machine and tools.
+    pub machine: Vec<(&'static str, String)>,
+    /// The command that produced these numbers.
+    pub command: String,
+}
+
+/// Starts the cluster, the identity endpoint and a handler against it,
+/// checks that the handler runs in cluster mode with one shard per master,
+/// then measures GET and PUT at each concurrency, handler and
+/// `redis-benchmark --cluster` alternating within each point.
+pub fn run(root: &Path, lua: &Path, handler: &Program, plan: &ClusterPlan) -> anyhow::Result<ClusterResults> {
+    let rig = ClusterRig::start()?;
+    let masters = rig.rt.block_on(rig.cluster.masters())?;
+    let mut out = ClusterResults {
+        concurrency: plan.concurrency.clone(),
+        rounds: plan.rounds,
+        seconds: plan.timing.measure.as_secs_f64(),
+        warm: plan.timing.warm.as_secs_f64(),
+        masters: masters
+            .iter()
+            .map(|m| {
+                let slots: Vec<String> = m.slots.iter().map(|r| format!("{}–{}", r.start(), r.end())).collect();
+                (m.tls_port, slots.join(", "))
+            })
+            .collect(),
+        redis_benchmark_options: REDIS_BENCHMARK_CLUSTER.join(" "),
+        ..ClusterResults::default()
+    };
+    let server = Server::start(handler, root, &rig.app_settings())?;
+    let health = health(server.port)?;
+    let shards = health["shards"].as_array().map_or(0, Vec::len);
+    ensure!(
+        health["mode"] == "cluster" && shards == masters.len(),
+        "the handler is not in cluster mode with {} shards; /api/health: {health}",
+        masters.len()
+    );
+    out.health_shards = shards;
+    let target = rig.target();
+    for &conns in &plan.concurrency {
+        for op in [Op::Get, Op::Put] {
+            let (method, test) = match op {
+                Op::Get => ("GET", "get"),
+                Op::Put => ("PUT", "set"),
+            };
+            load::wrk(lua, server.port, method, conns, plan.timing.warm)?;
+            let mut handler_runs = Vec::new();
+            let mut redis_runs = Vec::new();
+            for round in 0..plan.rounds {
+                for side in match round % 2 {
+                    0 => [Side::Handler, Side::Redis],
+                    _ => [Side::Redis, Side::Handler],
+                } {
+                    let r = match side {
+                        Side::Handler => load::wrk(lua, server.port, method, conns, plan.timing.measure)?,
+                        _ => load::redis_benchmark_for_at(&target, test, conns, plan.timing.measure)?,
+                    };
+                    report(side, op, conns, &r);
+                    match side {
+                        Side::Handler => handler_runs.push(r),
+                        _ => redis_runs.push(r),
+                    }
+                }
+            }
+            for (side, runs) in [(Side::Handler, handler_runs), (Side::Redis, redis_runs)] {
+                out.points.push(ClusterPoint { side, op, conns, runs });
+            }
+        }
+    }
+    out.connections = rig.identity_connections()?;
+    drop(server);
+    Ok(out)
+}
+
+fn report(side: Side, op: Op, conns: u32, r: &LoadResult) {
+    let label = match side {
+        Side::Redis => "redis-bench --cl",
+        _ => side.label(),
+    };
+    eprintln!(
+        "bench: cluster {:<16} {:<7} c={:<3} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
+        label,
+        op.label(),
+        conns,
+        r.rps,
+        r.p50_ms,
+        r.p99_ms,
+        r.errors
+    );
+}
+
+/// `GET /api/health` as JSON (any status).
+fn health(port: u16) -> anyhow::Result<Value> {
+    let (_, body) = crate::client::Conn::connect(port)?.request("GET", "/api/health", b"")?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+impl ClusterResults {
+    fn point(&self, side: Side, op: Op, conns: u32) -> Option<&ClusterPoint> {
+        self.points
+            .iter()
+            .find(|p| p.side == side && p.op == op && p.conns == conns)
+    }
+
+    /// Median handler GET req/s over median `redis-benchmark --cluster` GET
+    /// req/s at `conns`.
+    pub fn ratio(&self, op: Op, conns: u32) -> Option<f64> {
+        let h = self.point(Side::Handler, op, conns)?;
+        let r = self.point(Side::Redis, op, conns)?;
+        Some(h.rps() / r.rps())
+    }
+
+    /// Every run answered, with some throughput.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for p in &self.points {
+            for r in &p.runs {
+                ensure!(
+                    r.errors == 0 && r.rps > 0.0,
+                    "cluster: {} {} at {} connections: {} errors, {:.0} req/s",
+                    p.side.label(),
+                    p.op.label(),
+                    p.conns,
+                    r.errors,
+                    r.rps
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The "## Cluster" section of BENCHMARKS.md, ending with a newline.
+    pub fn section(&self) -> String {
+        let mut s = String::from("## Cluster\n\n");
+        let get = |k: &str| {
+            self.machine
+                .iter()
+                .find(|(name, _)| name.starts_with(k))
+                .map_or("?", |(_, v)| v.as_str())
+        };
+        let _ = writeln!(
+            s,
+            "Measured {} on {} cores ({}, {}, load average at start {}) at commit {} with `{}`; redis-server {}.\n",
+            get("date"),
+            get("cores"),
+            get("CPU"),
+            get("kernel"),
+            get("load average"),
+            self.commit,
+            self.command,
+            get("redis-server").split_whitespace().nth(2).unwrap_or("?"),
+        );
+        let ports: Vec<String> = self
+            .masters
+            .iter()
+            .map(|(port, slots)| format!("127.0.0.1:{port} (slots {slots})"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "A local TLS Redis Cluster (`devhost::redis_cluster`): {} masters, {}, each with a replica; nodes \
+             announced by IP under a certificate naming only `{HOST}`, the benchmark's ACL user and the identity \
+             endpoint's tokens on every node. The handler is given `Redis__redisHostName={HOST}` and the first \
+             master's TLS port only; its `Redis__clusterMode` default (`auto`) found the cluster (`/api/health`: \
+             `\"mode\": \"cluster\"`, {} shards). GET and PUT over the same {} keys of {} bytes as above \
+             (`key:000000000000`…, spread over all {} masters by their hash slots), `wrk` through the handler \
+             against `redis-benchmark --tls --cacert <CA> {} --user bench -r {} -d {}` on the same cluster \
+             (its keys carry a hash tag per node, its clients spread over the masters, one thread per master: \
+             its default with `--cluster`, which gave a higher ceiling here than `--threads 1`, whereas the \
+             single-server runs above use its single-threaded default). At each point, {} runs of {} s per side \
+             after a {} s warm-up of the handler, the two sides alternating which goes first; medians of the \
+             runs. Everything shares the machine's cores: load generator, 6 `redis-server`s and the handler.\n",
+            self.masters.len(),
+            ports.join(", "),
+            self.health_shards,
+            group(u64::from(KEYSPACE)),
+            VALUE_BYTES,
+            self.masters.len(),
+            self.redis_benchmark_options,
+            KEYSPACE,
+            VALUE_BYTES,
+            self.rounds,
+            self.seconds,
+            self.warm,
+        );
+        s.push_str(
+            "| conns | op | handler req/s | p50 ms | p99 ms | redis-benchmark --cluster req/s | p50 ms | p99 ms | handler ÷ redis-benchmark | runs, req/s (handler; redis-benchmark) |\n",
+        );
+        s.push_str("|--:|---|--:|--:|--:|--:|--:|--:|--:|---|\n");
+        for &c in &self.concurrency {
+            for op in [Op::Get, Op::Put] {
+                let (Some(h), Some(r)) = (self.point(Side::Handler, op, c), self.point(Side::Redis, op, c)) else {
+                    continue;
+                };
+                let cells = |p: &ClusterPoint| {
+                    format!(
+                        "{} | {:.3} | {:.3}",
+                        group(p.rps().round() as u64),
+                        p.median_of(|r| r.p50_ms),
+                        p.median_of(|r| r.p99_ms)
+                    )
+                };
+                let runs = |p: &ClusterPoint| {
+                    p.runs
+                        .iter()
+                        .map(|r| format!("{:.0}", r.rps))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let _ = writeln!(
+                    s,
+                    "| {c} | {} | {} | {} | {:.2}× | {}; {} |",
+                    op.label(),
+                    cells(h),
+                    cells(r),
+                    h.rps() / r.rps(),
+                    runs(h),
+                    runs(r)
+                );
+            }
+        }
+        s.push('\n');
+        if let Some(ratio) = self.ratio(Op::Get, 64) {
+            let _ = writeln!(
+                s,
+                "Target: handler GET req/s at 64 connections ≥ 0.5 × `redis-benchmark --cluster` GET at 64: \
+                 {ratio:.2}× — {}.\n",
+                if ratio >= 0.5 { "met" } else { "**not met**" }
+            );
+        }
+        let conns: Vec<String> = self
+            .connections
+            .iter()
+            .map(|(port, master, n)| format!(":{port} {} {n}", if *master { "master" } else { "replica" }))
+            .collect();
+        let _ = writeln!(
+            s,
+            "Connections the handler's identity held per node after the runs: {}.\n",
+            conns.join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "TLS: `redis-benchmark` 7.0 (hiredis) verifies the chain against `--cacert` but never the host name \
+             (checked by hand: with `--sni` naming another host, and with no `--sni`, it still connects to a \
+             server whose certificate names only `cache.example`; with another CA it fails). So it accepts the \
+             nodes as announced, by IP, and `--sni {HOST}` only sets the name it sends; it cannot be told to \
+             verify each node against the host name, as the handler does (`Redis__redisHostName`)."
+        );
+        s
+    }
+}
+
+/// The text of `markdown` with its "## Cluster" section replaced by
+/// `section`, or `section` inserted before "## Machine" (or at the end).
+pub fn splice(markdown: &str, section: &str) -> String {
+    let find_heading = |from: usize| markdown[from..].find("\n## ").map(|i| from + i + 1);
+    if let Some(start) = markdown.find("\n## Cluster\n").map(|i| i + 1) {
+        let end = find_heading(start + 1).unwrap_or(markdown.len());
+        return format!("{}{}\n{}", &markdown[..start], section, &markdown[end..]);
+    }
+    match markdown.find("\n## Machine\n").map(|i| i + 1) {
+        Some(at) => format!("{}{}\n{}", &markdown[..at], section, &markdown[at..]),
+        None => format!("{}\n\n{}", markdown.trim_end(), section),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::splice;
+
+    /// The section goes in before "## Machine" the first time, and replaces
+    /// itself, and nothing else, after that.
+    #[test]
+    fn splice_inserts_then_replaces() {
+        let doc = "# B\n\n## Refresh\n\nr\n\n## Machine\n\nm\n";
+        let once = splice(doc, "## Cluster\n\nfirst\n");
+        assert_eq!(
+            once,
+            "# B\n\n## Refresh\n\nr\n\n## Cluster\n\nfirst\n\n## Machine\n\nm\n"
+        );
+        let twice = splice(&once, "## Cluster\n\nsecond\n");
+        assert_eq!(
+            twice,
+            "# B\n\n## Refresh\n\nr\n\n## Cluster\n\nsecond\n\n## Machine\n\nm\n"
+        );
+        assert_eq!(splice("# B\n", "## Cluster\n\nx\n"), "# B\n\n## Cluster\n\nx\n");
+    }
+}
