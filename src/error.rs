@@ -48,7 +48,8 @@ impl AppError {
             Self::Cache(CacheError::Auth(_)) => (StatusCode::SERVICE_UNAVAILABLE, "cache_authentication_failed"),
             Self::Cache(CacheError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "cache_unavailable"),
             Self::Cache(CacheError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "cache_timeout"),
-            Self::Cache(CacheError::Command(m)) if m.contains("WRONGTYPE") => (StatusCode::CONFLICT, "wrong_type"),
+            Self::Cache(CacheError::WrongType(_)) => (StatusCode::CONFLICT, "wrong_type"),
+            Self::Cache(CacheError::NotAnInteger(_)) => (StatusCode::CONFLICT, "not_an_integer"),
             Self::Cache(CacheError::Command(_)) => (StatusCode::BAD_GATEWAY, "cache_error"),
         }
     }
@@ -119,9 +120,14 @@ mod tests {
             ),
             (CacheError::Timeout(Duration::from_secs(5)).into(), 504, "cache_timeout"),
             (
-                CacheError::Command("WRONGTYPE Operation".into()).into(),
+                CacheError::WrongType("WRONGTYPE Operation".into()).into(),
                 409,
                 "wrong_type",
+            ),
+            (
+                CacheError::NotAnInteger("ERR value is not an integer".into()).into(),
+                409,
+                "not_an_integer",
             ),
             (CacheError::Command("ERR unknown".into()).into(), 502, "cache_error"),
         ];

@@ -8,11 +8,14 @@
 //! - [`credential`]: builds the `azure_identity` credential the settings name.
 //! - [`token`]: the current token, its lazy single-flight refresh, `oid` decoding.
 //! - [`cache`]: the one Redis connection: connect, re-AUTH, reconnect, deadlines.
-//! - [`host`]: the Functions host protocol (envelopes, TimerInfo, HTTP data).
-//! - [`functions`]: one file per function.
+//! - [`host`]: the Functions host protocol (envelopes, TimerInfo, HTTP data)
+//!   and the envelope adapter.
+//! - [`functions`]: one file per function, and the registry of them all.
 //! - [`body`]: reading request bodies within a limit.
 //! - [`error`]: the error every function answers with.
-//! - [`app`]: the axum router, shared state and per-invocation logging.
+//! - [`state`]: start-up wiring: the process's cache (a process-wide
+//!   once-cell), the state functions share, the typed start-up error.
+//! - [`router`]: the axum router built from the registry, per-invocation logging.
 //! - [`telemetry`]: tracing set-up, stdout written in batches.
 //! - [`malloc`]: one glibc malloc arena (less resident memory).
 //! - [`server`]: bind, serve, graceful shutdown.
@@ -20,7 +23,6 @@
 //!   certificate, access policy and PING, step by step.
 //! - [`tls`]: the roots TLS trusts (`SSL_CERT_FILE`), the crypto provider.
 
-pub mod app;
 pub mod body;
 pub mod cache;
 pub mod credential;
@@ -29,9 +31,11 @@ pub mod error;
 pub mod functions;
 pub mod host;
 pub mod malloc;
+pub mod router;
 pub mod secret;
 pub mod server;
 pub mod settings;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

@@ -2,12 +2,9 @@
 //! `handler doctor` checks the connection it would make instead (see
 //! [`azure_redis_handler::doctor`]).
 
-use azure_redis_handler::{app, cache::Cache, doctor, malloc, server, settings::Settings, telemetry, tls};
+use azure_redis_handler::state::{process_state, StartupError};
+use azure_redis_handler::{doctor, malloc, router, server, settings::Settings, telemetry, tls};
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
-
-/// The process-wide Redis connection, shared by every invocation.
-static CACHE: OnceLock<Arc<Cache>> = OnceLock::new();
 
 fn main() -> ExitCode {
     malloc::use_one_arena();
@@ -25,45 +22,46 @@ fn main() -> ExitCode {
 async fn run() -> ExitCode {
     let settings = match Settings::from_env() {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("handler: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(&e.into()),
     };
     // Held to the end: dropping it writes the log lines still waiting.
     let _log = telemetry::init(settings.log_format);
     tls::install_crypto_provider();
-    let cache = match app::build_cache(&settings) {
-        Ok(c) => CACHE.get_or_init(|| c).clone(),
-        Err(e) => {
-            eprintln!("handler: {e}");
-            return ExitCode::from(2);
-        }
+    let state = match process_state(&settings) {
+        Ok(state) => state,
+        Err(e) => return fail(&e),
     };
     let listener = match server::bind(settings.listen_port).await {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("handler: cannot listen on 127.0.0.1:{}: {e}", settings.listen_port);
-            return ExitCode::from(1);
+        Err(source) => {
+            return fail(&StartupError::Listen {
+                port: settings.listen_port,
+                source,
+            })
         }
     };
     tracing::info!(port = settings.listen_port, cache = %format!("{}:{}", settings.redis.host, settings.redis.port), "handler listening on 127.0.0.1");
     // Warm up in the background: the first invocation then finds a token and
     // a connection ready, and start-up never waits for either.
-    let warm = cache.clone();
+    let warm = state.cache().clone();
     tokio::spawn(async move {
         if let Err(e) = warm.warm_up().await {
             tracing::warn!(error = %e, "warm-up failed; the first invocation will try again");
         }
     });
-    let state = app::AppState::new(cache, &settings);
-    match server::serve(listener, app::app(state), settings.drain).await {
+    match server::serve(listener, router::router(state), settings.drain).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("handler: server error: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Prints why the handler cannot start, on one line, and gives its exit code.
+fn fail(e: &StartupError) -> ExitCode {
+    eprintln!("handler: {e}");
+    ExitCode::from(e.exit_code())
 }
 
 /// `handler doctor`: each step of the connection, printed; exit 0 when all

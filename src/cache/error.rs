@@ -19,10 +19,22 @@ pub enum CacheError {
     /// A call ran past its deadline.
     #[error("the cache did not answer within {0:?}")]
     Timeout(Duration),
+    /// The key holds another type than the command works on (`WRONGTYPE`).
+    #[error("the key holds another type of value: {0}")]
+    WrongType(String),
+    /// The value is not an integer, or the result would overflow 64 bits
+    /// (`INCRBY`'s `ERR value is not an integer or out of range`, `ERR
+    /// increment or decrement would overflow`).
+    #[error("the stored value is not a 64-bit integer, or the result would overflow: {0}")]
+    NotAnInteger(String),
     /// The cache answered with an error for this command.
     #[error("the cache rejected the command: {0}")]
     Command(String),
 }
+
+/// The redis error messages that mean [`CacheError::NotAnInteger`]: plain
+/// `ERR`s, told apart only by their text.
+const NOT_AN_INTEGER: [&str; 2] = ["value is not an integer", "increment or decrement would overflow"];
 
 /// Whether an error means the connection is gone or unusable.
 pub(super) fn connection_broken(e: &redis::RedisError) -> bool {
@@ -41,6 +53,10 @@ pub fn classify(e: &redis::RedisError) -> CacheError {
         CacheError::Timeout(Duration::ZERO)
     } else if e.is_io_error() || e.is_connection_dropped() || e.kind() == redis::ErrorKind::InvalidClientConfig {
         CacheError::Unavailable(msg)
+    } else if e.code() == Some("WRONGTYPE") {
+        CacheError::WrongType(msg)
+    } else if e.code() == Some("ERR") && e.detail().is_some_and(|d| NOT_AN_INTEGER.iter().any(|n| d.contains(n))) {
+        CacheError::NotAnInteger(msg)
     } else {
         CacheError::Command(msg)
     }

@@ -4,8 +4,9 @@
 //! are UTF-8 text up to the configured limit; `?ttl=` is a whole number of
 //! seconds, at least 1. Bad input is refused before Redis is touched.
 
-use crate::app::AppState;
+use super::{Endpoint, Function, HttpMethod, Trigger};
 use crate::error::AppError;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -75,6 +76,33 @@ pub struct Deleted {
     /// Whether it existed.
     pub deleted: bool,
 }
+
+/// `CacheItem`: `GET`, `PUT` and `DELETE /api/cache/{key}`; `/api/cache`
+/// without a key is a 400.
+pub(crate) const FUNCTION: Function = Function {
+    name: "CacheItem",
+    trigger: Trigger::Http {
+        route: "cache/{key}",
+        endpoints: &[
+            Endpoint {
+                method: HttpMethod::Get,
+                handler: |on| axum::routing::on(on, get),
+            },
+            Endpoint {
+                method: HttpMethod::Put,
+                handler: |on| axum::routing::on(on, put),
+            },
+            Endpoint {
+                method: HttpMethod::Delete,
+                handler: |on| axum::routing::on(on, delete),
+            },
+        ],
+        also: &[
+            ("/api/cache/", || axum::routing::any(empty_key)),
+            ("/api/cache", || axum::routing::any(empty_key)),
+        ],
+    },
+};
 
 /// `GET`: the value, or 404.
 pub async fn get(

@@ -1,11 +1,25 @@
 //! `Clients`: `GET /api/clients` answers CLIENT LIST as JSON; on a cluster,
 //! of every master, each entry with its `node`.
 
-use crate::app::AppState;
+use super::{Endpoint, Function, HttpMethod, Trigger};
 use crate::error::AppError;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Map, Value};
+
+/// `Clients`: `GET /api/clients`.
+pub(crate) const FUNCTION: Function = Function {
+    name: "Clients",
+    trigger: Trigger::Http {
+        route: "clients",
+        endpoints: &[Endpoint {
+            method: HttpMethod::Get,
+            handler: |on| axum::routing::on(on, clients),
+        }],
+        also: &[],
+    },
+};
 
 /// Parses CLIENT LIST output: one client per line, `name=value` fields.
 pub fn parse_client_list(text: &str) -> Vec<Map<String, Value>> {

@@ -5,16 +5,29 @@
 //! also PINGs every master and shows each one (`shards`): its slots, its
 //! connection state and re-AUTH count; any master failing makes it a 503.
 
-use super::elapsed_ms;
-use crate::app::AppState;
+use super::{elapsed_ms, Endpoint, Function, HttpMethod, Trigger};
 use crate::cache::ShardInfo;
 use crate::error::AppError;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+/// `Health`: `GET /api/health`.
+pub(crate) const FUNCTION: Function = Function {
+    name: "Health",
+    trigger: Trigger::Http {
+        route: "health",
+        endpoints: &[Endpoint {
+            method: HttpMethod::Get,
+            handler: |on| axum::routing::on(on, health),
+        }],
+        also: &[],
+    },
+};
 
 /// Pings the cache and reports the handler's state.
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {

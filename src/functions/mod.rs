@@ -1,90 +1,182 @@
-//! The functions, one file each, and the table that ties them to
+//! The functions, one file each, and the registry that ties each to its
+//! route, its methods, its name in the logs and its
 //! `function-app/<Name>/function.json`.
+//!
+//! Each function's file declares it once, as a [`Function`] constant
+//! (name, trigger, route, methods and handlers). [`FUNCTIONS`] lists them;
+//! the router, the envelope dispatch, the invocation log's function name
+//! and the check of the function.json files all come from that list. Adding
+//! an HTTP function is one new file, one line here, and its function.json
+//! (which the host reads; a test holds it to the declaration). A second
+//! timer needs nothing else either.
 
-pub mod cache_item;
-pub mod clients;
-pub mod health;
-pub mod health_check;
-pub mod ping;
-pub mod quickstart;
+pub(crate) mod cache_health_check;
+pub(crate) mod cache_incr;
+pub(crate) mod cache_item;
+pub(crate) mod clients;
+pub(crate) mod health;
+pub(crate) mod ping;
+pub(crate) mod quickstart;
 
-/// How the host triggers a function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// An HTTP trigger, forwarded to `/api/<route>` or sent as an envelope.
-    Http {
-        /// The `route` in function.json (under the `api` prefix).
-        route: &'static str,
-        /// The `methods` in function.json, lower case.
-        methods: &'static [&'static str],
-    },
-    /// A timer trigger, sent as `POST /<Name>`.
-    Timer,
-}
+use crate::error::AppError;
+use crate::host::InvocationRequest;
+use crate::state::AppState;
+use axum::response::Response;
+use axum::routing::{MethodFilter, MethodRouter};
+use std::future::Future;
+use std::pin::Pin;
+
+/// Every function the handler serves.
+pub const FUNCTIONS: &[Function] = &[
+    ping::FUNCTION,
+    cache_item::FUNCTION,
+    cache_incr::FUNCTION,
+    clients::FUNCTION,
+    quickstart::FUNCTION,
+    health::FUNCTION,
+    cache_health_check::FUNCTION,
+];
 
 /// One function of the app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FunctionSpec {
-    /// The folder name under `function-app/`, which the host uses as the name.
+#[derive(Debug, Clone, Copy)]
+pub struct Function {
+    /// The folder name under `function-app/`, which the host uses as the
+    /// function's name (and the envelope's path, `POST /<Name>`).
     pub name: &'static str,
-    /// Its trigger.
+    /// How the host triggers it.
     pub trigger: Trigger,
 }
 
-/// Every function the handler serves. A test checks this against the
-/// function.json files so the two cannot drift apart.
-pub const FUNCTIONS: &[FunctionSpec] = &[
-    FunctionSpec {
-        name: "Ping",
-        trigger: Trigger::Http {
-            route: "ping",
-            methods: &["get"],
-        },
+/// How the host triggers a function.
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger {
+    /// An HTTP trigger: served at `/api/<route>` (proxied or forwarded), or
+    /// sent as an envelope and run through the same route.
+    Http {
+        /// The `route` in function.json, under the `api` prefix.
+        route: &'static str,
+        /// One handler per method; the methods are function.json's `methods`.
+        endpoints: &'static [Endpoint],
+        /// Other paths the function answers (e.g. a route with an empty
+        /// parameter, answered 400 rather than 404).
+        also: &'static [ExtraRoute],
     },
-    FunctionSpec {
-        name: "CacheItem",
-        trigger: Trigger::Http {
-            route: "cache/{key}",
-            methods: &["get", "put", "delete"],
-        },
+    /// A timer trigger, sent as `POST /<Name>`.
+    Timer {
+        /// The NCRONTAB `schedule` in function.json.
+        schedule: &'static str,
+        /// Runs one invocation and answers the host.
+        run: TimerRun,
     },
-    FunctionSpec {
-        name: "Clients",
-        trigger: Trigger::Http {
-            route: "clients",
-            methods: &["get"],
-        },
-    },
-    FunctionSpec {
-        name: "Quickstart",
-        trigger: Trigger::Http {
-            route: "quickstart",
-            methods: &["post"],
-        },
-    },
-    FunctionSpec {
-        name: "Health",
-        trigger: Trigger::Http {
-            route: "health",
-            methods: &["get"],
-        },
-    },
-    FunctionSpec {
-        name: "CacheHealthCheck",
-        trigger: Trigger::Timer,
-    },
-];
+}
 
-/// The function serving a matched axum path (`/api/cache/{key}`) or an
+/// Another path an HTTP function answers, and its routes.
+pub type ExtraRoute = (&'static str, fn() -> MethodRouter<AppState>);
+
+/// A timer function's body: the state and the host's invocation, to the
+/// answer for the host.
+pub type TimerRun = for<'a> fn(
+    &'a AppState,
+    &'a InvocationRequest,
+) -> Pin<Box<dyn Future<Output = Result<Response, AppError>> + Send + 'a>>;
+
+/// An HTTP method a function serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    /// GET.
+    Get,
+    /// PUT.
+    Put,
+    /// POST.
+    Post,
+    /// DELETE.
+    Delete,
+}
+
+impl HttpMethod {
+    /// As function.json spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Put => "put",
+            Self::Post => "post",
+            Self::Delete => "delete",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Self::Get => MethodFilter::GET,
+            Self::Put => MethodFilter::PUT,
+            Self::Post => MethodFilter::POST,
+            Self::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// One method of an HTTP function and its handler, given as
+/// `|on| axum::routing::on(on, handler)` so the method is written once.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    /// The method.
+    pub method: HttpMethod,
+    /// Routes the method to the handler.
+    pub handler: fn(MethodFilter) -> MethodRouter<AppState>,
+}
+
+impl Function {
+    /// The HTTP methods, as function.json lists them; empty for a timer.
+    pub fn methods(&self) -> Vec<&'static str> {
+        match self.trigger {
+            Trigger::Http { endpoints, .. } => endpoints.iter().map(|e| e.method.as_str()).collect(),
+            Trigger::Timer { .. } => Vec::new(),
+        }
+    }
+
+    /// The path the handler serves the function at (`/api/<route>` in
+    /// axum's syntax, which function.json's shares for plain parameters).
+    pub fn api_path(&self) -> Option<String> {
+        match self.trigger {
+            Trigger::Http { route, .. } => Some(format!("/api/{route}")),
+            Trigger::Timer { .. } => None,
+        }
+    }
+
+    /// The function's methods merged into one router for its path.
+    pub(crate) fn method_router(&self) -> Option<MethodRouter<AppState>> {
+        let Trigger::Http { endpoints, .. } = self.trigger else {
+            return None;
+        };
+        Some(endpoints.iter().fold(MethodRouter::new(), |router, e| {
+            router.merge((e.handler)(e.method.filter()))
+        }))
+    }
+}
+
+/// The function named `name` (the envelope's path).
+pub(crate) fn by_name(name: &str) -> Option<&'static Function> {
+    FUNCTIONS.iter().find(|f| f.name == name)
+}
+
+/// The function serving a matched axum path (`/api/cache/{key}`), or an
 /// envelope path (`/CacheHealthCheck`).
-pub fn by_path(path: &str) -> Option<&'static FunctionSpec> {
-    FUNCTIONS.iter().find(|f| match f.trigger {
-        Trigger::Http { route, .. } => path.strip_prefix("/api/") == Some(route),
-        Trigger::Timer => false,
-    } || path.strip_prefix('/') == Some(f.name))
+pub(crate) fn by_path(path: &str) -> Option<&'static Function> {
+    FUNCTIONS.iter().find(|f| {
+        let served = match f.trigger {
+            Trigger::Http { route, also, .. } => match path.strip_prefix("/api/") {
+                Some(rest) => rest == route || also.iter().any(|(p, _)| *p == path),
+                None => also.iter().any(|(p, _)| *p == path),
+            },
+            Trigger::Timer { .. } => false,
+        };
+        served || path.strip_prefix('/') == Some(f.name)
+    })
 }
 
 /// Milliseconds since `start`, to the microsecond.
 pub(crate) fn elapsed_ms(start: std::time::Instant) -> f64 {
     (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,8 @@
 //! `Ping`: `GET /api/ping` answers `{"pong": true, "latency_ms": n}`.
 
-use super::elapsed_ms;
-use crate::app::AppState;
+use super::{elapsed_ms, Endpoint, Function, HttpMethod, Trigger};
 use crate::error::AppError;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
@@ -18,6 +18,19 @@ pub struct Pong {
 }
 
 /// Sends PING on the shared connection.
+/// `Ping`: `GET /api/ping`.
+pub(crate) const FUNCTION: Function = Function {
+    name: "Ping",
+    trigger: Trigger::Http {
+        route: "ping",
+        endpoints: &[Endpoint {
+            method: HttpMethod::Get,
+            handler: |on| axum::routing::on(on, ping),
+        }],
+        also: &[],
+    },
+};
+
 pub async fn ping(State(state): State<AppState>) -> Result<Json<Pong>, AppError> {
     let start = Instant::now();
     let reply: String = state.cache.query(&redis::cmd("PING")).await?;

@@ -1,13 +1,26 @@
 //! `Quickstart`: the seed scenario of Microsoft's Python quickstart in one
 //! call: PING, SET `Message`, GET `Message`, CLIENT LIST.
 
-use super::elapsed_ms;
-use crate::app::AppState;
+use super::{elapsed_ms, Endpoint, Function, HttpMethod, Trigger};
 use crate::error::AppError;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 use std::time::Instant;
+
+/// `Quickstart`: `POST /api/quickstart`.
+pub(crate) const FUNCTION: Function = Function {
+    name: "Quickstart",
+    trigger: Trigger::Http {
+        route: "quickstart",
+        endpoints: &[Endpoint {
+            method: HttpMethod::Post,
+            handler: |on| axum::routing::on(on, quickstart),
+        }],
+        also: &[],
+    },
+};
 
 /// The value the quickstart stores under `Message`.
 pub const MESSAGE: &str = "Hello, The cache is working with Rust!";

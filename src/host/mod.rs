@@ -7,6 +7,10 @@
 //! `Data` and `Metadata` arrive JSON-encoded a second time, so binding values
 //! are read leniently through [`binding`].
 
+mod envelope;
+
+pub(crate) use envelope::envelope;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -190,5 +194,4 @@ fn encode(s: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "host_tests.rs"]
 mod tests;

@@ -2,11 +2,14 @@
 //! answered before Redis is touched, or meets a cache that is not there.
 
 use super::*;
-use crate::cache::Target;
+use crate::cache::{Auth, Cache, Target};
 use crate::secret::Secret;
 use crate::settings::Deadlines;
+use axum::body::Body;
 use http_body_util::BodyExt;
+use std::sync::Arc;
 use std::time::Duration;
+use tower::ServiceExt;
 
 /// A handler whose cache is a closed port: every Redis call fails fast.
 fn test_app(max_value_bytes: usize) -> Router {
@@ -34,7 +37,7 @@ fn test_app(max_value_bytes: usize) -> Router {
         worker_id: "test".into(),
         last_check: Arc::default(),
     };
-    app(state)
+    router(state)
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: impl Into<Body>) -> (u16, serde_json::Value) {

@@ -7,7 +7,7 @@ fn load(text: &str) -> InvocationRequest {
 /// A timer run with a schedule status, as the host sends it in Azure.
 #[test]
 fn timer_with_status_fixture() {
-    let req = load(include_str!("../tests/data/timer_with_status.json"));
+    let req = load(include_str!("../../tests/data/timer_with_status.json"));
     let t: TimerInfo = binding(&req.data, None).unwrap();
     assert!(!t.is_past_due);
     let status = t.schedule_status.unwrap();
@@ -18,7 +18,7 @@ fn timer_with_status_fixture() {
 /// A late run with ScheduleStatus null (useMonitor false, local runs).
 #[test]
 fn timer_null_status_fixture() {
-    let req = load(include_str!("../tests/data/timer_null_status.json"));
+    let req = load(include_str!("../../tests/data/timer_null_status.json"));
     let t: TimerInfo = binding(&req.data, Some("timer")).unwrap();
     assert!(t.is_past_due);
     assert_eq!(t.schedule_status, None);
@@ -27,7 +27,7 @@ fn timer_null_status_fixture() {
 /// The first run reports Last as 0001-01-01.
 #[test]
 fn timer_first_run_fixture() {
-    let req = load(include_str!("../tests/data/timer_first_run.json"));
+    let req = load(include_str!("../../tests/data/timer_first_run.json"));
     let t: TimerInfo = binding(&req.data, Some("myTimer")).unwrap();
     assert_eq!(t.schedule_status.unwrap().last.as_deref(), Some("0001-01-01T00:00:00"));
 }
@@ -44,7 +44,7 @@ fn double_encoded_binding() {
 /// An HTTP GET in the envelope: path, query, headers, no body.
 #[test]
 fn http_get_fixture() {
-    let req = load(include_str!("../tests/data/http_get_envelope.json"));
+    let req = load(include_str!("../../tests/data/http_get_envelope.json"));
     let http: HttpRequestData = binding(&req.data, Some("req")).unwrap();
     assert_eq!(http.method, "GET");
     assert_eq!(http.path_and_query(), "/api/cache/greeting?code=abc123");
@@ -58,7 +58,7 @@ fn http_get_fixture() {
 /// An HTTP PUT in the envelope whose URL lacks the query: the query is rebuilt.
 #[test]
 fn http_put_fixture() {
-    let req = load(include_str!("../tests/data/http_put_envelope.json"));
+    let req = load(include_str!("../../tests/data/http_put_envelope.json"));
     let http: HttpRequestData = binding(&req.data, None).unwrap();
     assert_eq!(http.method, "PUT");
     assert_eq!(http.path_and_query(), "/api/cache/greeting?ttl=60");

@@ -12,15 +12,25 @@
 //! LIST on its connection, a probe key whose hash tag puts it on that
 //! master) and reports each under `shards`; any master failing fails it.
 
-use super::elapsed_ms;
-use crate::app::AppState;
+use super::{elapsed_ms, Function, Trigger};
 use crate::cache::ShardInfo;
 use crate::error::AppError;
 use crate::host::{binding, InvocationRequest, InvocationResponse, TimerInfo};
+use crate::state::AppState;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 use std::time::Instant;
+
+/// `CacheHealthCheck`: the timer, every five minutes.
+pub(crate) const FUNCTION: Function = Function {
+    name: "CacheHealthCheck",
+    trigger: Trigger::Timer {
+        schedule: "0 */5 * * * *",
+        run: |state, request| Box::pin(async move { invoke(state, request).await.map(IntoResponse::into_response) }),
+    },
+};
 
 /// Seconds the probe key lives.
 pub const PROBE_TTL_S: u64 = 60;
