@@ -61,3 +61,54 @@ pub fn classify(e: &redis::RedisError) -> CacheError {
         CacheError::Command(msg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server's error reply, as the redis crate hands it over.
+    fn reply(resp: &str) -> redis::RedisError {
+        match redis::parse_redis_value(resp.as_bytes()) {
+            Ok(value) => value.extract_error().expect_err("an error reply"),
+            Err(e) => e,
+        }
+    }
+
+    /// Error replies map by their code, never by the text of another kind:
+    /// WRONGTYPE, INCRBY's two integer errors, refused credentials, and the
+    /// rest as the command's own error.
+    #[test]
+    fn error_replies_map_to_kinds() {
+        let kind = |resp| match classify(&reply(resp)) {
+            CacheError::WrongType(_) => "wrong type",
+            CacheError::NotAnInteger(_) => "not an integer",
+            CacheError::Auth(_) => "auth",
+            CacheError::Command(_) => "command",
+            other => panic!("{resp}: {other:?}"),
+        };
+        assert_eq!(
+            kind("-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"),
+            "wrong type"
+        );
+        assert_eq!(
+            kind("-ERR value is not an integer or out of range\r\n"),
+            "not an integer"
+        );
+        assert_eq!(kind("-ERR increment or decrement would overflow\r\n"), "not an integer");
+        assert_eq!(
+            kind("-WRONGPASS invalid username-password pair or user is disabled.\r\n"),
+            "auth"
+        );
+        assert_eq!(
+            kind("-NOPERM this user has no permissions to run the 'get' command\r\n"),
+            "auth"
+        );
+        assert_eq!(kind("-ERR unknown command 'NOPE'\r\n"), "command");
+        assert_eq!(
+            kind("-OOM command not allowed when used memory > 'maxmemory'.\r\n"),
+            "command"
+        );
+        // The text alone makes nothing a wrong type.
+        assert_eq!(kind("-ERR the value says WRONGTYPE in passing\r\n"), "command");
+    }
+}

@@ -33,6 +33,7 @@ pub use error::{classify, CacheError};
 use crate::secret::Secret;
 use crate::settings::{ClusterMode, Deadlines, RedisSettings};
 use crate::token::{Token, TokenListener, TokenManager};
+use backoff::{after_failure, AfterFailure};
 use cluster::Cluster;
 use node::{Failure, Node};
 use redis::FromRedisValue;
@@ -385,13 +386,15 @@ impl Cache {
                 Err(Failure::Cache(e @ CacheError::Unavailable(_))) => e,
                 Err(other) => return Err(other.into_cache_error()),
             };
-            let pause = backoff::retry_pause(tries);
-            let next = Instant::now() + pause;
-            if tries >= MAX_TRIES || next >= deadline || self.seed.gated_past(next) {
-                return Err(err);
+            match after_failure(tries, MAX_TRIES, Instant::now(), deadline, |at| {
+                self.seed.gated_past(at)
+            }) {
+                AfterFailure::GiveUp => return Err(err),
+                AfterFailure::Retry(pause) => {
+                    tracing::debug!(tries, error = %err, "retrying after a lost connection");
+                    tokio::time::sleep(pause).await;
+                }
             }
-            tracing::debug!(tries, error = %err, "retrying after a lost connection");
-            tokio::time::sleep(pause).await;
         }
     }
 
@@ -469,13 +472,14 @@ impl Cache {
             };
             tries += 1;
             self.refresh_topology_soon();
-            let pause = backoff::retry_pause(tries);
-            let next = Instant::now() + pause;
-            if tries >= MAX_TRIES || next >= deadline || node.is_some_and(|n| n.gated_past(next)) {
-                return Err(err);
+            let gated = |at| node.as_ref().is_some_and(|n| n.gated_past(at));
+            match after_failure(tries, MAX_TRIES, Instant::now(), deadline, gated) {
+                AfterFailure::GiveUp => return Err(err),
+                AfterFailure::Retry(pause) => {
+                    tracing::debug!(tries, error = %err, "retrying on the cluster");
+                    tokio::time::sleep(pause).await;
+                }
             }
-            tracing::debug!(tries, error = %err, "retrying on the cluster");
-            tokio::time::sleep(pause).await;
         }
     }
 
