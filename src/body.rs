@@ -13,7 +13,7 @@ const DRAIN_CAP: usize = 64 * 1024 * 1024;
 /// 413 after draining what the client sends (up to [`DRAIN_CAP`]), since a
 /// client still writing its body when the answer comes would find its
 /// connection broken.
-pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes, AppError> {
+pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<Bytes, AppError> {
     let mut body = body;
     let mut buf = Vec::new();
     let mut seen = 0usize;

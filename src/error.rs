@@ -38,7 +38,7 @@ impl From<TokenError> for AppError {
 
 impl AppError {
     /// The HTTP status and the short machine-readable code.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub(crate) fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -55,7 +55,7 @@ impl AppError {
     }
 
     /// The sentence the caller reads.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             Self::Cache(CacheError::Token(e)) => format!("authentication token unavailable: {e}"),
             other => other.to_string(),
@@ -65,7 +65,7 @@ impl AppError {
 
 /// The JSON body of an error answer.
 #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What happened, in words.
     pub error: String,
     /// The kind, for programs.

@@ -23,8 +23,11 @@
 //!   certificate, access policy and PING, step by step.
 //! - [`tls`]: the roots TLS trusts (`SSL_CERT_FILE`), the crypto provider.
 
-pub mod body;
-pub mod cache;
+#![warn(missing_docs, unreachable_pub)]
+#![deny(unsafe_code)]
+
+pub(crate) mod body;
+pub(crate) mod cache;
 pub mod credential;
 pub mod doctor;
 pub mod error;

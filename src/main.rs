@@ -41,14 +41,7 @@ async fn run() -> ExitCode {
         }
     };
     tracing::info!(port = settings.listen_port, cache = %format!("{}:{}", settings.redis.host, settings.redis.port), "handler listening on 127.0.0.1");
-    // Warm up in the background: the first invocation then finds a token and
-    // a connection ready, and start-up never waits for either.
-    let warm = state.cache().clone();
-    tokio::spawn(async move {
-        if let Err(e) = warm.warm_up().await {
-            tracing::warn!(error = %e, "warm-up failed; the first invocation will try again");
-        }
-    });
+    state.warm_up();
     match server::serve(listener, router::router(state), settings.drain).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -17,8 +17,10 @@ pub fn use_one_arena() {
         }
         /// `M_ARENA_MAX` from glibc's `<malloc.h>`.
         const M_ARENA_MAX: std::ffi::c_int = -8;
+        // The crate's one unsafe block: a C call with no Rust-side invariant.
         // SAFETY: mallopt only sets an allocator tunable, is safe to call at
         // any time, and is called before other threads exist.
+        #[allow(unsafe_code)]
         unsafe {
             mallopt(M_ARENA_MAX, 1);
         }

@@ -24,12 +24,13 @@ fn test_app(max_value_bytes: usize) -> Router {
             command: Duration::from_millis(300),
         },
     };
-    let cache = Cache::new(
+    let cache = Cache::with_mode(
         target,
         Auth::AccessKey {
             user: None,
             password: Secret::new("k"),
         },
+        crate::settings::ClusterMode::Standalone,
     );
     let state = AppState {
         cache,

@@ -33,7 +33,7 @@ impl fmt::Debug for Secret {
 /// Errors from the identity client and the Redis client are foreign text: a
 /// malformed identity response, for one, can be echoed back with the token in
 /// it. Every such message passes through here before it is logged or answered.
-pub fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut word = String::new();
     for ch in text.chars() {

@@ -38,9 +38,16 @@ impl AppState {
         }
     }
 
-    /// The cache handle.
-    pub fn cache(&self) -> &Arc<Cache> {
-        &self.cache
+    /// Gets a token and connects in the background, so the first
+    /// invocation finds both ready and start-up never waits for either; a
+    /// failure is logged and left to the first invocation.
+    pub fn warm_up(&self) {
+        let cache = self.cache.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cache.warm_up().await {
+                tracing::warn!(error = %e, "warm-up failed; the first invocation will try again");
+            }
+        });
     }
 }
 
@@ -60,9 +67,9 @@ pub enum StartupError {
     /// The listening port cannot be bound.
     #[error("cannot listen on 127.0.0.1:{port}: {source}")]
     Listen {
-        /// The port.
+        /// `FUNCTIONS_CUSTOMHANDLER_PORT` (or its fallbacks).
         port: u16,
-        /// Why.
+        /// What binding it answered.
         source: std::io::Error,
     },
 }

@@ -33,7 +33,7 @@ pub fn install_crypto_provider() {
 
 /// The PEM of `extra` (`SSL_CERT_FILE`), checked to hold a certificate;
 /// `None` (the platform's own roots) when it is not set.
-pub fn extra_roots(extra: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
+pub(crate) fn extra_roots(extra: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
     let Some(extra) = extra else {
         return Ok(None);
     };
@@ -45,7 +45,7 @@ pub fn extra_roots(extra: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
 }
 
 /// The root bundle to hand to the redis crate: the system bundle followed by `extra_pem`.
-pub fn with_system_roots(extra_pem: &[u8]) -> Vec<u8> {
+pub(crate) fn with_system_roots(extra_pem: &[u8]) -> Vec<u8> {
     let system = SYSTEM_BUNDLES
         .iter()
         .find_map(|p| std::fs::read(p).ok())
@@ -59,7 +59,7 @@ pub fn with_system_roots(extra_pem: &[u8]) -> Vec<u8> {
 
 /// Every certificate in the PEM `bundle` that parses, as trust anchors;
 /// the others are skipped, as the redis crate skips them.
-pub fn root_store(bundle: &[u8]) -> rustls::RootCertStore {
+pub(crate) fn root_store(bundle: &[u8]) -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(CertificateDer::pem_slice_iter(bundle).filter_map(Result::ok));
     roots
@@ -67,13 +67,13 @@ pub fn root_store(bundle: &[u8]) -> rustls::RootCertStore {
 
 /// The roots HTTPS to Entra ID trusts: the system roots followed by
 /// `extra_pem` (`SSL_CERT_FILE`), as the Redis connection trusts.
-pub fn https_roots(extra_pem: &[u8]) -> rustls::RootCertStore {
+pub(crate) fn https_roots(extra_pem: &[u8]) -> rustls::RootCertStore {
     root_store(&with_system_roots(extra_pem))
 }
 
 /// The TLS client configuration for HTTPS to Entra ID, trusting
 /// [`https_roots`]. Verification stays on.
-pub fn https_client_config(extra_pem: &[u8]) -> rustls::ClientConfig {
+pub(crate) fn https_client_config(extra_pem: &[u8]) -> rustls::ClientConfig {
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports TLS 1.2 and 1.3")

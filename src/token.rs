@@ -84,7 +84,7 @@ impl Token {
     }
 
     /// Whether the token is still valid now.
-    pub fn is_valid(&self) -> bool {
+    pub(crate) fn is_valid(&self) -> bool {
         Instant::now() < self.expires_at
     }
 }
@@ -98,7 +98,7 @@ impl Token {
 /// (stale at 300 s) hands out a new token. When the offset is not shorter
 /// than the lifetime, refreshing "offset before expiry" would mean refreshing
 /// on every call: half the lifetime is used instead, and `clamped` says so.
-pub fn refresh_delay(lifetime: Duration, offset: Duration, jitter_unit: f64) -> (Duration, bool) {
+pub(crate) fn refresh_delay(lifetime: Duration, offset: Duration, jitter_unit: f64) -> (Duration, bool) {
     let clamped = offset >= lifetime;
     let offset = if clamped { lifetime / 2 } else { offset };
     let max_jitter = (offset / 5).min(Duration::from_secs(60));
@@ -110,7 +110,7 @@ pub fn refresh_delay(lifetime: Duration, offset: Duration, jitter_unit: f64) -> 
 /// then 10 s; while a token is still valid, never more than a quarter of
 /// its remaining lifetime, so retries come closer together as expiry nears
 /// instead of letting it pass inside one backoff.
-pub fn failure_backoff(failures: u32, valid_for: Option<Duration>) -> Duration {
+pub(crate) fn failure_backoff(failures: u32, valid_for: Option<Duration>) -> Duration {
     let backoff = Duration::from_secs(1u64 << failures.saturating_sub(1).min(4)).min(Duration::from_secs(10));
     match valid_for {
         Some(left) => backoff.min(left / 4).max(Duration::from_millis(100)),
@@ -120,7 +120,7 @@ pub fn failure_backoff(failures: u32, valid_for: Option<Duration>) -> Duration {
 
 /// Reads the `oid` claim from a JWT's payload (no signature check: the
 /// token came from Entra ID over TLS, and Redis checks it).
-pub fn oid_from_jwt(token: &str) -> Result<String, TokenError> {
+pub(crate) fn oid_from_jwt(token: &str) -> Result<String, TokenError> {
     let payload = token
         .split('.')
         .nth(1)
@@ -167,7 +167,7 @@ enum Refresh {
 
 /// Counters shown by the Health function.
 #[derive(Debug, Default)]
-pub struct TokenStats {
+pub(crate) struct TokenStats {
     /// Token fetches started.
     pub fetches: AtomicU64,
     /// New tokens taken into use after the first.
@@ -178,7 +178,7 @@ pub struct TokenStats {
 
 /// Told about every new token before invocations get it, so that it can
 /// re-AUTH the connections it keeps (the [`crate::cache::Cache`] does).
-pub trait TokenListener: Send + Sync + 'static {
+pub(crate) trait TokenListener: Send + Sync + 'static {
     /// Takes `token` into use on the listener's live connections. Runs in
     /// the refresh task, never in an invocation; must bound its own time.
     fn token_ready(&self, token: Arc<Token>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
@@ -186,7 +186,7 @@ pub trait TokenListener: Send + Sync + 'static {
 
 /// Holds the current token and refreshes it, one fetch at a time, in the
 /// background of the invocation that finds it due.
-pub struct TokenManager {
+pub(crate) struct TokenManager {
     source: Arc<dyn TokenSource>,
     principal_id: Option<String>,
     offset: Duration,
@@ -211,7 +211,7 @@ impl std::fmt::Debug for TokenManager {
 
 impl TokenManager {
     /// A manager with no token yet; the first [`current`](Self::current) fetches one.
-    pub fn new(
+    pub(crate) fn new(
         source: Arc<dyn TokenSource>,
         principal_id: Option<String>,
         offset: Duration,
@@ -231,12 +231,12 @@ impl TokenManager {
     }
 
     /// The token in use, if any, without fetching.
-    pub fn peek(&self) -> Option<Arc<Token>> {
+    pub(crate) fn peek(&self) -> Option<Arc<Token>> {
         self.current.load_full()
     }
 
     /// Registers `listener` to hear of every new token before it is used.
-    pub fn subscribe(&self, listener: Weak<dyn TokenListener>) {
+    pub(crate) fn subscribe(&self, listener: Weak<dyn TokenListener>) {
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         listeners.retain(|l| l.strong_count() > 0);
         listeners.push(listener);
@@ -248,7 +248,7 @@ impl TokenManager {
     /// the one refresh (unless it is under way or backing off) and returns the
     /// current token at once; the refresh runs beside the invocations. No
     /// valid token: waits for that one fetch, within the fetch deadline.
-    pub async fn current(self: &Arc<Self>) -> Result<Arc<Token>, TokenError> {
+    pub(crate) async fn current(self: &Arc<Self>) -> Result<Arc<Token>, TokenError> {
         if let Some(token) = self.current.load_full() {
             let now = Instant::now();
             if now < token.refresh_at {
@@ -449,7 +449,7 @@ enum Taken {
 }
 
 /// Maps an `azure_core` error to a [`TokenError`], redacting its text.
-pub fn credential_error(err: &dyn std::fmt::Display) -> TokenError {
+pub(crate) fn credential_error(err: &dyn std::fmt::Display) -> TokenError {
     TokenError::Credential(redact(&err.to_string()))
 }
 

@@ -42,7 +42,7 @@ pub(super) fn connection_broken(e: &redis::RedisError) -> bool {
 }
 
 /// Maps a redis error to what a caller is told (redacted).
-pub fn classify(e: &redis::RedisError) -> CacheError {
+pub(crate) fn classify(e: &redis::RedisError) -> CacheError {
     let msg = redact(&e.to_string());
     let auth_refused = matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
         || e.kind() == redis::ErrorKind::AuthenticationFailed

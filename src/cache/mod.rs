@@ -28,7 +28,7 @@ mod node;
 mod slot;
 
 pub(crate) use connect::open_connection;
-pub use error::{classify, CacheError};
+pub(crate) use error::{classify, CacheError};
 
 use crate::secret::Secret;
 use crate::settings::{ClusterMode, Deadlines, RedisSettings};
@@ -44,11 +44,11 @@ use std::sync::{Arc, Weak};
 use tokio::time::Instant;
 
 /// Tries per command when the connection is lost (as in the quickstart).
-pub const MAX_TRIES: u32 = 3;
+pub(crate) const MAX_TRIES: u32 = 3;
 
 /// How the connection authenticates.
 #[derive(Debug)]
-pub enum Auth {
+pub(crate) enum Auth {
     /// Entra ID tokens from a [`TokenManager`].
     Entra(Arc<TokenManager>),
     /// A fixed access key.
@@ -62,12 +62,11 @@ pub enum Auth {
 
 /// Where the cache is and how long calls may take.
 #[derive(Debug, Clone)]
-pub struct Target {
-    /// Host name (also the TLS server name).
+pub(crate) struct Target {
+    /// Host name: the configured endpoint, and the name every node's
+    /// certificate is checked against.
     pub host: String,
-    /// Port.
     pub port: u16,
-    /// TLS on or off.
     pub tls: bool,
     /// Extra PEM roots (`SSL_CERT_FILE`), trusted with the system bundle
     /// instead of the platform's roots (see [`crate::tls`]).
@@ -78,7 +77,7 @@ pub struct Target {
 
 impl Target {
     /// The target the settings describe.
-    pub fn from_settings(redis: &RedisSettings, deadlines: Deadlines) -> Result<Self, String> {
+    pub(crate) fn from_settings(redis: &RedisSettings, deadlines: Deadlines) -> Result<Self, String> {
         Ok(Self {
             host: redis.host.clone(),
             port: redis.port,
@@ -91,7 +90,7 @@ impl Target {
 
 /// Counters and state shown by the Health function.
 #[derive(Debug, Default)]
-pub struct CacheStats {
+pub(crate) struct CacheStats {
     /// Connections made (the first one included).
     pub connects: AtomicU64,
     /// Connections dropped because they broke.
@@ -102,7 +101,7 @@ pub struct CacheStats {
 
 /// A snapshot for Health.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct CacheStatus {
+pub(crate) struct CacheStatus {
     /// Whether a connection is up now.
     pub connected: bool,
     /// Which connection of this process (1 = the first).
@@ -126,7 +125,7 @@ enum Mode {
 
 /// One master of a cluster, for the functions that visit every master.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct ShardInfo {
+pub(crate) struct ShardInfo {
     /// The master's address as the cluster announces it (`ip:port`).
     pub node: String,
     /// The slot ranges it owns (inclusive).
@@ -204,17 +203,10 @@ impl Credentials<'_> {
 const MAX_REDIRECTS: u32 = 5;
 
 impl Cache {
-    /// A cache handle that finds out by itself whether the cache is a
-    /// cluster (`Redis__clusterMode=auto`); nothing is connected until the
-    /// first call. See [`Cache::with_mode`].
-    pub fn new(target: Target, auth: Auth) -> Arc<Self> {
-        Self::with_mode(target, auth, ClusterMode::Auto)
-    }
-
     /// A cache handle; nothing is connected until the first call. With Entra
     /// ID, the handle hears of every new token from the token manager and
     /// re-AUTHs its live connections with it (see [`TokenListener`]).
-    pub fn with_mode(target: Target, auth: Auth, setting: ClusterMode) -> Arc<Self> {
+    pub(crate) fn with_mode(target: Target, auth: Auth, setting: ClusterMode) -> Arc<Self> {
         let mode = match setting {
             ClusterMode::Standalone => tokio::sync::OnceCell::new_with(Some(Mode::Standalone)),
             ClusterMode::Auto | ClusterMode::Cluster => tokio::sync::OnceCell::new(),
@@ -235,7 +227,7 @@ impl Cache {
     }
 
     /// The token manager, for Entra ID auth.
-    pub fn tokens(&self) -> Option<&Arc<TokenManager>> {
+    pub(crate) fn tokens(&self) -> Option<&Arc<TokenManager>> {
         match &self.auth {
             Auth::Entra(t) => Some(t),
             Auth::AccessKey { .. } => None,
@@ -244,7 +236,7 @@ impl Cache {
 
     /// `standalone` or `cluster`, once the first connection has told;
     /// `unknown` before.
-    pub fn mode_name(&self) -> &'static str {
+    pub(crate) fn mode_name(&self) -> &'static str {
         match self.mode.get() {
             Some(Mode::Standalone) => "standalone",
             Some(Mode::Cluster(_)) => "cluster",
@@ -254,7 +246,7 @@ impl Cache {
 
     /// Connection state for Health: the one connection, or on a cluster
     /// the masters' connections together (connected when all are).
-    pub fn status(&self) -> CacheStatus {
+    pub(crate) fn status(&self) -> CacheStatus {
         match self.mode.get() {
             Some(Mode::Cluster(cluster)) => {
                 let topology = cluster.topology.load();
@@ -273,7 +265,7 @@ impl Cache {
 
     /// The masters of a cluster (`None` for a standalone cache), finding out
     /// which it is first if no call has yet.
-    pub async fn shards(&self) -> Result<Option<Vec<ShardInfo>>, CacheError> {
+    pub(crate) async fn shards(&self) -> Result<Option<Vec<ShardInfo>>, CacheError> {
         let deadline = self.deadline();
         let Mode::Cluster(cluster) = self.mode(deadline).await? else {
             return Ok(None);
@@ -296,7 +288,7 @@ impl Cache {
 
     /// Gets a token and connects, so the first invocation finds both ready,
     /// and finds out whether the cache is a cluster (logged).
-    pub async fn warm_up(&self) -> Result<(), CacheError> {
+    pub(crate) async fn warm_up(&self) -> Result<(), CacheError> {
         self.query::<String>(&redis::cmd("PING")).await?;
         if let Some(shards) = self.shards().await? {
             for shard in shards {
@@ -314,7 +306,7 @@ impl Cache {
     /// reconnecting as needed, within the deadline. On a cluster it goes to
     /// the master that owns its key (any master for a keyless command),
     /// following `MOVED` and `ASK`.
-    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
         let deadline = self.deadline();
         match self.mode.get() {
             Some(Mode::Standalone) => self.query_standalone(cmd, deadline).await,
@@ -329,7 +321,7 @@ impl Cache {
     /// Runs one command on the master at `node` (as [`ShardInfo::node`]
     /// names it), with the same tries and deadline as [`Cache::query`] but
     /// no redirects: for commands about that master (PING, CLIENT LIST).
-    pub async fn query_node<T: FromRedisValue>(&self, node: &str, cmd: &redis::Cmd) -> Result<T, CacheError> {
+    pub(crate) async fn query_node<T: FromRedisValue>(&self, node: &str, cmd: &redis::Cmd) -> Result<T, CacheError> {
         let deadline = self.deadline();
         match self.mode(deadline).await? {
             Mode::Standalone => self.query_standalone(cmd, deadline).await,

@@ -101,7 +101,6 @@ impl Drop for AbortOnDrop {
 pub(super) struct Node {
     /// Where to connect (an IP address for a cluster node, as announced).
     pub(super) host: String,
-    /// Port.
     pub(super) port: u16,
     /// `host:port`, as the cluster names the node.
     pub(super) addr: String,

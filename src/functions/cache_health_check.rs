@@ -33,11 +33,11 @@ pub(crate) const FUNCTION: Function = Function {
 };
 
 /// Seconds the probe key lives.
-pub const PROBE_TTL_S: u64 = 60;
+pub(crate) const PROBE_TTL_S: u64 = 60;
 
 /// What one check found.
 #[derive(Debug, Clone, Serialize)]
-pub struct CheckReport {
+pub(crate) struct CheckReport {
     /// Whether every step passed (on every master).
     pub ok: bool,
     /// When the check ran (RFC 3339, UTC).
@@ -65,7 +65,7 @@ pub struct CheckReport {
 
 /// The check on one master of a cluster, or on the one endpoint.
 #[derive(Debug, Clone, Serialize)]
-pub struct ShardCheck {
+pub(crate) struct ShardCheck {
     /// The master (`ip:port`); absent for a standalone cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -84,7 +84,7 @@ pub struct ShardCheck {
 }
 
 /// Runs the check against the shared connection, or every master's.
-pub async fn run_check(state: &AppState, timer: &TimerInfo) -> CheckReport {
+pub(crate) async fn run_check(state: &AppState, timer: &TimerInfo) -> CheckReport {
     let (checks, shards) = match state.cache.shards().await {
         Ok(Some(shards)) => {
             let checks = futures_util::future::join_all(shards.iter().map(|s| check_one(state, Some(s)))).await;
@@ -209,7 +209,7 @@ async fn check_one(state: &AppState, shard: Option<&ShardInfo>) -> ShardCheck {
 }
 
 /// Handles the host's timer envelope.
-pub async fn invoke(
+pub(crate) async fn invoke(
     state: &AppState,
     request: &InvocationRequest,
 ) -> Result<(StatusCode, Json<InvocationResponse>), AppError> {

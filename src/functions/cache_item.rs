@@ -16,10 +16,10 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 /// Largest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 1024;
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
 
 /// Checks a key taken from the path.
-pub fn validate_key(key: Result<Path<String>, PathRejection>) -> Result<String, AppError> {
+pub(crate) fn validate_key(key: Result<Path<String>, PathRejection>) -> Result<String, AppError> {
     let Path(key) = key.map_err(|_| AppError::BadRequest("the key must be valid UTF-8 once percent-decoded".into()))?;
     if key.is_empty() {
         return Err(AppError::BadRequest("the key must not be empty".into()));
@@ -34,7 +34,7 @@ pub fn validate_key(key: Result<Path<String>, PathRejection>) -> Result<String, 
 }
 
 /// Reads `?ttl=` (other parameters, such as the function key `code`, are ignored).
-pub fn parse_ttl(query: &HashMap<String, String>) -> Result<Option<u64>, AppError> {
+pub(crate) fn parse_ttl(query: &HashMap<String, String>) -> Result<Option<u64>, AppError> {
     let Some(raw) = query.get("ttl") else {
         return Ok(None);
     };
@@ -49,7 +49,7 @@ pub fn parse_ttl(query: &HashMap<String, String>) -> Result<Option<u64>, AppErro
 
 /// The answer to `GET` (typed, so the hot path builds no JSON tree).
 #[derive(Debug, Serialize)]
-pub struct Item {
+pub(crate) struct Item {
     /// The key asked for.
     pub key: String,
     /// The value, when it is UTF-8 text; `null` otherwise.
@@ -61,7 +61,7 @@ pub struct Item {
 
 /// The answer to `PUT`.
 #[derive(Debug, Serialize)]
-pub struct Stored {
+pub(crate) struct Stored {
     /// The key written.
     pub key: String,
     /// Always true: a failed write is an error answer.
@@ -70,7 +70,7 @@ pub struct Stored {
 
 /// The answer to `DELETE`.
 #[derive(Debug, Serialize)]
-pub struct Deleted {
+pub(crate) struct Deleted {
     /// The key removed.
     pub key: String,
     /// Whether it existed.
@@ -105,7 +105,7 @@ pub(crate) const FUNCTION: Function = Function {
 };
 
 /// `GET`: the value, or 404.
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Item>, AppError> {
@@ -130,7 +130,7 @@ pub async fn get(
 }
 
 /// `PUT`: stores the body, with an optional TTL.
-pub async fn put(
+pub(crate) async fn put(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -151,7 +151,7 @@ pub async fn put(
 }
 
 /// `DELETE`: removes the key; `deleted` says whether it existed.
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Deleted>, AppError> {
@@ -164,7 +164,7 @@ pub async fn delete(
 }
 
 /// `/api/cache/` with no key.
-pub async fn empty_key() -> AppError {
+pub(crate) async fn empty_key() -> AppError {
     AppError::BadRequest("the key must not be empty".into())
 }
 

@@ -22,7 +22,7 @@ pub(crate) const FUNCTION: Function = Function {
 };
 
 /// Parses CLIENT LIST output: one client per line, `name=value` fields.
-pub fn parse_client_list(text: &str) -> Vec<Map<String, Value>> {
+pub(crate) fn parse_client_list(text: &str) -> Vec<Map<String, Value>> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
@@ -37,7 +37,7 @@ pub fn parse_client_list(text: &str) -> Vec<Map<String, Value>> {
 /// Runs CLIENT LIST on the shared connection, or on each master's of a
 /// cluster (in slot order), adding the master's address as `node`. One
 /// master failing fails the call: a partial list would read as complete.
-pub async fn list(state: &AppState) -> Result<Vec<Map<String, Value>>, AppError> {
+pub(crate) async fn list(state: &AppState) -> Result<Vec<Map<String, Value>>, AppError> {
     let cmd = redis::cmd("CLIENT").arg("LIST").to_owned();
     let Some(shards) = state.cache.shards().await? else {
         let text: String = state.cache.query(&cmd).await?;
@@ -60,7 +60,7 @@ pub async fn list(state: &AppState) -> Result<Vec<Map<String, Value>>, AppError>
 }
 
 /// The HTTP function.
-pub async fn clients(axum::extract::State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+pub(crate) async fn clients(axum::extract::State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     Ok(Json(json!({ "clients": list(&state).await? })))
 }
 

@@ -30,7 +30,7 @@ pub(crate) const FUNCTION: Function = Function {
 };
 
 /// Pings the cache and reports the handler's state.
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let start = Instant::now();
     let ping = state.cache.query::<String>(&redis::cmd("PING")).await;
     let latency_ms = elapsed_ms(start);

@@ -135,7 +135,7 @@ impl Function {
 
     /// The path the handler serves the function at (`/api/<route>` in
     /// axum's syntax, which function.json's shares for plain parameters).
-    pub fn api_path(&self) -> Option<String> {
+    pub(crate) fn api_path(&self) -> Option<String> {
         match self.trigger {
             Trigger::Http { route, .. } => Some(format!("/api/{route}")),
             Trigger::Timer { .. } => None,

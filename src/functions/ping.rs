@@ -10,7 +10,7 @@ use std::time::Instant;
 
 /// The answer.
 #[derive(Debug, Serialize)]
-pub struct Pong {
+pub(crate) struct Pong {
     /// Whether Redis answered PONG.
     pub pong: bool,
     /// Round trip of the PING, in milliseconds.
@@ -31,7 +31,7 @@ pub(crate) const FUNCTION: Function = Function {
     },
 };
 
-pub async fn ping(State(state): State<AppState>) -> Result<Json<Pong>, AppError> {
+pub(crate) async fn ping(State(state): State<AppState>) -> Result<Json<Pong>, AppError> {
     let start = Instant::now();
     let reply: String = state.cache.query(&redis::cmd("PING")).await?;
     Ok(Json(Pong {

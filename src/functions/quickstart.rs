@@ -23,10 +23,10 @@ pub(crate) const FUNCTION: Function = Function {
 };
 
 /// The value the quickstart stores under `Message`.
-pub const MESSAGE: &str = "Hello, The cache is working with Rust!";
+pub(crate) const MESSAGE: &str = "Hello, The cache is working with Rust!";
 
 /// Runs the four steps in order; the first failure ends the call.
-pub async fn quickstart(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+pub(crate) async fn quickstart(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     let start = Instant::now();
     let pong: String = state.cache.query(&redis::cmd("PING")).await?;
     let ping_ms = elapsed_ms(start);

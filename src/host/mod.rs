@@ -29,7 +29,7 @@ pub struct InvocationRequest {
 
 /// The answer to an invocation: output bindings, log lines, return value.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct InvocationResponse {
+pub(crate) struct InvocationResponse {
     /// Output binding values by binding name (case-sensitive).
     #[serde(rename = "Outputs")]
     pub outputs: Map<String, Value>,
@@ -96,7 +96,7 @@ pub struct HttpRequestData {
 
 /// An HTTP output binding's value (`Outputs.res`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct HttpResponseData {
+pub(crate) struct HttpResponseData {
     /// The status code.
     #[serde(rename = "statusCode")]
     pub status_code: u16,

@@ -4,7 +4,7 @@ use super::{bad, default_port, parse_bool, parse_port, AuthSettings, RedisSettin
 use crate::secret::Secret;
 
 /// Parses a StackExchange.Redis connection string: `host:port,password=KEY,ssl=True,user=NAME`.
-pub fn parse_connection_string(conn: &str) -> Result<RedisSettings, SettingsError> {
+pub(crate) fn parse_connection_string(conn: &str) -> Result<RedisSettings, SettingsError> {
     let mut parts = conn.split(',').map(str::trim).filter(|p| !p.is_empty());
     let endpoint = parts.next().ok_or_else(|| bad("Redis", "is empty"))?;
     if endpoint.contains('=') {

@@ -53,7 +53,7 @@ pub struct Authority {
 
 /// Picks the credential: `Redis__credential` if set; else a client secret,
 /// workload identity, managed identity when in Azure, developer tools.
-pub fn choose_credential(get: &impl Fn(&str) -> Option<String>) -> Result<CredentialChoice, SettingsError> {
+pub(crate) fn choose_credential(get: &impl Fn(&str) -> Option<String>) -> Result<CredentialChoice, SettingsError> {
     let client_id = get("Redis__clientId");
     let tenant_id = get("Redis__tenantId");
     let secret = get("Redis__clientSecret");

@@ -11,15 +11,16 @@ use crate::secret::Secret;
 mod connection_string;
 mod credential;
 
-pub use connection_string::parse_connection_string;
-pub use credential::{choose_credential, Authority, CredentialChoice};
+pub(crate) use connection_string::parse_connection_string;
+pub(crate) use credential::choose_credential;
+pub use credential::{Authority, CredentialChoice};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default Entra ID scope for Azure Cache for Redis and Azure Managed Redis.
-pub const DEFAULT_SCOPE: &str = "https://redis.azure.com/.default";
+pub(crate) const DEFAULT_SCOPE: &str = "https://redis.azure.com/.default";
 /// Default refresh offset, as in Microsoft's quickstart.
-pub const DEFAULT_REFRESH_OFFSET: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_REFRESH_OFFSET: Duration = Duration::from_secs(300);
 /// Default largest value accepted by `PUT /api/cache/{key}`.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 
