@@ -41,6 +41,9 @@ pub const HOST_VERSION: &str = "4.1037.0.0";
 /// How long the host waits for `GET /` to answer (`initializationTimeout`).
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often the host polls `GET /` until it answers.
+const READY_POLL: Duration = Duration::from_millis(25);
+
 /// With live output, how much of each stream is kept for error messages.
 const KEPT_WHEN_ECHOING: usize = 256 * 1024;
 
@@ -64,9 +67,23 @@ pub struct SpawnOptions {
     /// stopping it (even by SIGKILL). Spawn from a thread that outlives the
     /// handler (the signal fires when the spawning thread exits).
     pub die_with_parent: bool,
-    /// Command-line arguments (host.json `customHandler.description.arguments`).
+    /// Command-line arguments (host.json `customHandler.description.arguments`;
+    /// for a program run by an interpreter, its script first).
     pub args: Vec<String>,
+    /// Start from an empty environment but for `PATH`, `HOME`, `LANG` and
+    /// `TMPDIR`, so that nothing else from the caller's environment reaches
+    /// the program (a benchmark's servers see only their settings).
+    pub clean_env: bool,
+    /// Keep only about the last this many bytes of each stream for
+    /// [`HandlerProcess::stdout`]/[`HandlerProcess::stderr`] (256 KiB with
+    /// `echo`, everything otherwise).
+    pub keep_output: Option<usize>,
+    /// How often `GET /` is polled until it answers (the host's 25 ms when `None`).
+    pub ready_poll: Option<Duration>,
 }
+
+/// Inherited variables kept by [`SpawnOptions::clean_env`].
+const CLEAN_ENV_KEPT: [&str; 4] = ["PATH", "HOME", "LANG", "TMPDIR"];
 
 /// A running custom handler, started as the Functions host starts it; killed
 /// on drop.
@@ -75,6 +92,7 @@ pub struct HandlerProcess {
     child: Child,
     pid: u32,
     port: u16,
+    started: Instant,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     client: HandlerClient,
@@ -89,7 +107,9 @@ impl HandlerProcess {
         Self::spawn_with(binary, app_root, env, &SpawnOptions::default()).await
     }
 
-    /// [`HandlerProcess::spawn`] with [`SpawnOptions`].
+    /// [`HandlerProcess::spawn`] with [`SpawnOptions`]. `binary` may also be
+    /// another program that serves the same protocol (an interpreter, with
+    /// its script in [`SpawnOptions::args`]).
     pub async fn spawn_with(
         binary: &Path,
         app_root: &Path,
@@ -101,6 +121,14 @@ impl HandlerProcess {
             None => crate::util::free_port()?,
         };
         let mut cmd = Command::new(binary);
+        if opts.clean_env {
+            cmd.env_clear();
+            for name in CLEAN_ENV_KEPT {
+                if let Some(v) = std::env::var_os(name) {
+                    cmd.env(name, v);
+                }
+            }
+        }
         for name in &opts.env_remove {
             cmd.env_remove(name);
         }
@@ -118,6 +146,7 @@ impl HandlerProcess {
         if opts.die_with_parent {
             crate::util::die_with_parent(cmd.as_std_mut(), libc::SIGTERM);
         }
+        let started = Instant::now();
         let mut child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
         let pid = child.id().context("child has no pid")?;
         let stdout = Arc::new(Mutex::new(String::new()));
@@ -132,7 +161,7 @@ impl HandlerProcess {
             ),
             None => (Echo::None, Echo::None),
         };
-        let keep = opts.echo.as_ref().map(|_| KEPT_WHEN_ECHOING);
+        let keep = opts.keep_output.or(opts.echo.as_ref().map(|_| KEPT_WHEN_ECHOING));
         tokio::spawn(capture(out, stdout.clone(), out_echo, keep));
         tokio::spawn(capture(err, stderr.clone(), err_echo, keep));
         let client = HandlerClient::new(format!("http://127.0.0.1:{port}"))?;
@@ -140,15 +169,16 @@ impl HandlerProcess {
             child,
             pid,
             port,
+            started,
             stdout,
             stderr,
             client,
         };
-        handler.wait_ready().await?;
+        handler.wait_ready(opts.ready_poll.unwrap_or(READY_POLL)).await?;
         Ok(handler)
     }
 
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+    async fn wait_ready(&mut self, poll: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + INIT_TIMEOUT;
         let url = format!("{}/", self.base_url());
         loop {
@@ -170,8 +200,13 @@ impl HandlerProcess {
                     self.stderr()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(poll).await;
         }
+    }
+
+    /// Just before the process was spawned (cold starts are measured from here).
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// The port the handler listens on (`FUNCTIONS_CUSTOMHANDLER_PORT`).

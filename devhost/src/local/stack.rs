@@ -102,6 +102,7 @@ impl Stack {
             env_remove: Vec::new(),
             die_with_parent: true,
             args: manifest.host.arguments.clone(),
+            ..SpawnOptions::default()
         };
         let local = match cache {
             CacheTarget::Real(_) => None,
