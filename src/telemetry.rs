@@ -5,55 +5,48 @@
 //! logs stdout at Information and stderr as Error (Warning when the line says
 //! "warn"), so levels survive the trip.
 //!
-//! Stdout is written in batches. Each invocation logs one line; written
-//! straight to the host's pipe, that is a system call and a wake-up of the
-//! reader per invocation, which cost about a sixth of the throughput at tens
-//! of thousands of invocations a second. Lines are formatted where they
-//! happen, as before, and a logging thread writes whatever has gathered in
-//! one go, at most about once a millisecond. Nothing is dropped: when the host
-//! stops reading and [`MAX_PENDING`] bytes wait, loggers wait, as they would
-//! on a full pipe. The [`LogGuard`] writes what is left when `main` returns.
-//! Warnings and errors are rare and stay unbuffered.
+//! Stdout is written in batches, by `tracing-appender`'s non-blocking writer
+//! in lossless mode. Each invocation logs one line; written straight to the
+//! host's pipe, that is a system call and a wake-up of the reader per
+//! invocation, which cost about a sixth of the throughput at tens of
+//! thousands of invocations a second. Lines are formatted where they happen
+//! and handed to a logging thread, which writes whatever has gathered in one
+//! go, at most about once a millisecond (without that pause the writer keeps
+//! up line by line, and the cost is back: BENCHMARKS.md, "Logging writer").
+//! Nothing is dropped: when the host stops reading and `MAX_PENDING_LINES`
+//! lines wait, loggers wait, as they would on a full pipe. The [`LogGuard`]
+//! writes what is left when `main` returns. Warnings and errors are rare and
+//! stay unbuffered.
 
 use crate::settings::LogFormat;
-use std::io::Write;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::io::{BufWriter, Write};
 use std::time::Duration;
 use tracing::Level;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::writer::MakeWriterExt;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-/// Bytes of stdout lines that may wait for the logging thread before loggers wait too.
-pub const MAX_PENDING: usize = 1 << 20;
+/// Stdout lines that may wait for the logging thread before loggers wait too
+/// (about 2 MiB of invocation lines).
+const MAX_PENDING_LINES: usize = 8 * 1024;
 
-/// How long the logging thread lets lines gather after the first one.
+/// Bytes the logging thread gathers before it writes, even if more lines wait.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// How long the logging thread lets lines gather after a write.
 const GATHER: Duration = Duration::from_millis(1);
 
 /// Writes what is left when dropped; keep it alive for the whole of `main`.
 #[derive(Debug)]
 pub struct LogGuard {
-    stdout: Option<BatchedStdout>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for LogGuard {
-    fn drop(&mut self) {
-        if let Some(out) = &self.stdout {
-            out.lock().closed = true;
-            out.0.ready.notify_one();
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    _worker: Option<WorkerGuard>,
 }
 
 /// Installs the global subscriber (once; later calls do nothing).
 pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let stdout = BatchedStdout::default();
-    let writer = std::io::stderr.with_max_level(Level::WARN).or_else(stdout.clone());
+    let (stdout, guard) = non_blocking(std::io::stdout());
+    let writer = std::io::stderr.with_max_level(Level::WARN).or_else(stdout);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -62,133 +55,75 @@ pub fn init(format: LogFormat) -> LogGuard {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    if installed.is_err() {
-        return LogGuard {
-            stdout: None,
-            thread: None,
-        };
-    }
-    let out = stdout.clone();
-    let thread = std::thread::Builder::new()
-        .name("log-writer".into())
-        .spawn(move || out.write_batches(&mut std::io::stdout()))
-        .ok();
     LogGuard {
-        stdout: Some(stdout),
-        thread,
+        _worker: installed.ok().map(|()| guard),
     }
 }
 
-/// Stdout lines waiting for the logging thread.
-#[derive(Debug, Default)]
-struct Pending {
-    lines: Vec<u8>,
-    closed: bool,
+/// The lossless non-blocking writer in front of `out`. The logging thread
+/// writes every line it finds waiting into a buffer, then flushes it: one
+/// system call per batch.
+fn non_blocking(out: impl Write + Send + 'static) -> (tracing_appender::non_blocking::NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(MAX_PENDING_LINES)
+        .thread_name("log-writer")
+        .finish(Gathering(BufWriter::with_capacity(BATCH_BYTES, out)))
 }
 
-#[derive(Debug, Default)]
-struct Shared {
-    pending: Mutex<Pending>,
-    /// Lines arrived while there were none, or the guard closed.
-    ready: Condvar,
-    /// The logging thread took the pending lines.
-    taken: Condvar,
-}
+/// The logging thread's output. The thread flushes whenever it has taken
+/// every waiting line; after each flush it lets lines gather for
+/// [`GATHER`], so a busy handler makes about a thousand writes a second and
+/// loggers seldom have to wake the thread, while a lone line is written at
+/// once.
+struct Gathering<W: Write>(BufWriter<W>);
 
-/// The stdout side of the subscriber: appends each formatted line to the batch.
-#[derive(Debug, Clone, Default)]
-struct BatchedStdout(Arc<Shared>);
-
-impl BatchedStdout {
-    fn lock(&self) -> MutexGuard<'_, Pending> {
-        self.0.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The logging thread: waits for lines, lets more gather, writes them in one go.
-    fn write_batches(&self, out: &mut impl Write) {
-        let mut batch = Vec::new();
-        loop {
-            let mut pending = self.lock();
-            while pending.lines.is_empty() && !pending.closed {
-                pending = self.0.ready.wait(pending).unwrap_or_else(|p| p.into_inner());
-            }
-            if !pending.closed {
-                drop(pending);
-                std::thread::sleep(GATHER);
-                pending = self.lock();
-            }
-            std::mem::swap(&mut batch, &mut pending.lines);
-            let closed = pending.closed;
-            drop(pending);
-            self.0.taken.notify_all();
-            // A host that went away is no reason to stop serving.
-            let _ = out.write_all(&batch).and_then(|()| out.flush());
-            batch.clear();
-            if batch.capacity() > 64 * 1024 {
-                batch = Vec::new();
-            }
-            if closed && self.lock().lines.is_empty() {
-                return;
-            }
-        }
-    }
-}
-
-impl Write for BatchedStdout {
+impl<W: Write> Write for Gathering<W> {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let mut pending = self.lock();
-        while pending.lines.len() >= MAX_PENDING && !pending.closed {
-            pending = self.0.taken.wait(pending).unwrap_or_else(|p| p.into_inner());
-        }
-        let was_empty = pending.lines.is_empty();
-        pending.lines.extend_from_slice(line);
-        drop(pending);
-        // The logging thread only sleeps on `ready` when nothing is pending.
-        if was_empty {
-            self.0.ready.notify_one();
-        }
-        Ok(line.len())
+        self.0.write(line)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for BatchedStdout {
-    type Writer = BatchedStdout;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
+        let flushed = self.0.flush();
+        std::thread::sleep(GATHER);
+        flushed
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
 
-    /// Every line written reaches the output, in order, by the time the writer is closed.
-    #[test]
-    fn batches_keep_every_line_in_order() {
-        let stdout = BatchedStdout::default();
-        let out = stdout.clone();
-        let sink = Arc::new(Mutex::new(Vec::new()));
-        let target = sink.clone();
-        let thread = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            out.write_batches(&mut buf);
-            *target.lock().unwrap() = buf;
-        });
-        let mut w = stdout.clone();
-        for i in 0..10_000 {
-            writeln!(w, "line {i}").unwrap();
+    /// A `Write` into shared memory.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
         }
-        stdout.lock().closed = true;
-        stdout.0.ready.notify_one();
-        thread.join().unwrap();
-        let text = String::from_utf8(sink.lock().unwrap().clone()).unwrap();
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Every line written reaches the output, in order, by the time the guard
+    /// is dropped, even with more lines than the channel holds.
+    #[test]
+    fn keeps_every_line_in_order() {
+        let sink = Sink::default();
+        let (writer, guard) = non_blocking(sink.clone());
+        let mut w = writer.clone();
+        let n = 4 * MAX_PENDING_LINES;
+        for i in 0..n {
+            w.write_all(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        drop(guard);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 10_000);
+        assert_eq!(lines.len(), n);
         assert!(lines.iter().enumerate().all(|(i, l)| *l == format!("line {i}")));
     }
 }
