@@ -240,7 +240,7 @@ impl Function {
             let outs: Vec<&Value> = bindings.iter().filter(|b| is(b, "http")).collect();
             Trigger::Http(HttpTrigger {
                 binding,
-                route: t["route"].as_str().unwrap_or(&name).trim_matches('/').to_string(),
+                route: route_template(t["route"].as_str().unwrap_or(&name))?,
                 methods: t["methods"].as_array().map(|m| {
                     m.iter()
                         .filter_map(Value::as_str)
@@ -271,6 +271,26 @@ impl Function {
             bindings,
         })
     }
+}
+
+/// A route template without its outer slashes, checked to hold only literal
+/// segments and `{name}` parameters: the local host does not implement
+/// ASP.NET's other forms, and would rather say so than match differently.
+fn route_template(route: &str) -> anyhow::Result<String> {
+    let route = route.trim_matches('/');
+    for segment in route.split('/') {
+        let name = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}'));
+        let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+        let ok = match name {
+            Some(name) => plain(name),
+            None => !segment.contains(['{', '}']),
+        };
+        anyhow::ensure!(
+            ok,
+            "route {route:?}: the local host supports literal segments and {{name}} parameters only, not {segment:?}"
+        );
+    }
+    Ok(route.to_string())
 }
 
 /// Expands each `%Name%` in `value` with the app setting `Name` from

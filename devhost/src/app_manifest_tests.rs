@@ -112,6 +112,29 @@ fn function_json_triggers() {
     assert!(Function::from_json("N".into(), &json!({"bindings": []})).is_err());
 }
 
+/// Route templates are literal segments and `{name}` parameters; ASP.NET's
+/// other forms are turned down by name rather than matched differently.
+#[test]
+fn route_templates_beyond_plain_parameters_are_refused() {
+    let http = |route: &str| {
+        let b = json!({"bindings": [{"type": "httpTrigger", "direction": "in", "name": "req", "route": route}]});
+        Function::from_json("F".into(), &b)
+    };
+    for ok in ["cache/{key}", "/cache/{key}/incr/", "ping"] {
+        assert!(http(ok).is_ok(), "{ok}");
+    }
+    for form in [
+        "opt/{id?}",
+        "items/{kind=all}",
+        "files/{*path}",
+        "items/{id:int}",
+        "a{b}",
+    ] {
+        let err = format!("{:#}", http(form).unwrap_err());
+        assert!(err.contains("{name} parameters only"), "{form}: {err}");
+    }
+}
+
 /// `%Setting%` in a schedule expands from the app settings; a missing or unbalanced one is an error.
 #[test]
 fn expands_app_settings_in_schedules() {

@@ -4,9 +4,9 @@
 //! anything else (a known route with another method is a 404 too: the host
 //! only registers the listed methods).
 //!
-//! Template syntax (ASP.NET's): `{name}`, `{name?}` (optional),
-//! `{name=default}`, `{*name}` (rest of the path), `{name:constraint}`
-//! (constraints are accepted but not checked locally).
+//! Templates are literal segments and `{name}` parameters, all this app's
+//! functions use; [`crate::app_manifest`] turns down ASP.NET's other forms
+//! (`{name?}`, `{name=default}`, `{*name}`, `{name:constraint}`).
 
 use crate::app_manifest::{AppManifest, Trigger};
 
@@ -21,12 +21,7 @@ struct Route {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Literal(String),
-    Param {
-        name: String,
-        optional: bool,
-        default: Option<String>,
-        catch_all: bool,
-    },
+    Param(String),
 }
 
 /// A match: the function and its route values, percent-decoded.
@@ -67,8 +62,7 @@ impl RouteTable {
                 .iter()
                 .map(|s| match s {
                     Segment::Literal(_) => 0,
-                    Segment::Param { catch_all: false, .. } => 1,
-                    Segment::Param { catch_all: true, .. } => 2,
+                    Segment::Param(_) => 1,
                 })
                 .collect();
             rank
@@ -102,67 +96,25 @@ fn compile(prefix: &str, route: &str) -> Vec<Segment> {
         .filter(|s| !s.is_empty())
         .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             None => Segment::Literal(s.to_string()),
-            Some(inner) => {
-                let (catch_all, inner) = match inner.strip_prefix('*') {
-                    Some(rest) => (true, rest.trim_start_matches('*')),
-                    None => (false, inner),
-                };
-                let (inner, default) = match inner.split_once('=') {
-                    Some((n, d)) => (n, Some(d.to_string())),
-                    None => (inner, None),
-                };
-                let optional = inner.ends_with('?');
-                let name = inner.trim_end_matches('?').split(':').next().unwrap_or_default();
-                Segment::Param {
-                    name: name.to_string(),
-                    optional,
-                    default,
-                    catch_all,
-                }
-            }
+            Some(name) => Segment::Param(name.to_string()),
         })
         .collect()
 }
 
 fn match_segments(segments: &[Segment], parts: &[&str]) -> Option<Vec<(String, String)>> {
+    if segments.len() != parts.len() {
+        return None;
+    }
     let mut params = Vec::new();
-    let mut i = 0;
-    for (n, seg) in segments.iter().enumerate() {
+    for (seg, part) in segments.iter().zip(parts) {
+        let value = decode(part);
         match seg {
-            Segment::Literal(lit) => {
-                let part = parts.get(i)?;
-                if !decode(part).eq_ignore_ascii_case(lit) {
-                    return None;
-                }
-                i += 1;
-            }
-            Segment::Param {
-                name,
-                optional,
-                default,
-                catch_all,
-            } => {
-                if *catch_all {
-                    let rest: Vec<String> = parts[i.min(parts.len())..].iter().map(|p| decode(p)).collect();
-                    i = parts.len();
-                    if !rest.is_empty() || default.is_some() {
-                        params.push((
-                            name.clone(),
-                            default.clone().filter(|_| rest.is_empty()).unwrap_or(rest.join("/")),
-                        ));
-                    }
-                } else if let Some(part) = parts.get(i) {
-                    params.push((name.clone(), decode(part)));
-                    i += 1;
-                } else if let Some(d) = default {
-                    params.push((name.clone(), d.clone()));
-                } else if !*optional || n + 1 != segments.len() {
-                    return None;
-                }
-            }
+            Segment::Literal(lit) if value.eq_ignore_ascii_case(lit) => {}
+            Segment::Literal(_) => return None,
+            Segment::Param(name) => params.push((name.clone(), value)),
         }
     }
-    (i == parts.len()).then_some(params)
+    Some(params)
 }
 
 /// Percent-decodes one path segment (`+` stays a plus in a path).
