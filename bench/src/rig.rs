@@ -4,14 +4,12 @@
 
 use crate::client;
 use anyhow::{bail, Context};
+use devhost::functions_host::{HandlerProcess, SpawnOptions};
 use devhost::identity::{IdentityConfig, IdentityEndpoint};
 use devhost::pki::Pki;
 use devhost::redis_server::{RedisOptions, RedisServer};
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Keys are `key:000000000000` to `key:<KEYSPACE-1>`, as `redis-benchmark -r` makes them.
@@ -119,7 +117,7 @@ pub fn key(i: u32) -> String {
 /// What to start.
 #[derive(Debug, Clone)]
 pub enum Program {
-    /// The release `handler` binary.
+    /// The `handler` binary.
     Handler(PathBuf),
     /// The Python peer: the venv's interpreter and `app.py`.
     Python {
@@ -130,83 +128,55 @@ pub enum Program {
     },
 }
 
-/// A server under test, killed on drop. Its output is read and thrown
-/// away as it comes (as the host reads a handler's stdout), keeping a tail
-/// for error messages.
+/// A server under test, started by `devhost`'s Functions host code as the
+/// host starts a custom handler (with only the settings given in its
+/// environment, readiness polled every millisecond), killed on drop. Its
+/// output is read and thrown away as it comes (as the host reads a
+/// handler's stdout), keeping a tail for error messages.
 pub struct Server {
-    child: Child,
+    process: HandlerProcess,
     /// The port it listens on.
     pub port: u16,
-    /// Just before the process was spawned.
-    pub started: Instant,
-    tail: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Server {
     /// Starts `program` with the Functions host's variables and `settings`,
-    /// in the app root, without waiting for it.
-    pub fn spawn(program: &Program, root: &Path, settings: &[(String, String)]) -> anyhow::Result<Server> {
-        let port = free_port()?;
-        let mut cmd = match program {
-            Program::Handler(bin) => Command::new(bin),
-            Program::Python { interpreter, script } => {
-                let mut c = Command::new(interpreter);
-                c.arg(script);
-                c
-            }
+    /// in the app root, and waits until `GET /` answers.
+    pub fn spawn_ready(program: &Program, root: &Path, settings: &[(String, String)]) -> anyhow::Result<Server> {
+        let (binary, args) = match program {
+            Program::Handler(bin) => (bin, vec![]),
+            Program::Python { interpreter, script } => (interpreter, vec![script.display().to_string()]),
         };
-        cmd.env_clear();
-        for name in ["PATH", "HOME", "LANG", "TMPDIR"] {
-            if let Some(v) = std::env::var_os(name) {
-                cmd.env(name, v);
-            }
-        }
-        cmd.envs(settings.iter().map(|(k, v)| (k, v)))
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .env("FUNCTIONS_HTTPWORKER_PORT", port.to_string())
-            .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", format!("bench-{port}"))
-            .env("FUNCTIONS_APP_ROOT_PATH", root)
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // The server dies with the thread that started it (the bench's main
-        // thread), so a bench that aborts leaves no server behind.
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let started = Instant::now();
-        let mut child = cmd.spawn().with_context(|| format!("starting {program:?}"))?;
-        let tail = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tail = tail.clone();
-            std::thread::spawn(move || drain(pipe, &tail));
-        }
+        let opts = SpawnOptions {
+            args,
+            clean_env: true,
+            keep_output: Some(16 * 1024),
+            ready_poll: Some(Duration::from_millis(1)),
+            die_with_parent: true,
+            ..SpawnOptions::default()
+        };
+        // From this (the main) thread, which outlives the server: a bench
+        // that aborts leaves no server behind.
+        let process = runtime()
+            .block_on(HandlerProcess::spawn_with(binary, root, settings, &opts))
+            .with_context(|| format!("starting {program:?}"))?;
         Ok(Server {
-            child,
-            port,
-            started,
-            tail,
+            port: process.port(),
+            process,
         })
     }
 
     /// Starts `program` and waits until `GET /` answers and `GET /api/ping`
     /// answers 200 (token fetched, connected).
     pub fn start(program: &Program, root: &Path, settings: &[(String, String)]) -> anyhow::Result<Server> {
-        let mut server = Self::spawn(program, root, settings)?;
-        server.poll(Duration::from_secs(30), "/", |_| true)?;
+        let mut server = Self::spawn_ready(program, root, settings)?;
         server.poll(Duration::from_secs(30), "/api/ping", |s| s == 200)?;
         Ok(server)
+    }
+
+    /// Just before the process was spawned.
+    pub fn started(&self) -> Instant {
+        self.process.started()
     }
 
     /// Polls `GET path` every millisecond until `ok(status)`; fails if the
@@ -217,7 +187,7 @@ impl Server {
             if client::status_once(self.port, "GET", path).is_ok_and(&ok) {
                 return Ok(());
             }
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.process.try_wait() {
                 std::thread::sleep(Duration::from_millis(50));
                 bail!("the server exited ({status}); its output ends:\n{}", self.tail());
             }
@@ -233,7 +203,7 @@ impl Server {
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// `VmRSS` and `VmHWM` (peak) from `/proc/<pid>/status`, in KiB.
@@ -249,34 +219,20 @@ impl Server {
         Ok((field("VmRSS:")?, field("VmHWM:")?))
     }
 
-    /// The last few KiB the server wrote.
+    /// The last few KiB the server wrote to stdout and to stderr.
     pub fn tail(&self) -> String {
-        String::from_utf8_lossy(&self.tail.lock().unwrap()).into_owned()
+        format!("{}{}", self.process.stdout(), self.process.stderr())
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Reads `pipe` to the end, keeping the last 16 KiB.
-fn drain(mut pipe: Box<dyn Read + Send>, tail: &Mutex<Vec<u8>>) {
-    const KEEP: usize = 16 * 1024;
-    let mut buf = vec![0; 64 * 1024];
-    while let Ok(n @ 1..) = pipe.read(&mut buf) {
-        let mut t = tail.lock().unwrap();
-        t.extend_from_slice(&buf[..n]);
-        if t.len() > 2 * KEEP {
-            let cut = t.len() - KEEP;
-            t.drain(..cut);
-        }
-    }
-}
-
-/// A port free on 127.0.0.1 now.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+/// Runs the servers' output readers (one thread).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    })
 }

@@ -145,11 +145,10 @@ pub fn cold_start(rig: &Rig, program: &Program, n: usize) -> anyhow::Result<Cold
     let settings = rig.app_settings(&rig.identity, 300);
     let mut out = ColdStart::default();
     for _ in 0..n {
-        let mut server = Server::spawn(program, &rig.root, &settings)?;
-        server.poll(Duration::from_secs(30), "/", |_| true)?;
-        out.ready_ms.push(ms(server.started.elapsed()));
+        let mut server = Server::spawn_ready(program, &rig.root, &settings)?;
+        out.ready_ms.push(ms(server.started().elapsed()));
         server.poll(Duration::from_secs(30), "/api/ping", |s| s == 200)?;
-        out.first_ms.push(ms(server.started.elapsed()));
+        out.first_ms.push(ms(server.started().elapsed()));
         drop(server);
         std::thread::sleep(Duration::from_millis(50));
     }
