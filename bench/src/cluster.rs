@@ -445,11 +445,13 @@ impl ClusterResults {
     }
 }
 
-/// The text of `markdown` with its "## Cluster" section replaced by
-/// `section`, or `section` inserted before "## Machine" (or at the end).
+/// The text of `markdown` with the section headed as `section`'s first line
+/// (e.g. "## Cluster") replaced by `section`, or `section` inserted before
+/// "## Machine" (or at the end).
 pub fn splice(markdown: &str, section: &str) -> String {
+    let heading = format!("\n{}\n", section.lines().next().unwrap_or_default());
     let find_heading = |from: usize| markdown[from..].find("\n## ").map(|i| from + i + 1);
-    if let Some(start) = markdown.find("\n## Cluster\n").map(|i| i + 1) {
+    if let Some(start) = markdown.find(&heading).map(|i| i + 1) {
         let end = find_heading(start + 1).unwrap_or(markdown.len());
         return format!("{}{}\n{}", &markdown[..start], section, &markdown[end..]);
     }
@@ -459,12 +461,22 @@ pub fn splice(markdown: &str, section: &str) -> String {
     }
 }
 
+/// The section of `markdown` under `heading` (e.g. "## Logging writer"), to
+/// its end, if there is one.
+pub fn section<'a>(markdown: &'a str, heading: &str) -> Option<&'a str> {
+    let start = markdown.find(&format!("\n{heading}\n"))? + 1;
+    let end = markdown[start + 1..]
+        .find("\n## ")
+        .map_or(markdown.len(), |i| start + 1 + i + 1);
+    Some(&markdown[start..end])
+}
+
 #[cfg(test)]
 mod tests {
-    use super::splice;
+    use super::{section, splice};
 
     /// The section goes in before "## Machine" the first time, and replaces
-    /// itself, and nothing else, after that.
+    /// itself, and nothing else, after that; [`section`] reads one back.
     #[test]
     fn splice_inserts_then_replaces() {
         let doc = "# B\n\n## Refresh\n\nr\n\n## Machine\n\nm\n";
@@ -479,5 +491,8 @@ mod tests {
             "# B\n\n## Refresh\n\nr\n\n## Cluster\n\nsecond\n\n## Machine\n\nm\n"
         );
         assert_eq!(splice("# B\n", "## Cluster\n\nx\n"), "# B\n\n## Cluster\n\nx\n");
+        assert_eq!(section(&twice, "## Cluster"), Some("## Cluster\n\nsecond\n\n"));
+        assert_eq!(section(&twice, "## Machine"), Some("## Machine\n\nm\n"));
+        assert_eq!(section(&twice, "## Logging writer"), None);
     }
 }

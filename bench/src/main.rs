@@ -6,7 +6,9 @@
 //! Writes `BENCHMARKS.md` at the repository root and `bench/results/plot.svg`.
 //! `-- --smoke` runs a few seconds of each part at one concurrency, checks
 //! that the pipeline works (no failed request, one token request per
-//! refresh) and writes nothing. `-- --refresh` measures only the cost of
+//! refresh) and writes nothing; `-- --smoke --handler <path>` runs it
+//! against that handler binary instead of building the release one (CI runs
+//! it against the debug handler the tests built). `-- --refresh` measures only the cost of
 //! token refresh, in 12 rounds; `-- --slow-identity` only the refresh against
 //! an identity endpoint taking 2 s per answer; `-- --cluster` only the
 //! handler in cluster mode against `redis-benchmark --cluster` on a local
@@ -50,7 +52,7 @@ use report::Results;
 use rig::{Program, Rig, Server};
 use scenarios::{Side, Timing};
 use slow_identity::SlowPlan;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -191,7 +193,11 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let handler_arg = take_handler_arg(&mut args)?;
+    if handler_arg.is_some() && args != ["--smoke"] {
+        bail!("--handler <path> goes with --smoke only (a measurement builds the release handler itself)");
+    }
     let plan = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => Plan::full(),
         ["--smoke"] => Plan::smoke(),
@@ -210,14 +216,19 @@ fn run() -> anyhow::Result<()> {
             ..Plan::full()
         },
         _ => {
-            bail!("usage: cargo run --release -p bench [-- --smoke | --refresh | --slow-identity | --cluster | --rig]")
+            bail!(
+                "usage: cargo run --release -p bench [-- --smoke [--handler <path>] | --refresh | --slow-identity | --cluster | --rig]"
+            )
         }
     };
     let root = repo_root()?;
     // Only the full run compares with the Python peer, so only it makes the venv.
     let full = !(plan.smoke || plan.refresh_only || plan.slow_only || plan.cluster_only);
     tools::check(full)?;
-    let handler_bin = tools::build_handler(root)?;
+    let handler_bin = match handler_arg {
+        Some(bin) => bin,
+        None => tools::build_handler(root)?,
+    };
     let python = tools::python_venv(root, full)?.map(|interpreter| Program::Python {
         interpreter,
         script: root.join("bench/python_peer/app.py"),
@@ -320,6 +331,12 @@ fn run() -> anyhow::Result<()> {
             root.join(plot_rel),
             plot::svg(&results.points, &plan.concurrency, &title),
         )?;
+        // The hand-measured "Logging writer" section stays until measured again.
+        let old = std::fs::read_to_string(root.join("BENCHMARKS.md")).unwrap_or_default();
+        let markdown = match cluster::section(&old, "## Logging writer") {
+            Some(kept) => cluster::splice(&markdown, &format!("{}\n", kept.trim_end())),
+            None => markdown,
+        };
         std::fs::write(root.join("BENCHMARKS.md"), &markdown)?;
         eprintln!("bench: wrote BENCHMARKS.md and {plot_rel}");
     }
@@ -341,6 +358,20 @@ fn run_cluster(
     c.commit = machine::commit(root);
     c.check()?;
     Ok(c)
+}
+
+/// Removes `--handler <path>` from `args`, returning the path made absolute
+/// (the servers run in the repository root) and checked to be a file.
+fn take_handler_arg(args: &mut Vec<String>) -> anyhow::Result<Option<PathBuf>> {
+    let Some(i) = args.iter().position(|a| a == "--handler") else {
+        return Ok(None);
+    };
+    ensure!(i + 1 < args.len(), "--handler needs a path");
+    let path = PathBuf::from(args.remove(i + 1));
+    args.remove(i);
+    let bin = std::path::absolute(&path)?;
+    ensure!(bin.is_file(), "no handler binary at {}", bin.display());
+    Ok(Some(bin))
 }
 
 fn repo_root() -> anyhow::Result<&'static Path> {
