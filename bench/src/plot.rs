@@ -217,3 +217,69 @@ fn tick_label(v: f64) -> String {
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::LoadResult;
+
+    /// The last full run's figures (BENCHMARKS.md), all six series.
+    fn sample() -> Vec<Point> {
+        #[rustfmt::skip]
+        let rows = [
+            (1, Op::Get, [5002., 0.176, 0.465], [7276., 0.079, 0.367], [1069., 0.874, 1.827]),
+            (1, Op::Put, [2669., 0.260, 3.435], [4963., 0.183, 0.575], [671., 1.379, 4.638]),
+            (16, Op::Get, [8202., 1.488, 14.575], [17027., 0.375, 3.287], [855., 16.823, 114.943]),
+            (16, Op::Put, [8771., 1.469, 9.972], [15592., 0.471, 3.063], [915., 15.876, 85.938]),
+            (64, Op::Get, [14266., 4.086, 10.818], [25278., 1.319, 2.935], [1699., 36.708, 90.216]),
+            (64, Op::Put, [14452., 3.980, 10.873], [21494., 1.607, 3.751], [1328., 48.222, 69.413]),
+            (256, Op::Get, [15792., 15.107, 24.931], [18256., 6.223, 15.599], [1285., 170.055, 345.114]),
+            (256, Op::Put, [15915., 15.364, 29.145], [16865., 6.751, 13.223], [1267., 165.364, 436.265]),
+        ];
+        let mut points = Vec::new();
+        for (conns, op, handler, redis, python) in rows {
+            for (side, [rps, p50_ms, p99_ms]) in
+                [(Side::Handler, handler), (Side::Redis, redis), (Side::Python, python)]
+            {
+                let result = LoadResult {
+                    rps,
+                    p50_ms,
+                    p99_ms,
+                    errors: 0,
+                };
+                points.push(Point {
+                    side,
+                    op,
+                    conns,
+                    result,
+                });
+            }
+        }
+        points
+    }
+
+    /// The plot is an SVG with both panels' captions, every concurrency
+    /// level and every series in the legend.
+    #[test]
+    fn draws_both_panels_and_every_series() {
+        let svg = svg(
+            &sample(),
+            &[1, 16, 64, 256],
+            "handler vs redis-benchmark vs Python peer",
+        );
+        if let Some(path) = std::env::var_os("PLOT_OUT") {
+            std::fs::write(path, &svg).unwrap();
+        }
+        assert!(svg.starts_with("<svg"), "{svg}");
+        let flat = svg.replace('\n', "");
+        for text in [
+            "requests per second",
+            "p99 latency",
+            "concurrent connections",
+            ">256<",
+            "Python peer PUT",
+        ] {
+            assert!(flat.contains(text), "no {text:?} in the SVG");
+        }
+    }
+}
