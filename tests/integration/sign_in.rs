@@ -8,8 +8,7 @@
 //! What cannot be pointed at a stand-in is not here: IMDS
 //! (`http://169.254.169.254` is a constant in azure_identity 1.0.0).
 
-mod support;
-
+use crate::support::{app_root, handler_binary, unix_ms, wait_until};
 use azure_redis_handler::credential::AzureTokenSource;
 use azure_redis_handler::settings::{Authority, CredentialChoice};
 use azure_redis_handler::token::TokenSource;
@@ -23,7 +22,6 @@ use devhost::redis_server::RedisServer;
 use reqwest::Method;
 use serde_json::Value;
 use std::time::Duration;
-use support::{app_root, handler_binary, unix_ms, wait_until};
 
 const REDIS_SCOPE: &str = "https://redis.azure.com/.default";
 

@@ -4,7 +4,7 @@
 //! panics. The cache here is a closed port, so a request that is valid gets
 //! a fast 503 (or a failed timer check, 500) instead: never a hang or a crash.
 
-mod support;
+use crate::support;
 
 use axum::body::Body;
 use http_body_util::BodyExt;

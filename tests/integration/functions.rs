@@ -2,12 +2,10 @@
 //! the handler: forwarded `/api/...` requests and `POST /<Function>` envelopes,
 //! against a real TLS redis-server through an Entra ID token.
 
-mod support;
-
+use crate::support::{spawn_app, Options, TestApp};
 use devhost::functions_host::{http_envelope_metadata, http_envelope_request, timer_info};
 use reqwest::Method;
 use serde_json::json;
-use support::{spawn_app, Options, TestApp};
 
 async fn app() -> TestApp {
     spawn_app(Options::default()).await
@@ -215,6 +213,68 @@ async fn contract_errors() {
     }
     let keys: Vec<String> = app.redis.admin_cmd(redis::cmd("KEYS").arg("*")).await.unwrap();
     assert!(keys.is_empty(), "bad input changed nothing: {keys:?}");
+}
+
+/// `CacheIncr`: a missing key counts from 0, `by` may be negative, 64
+/// concurrent increments all land (INCRBY is atomic), and a value that is not
+/// an integer, a sum that would overflow, a key holding a list and a bad `by`
+/// are refused and change nothing. (Checked broken: with a GET-then-SET
+/// increment the concurrent count comes out short.)
+#[tokio::test]
+async fn cache_incr_counts_atomically() {
+    let app = app().await;
+    let (s, b) = app.call(Method::POST, "/api/cache/counter/incr", None).await;
+    assert_eq!(
+        (s, &b),
+        (200, &serde_json::json!({"key": "counter", "value": 1})),
+        "{b}"
+    );
+    let (s, b) = app.call(Method::POST, "/api/cache/counter/incr?by=41", None).await;
+    assert_eq!((s, b["value"].as_i64()), (200, Some(42)), "{b}");
+    let (s, b) = app.call(Method::POST, "/api/cache/counter/incr?by=-50", None).await;
+    assert_eq!((s, b["value"].as_i64()), (200, Some(-8)), "{b}");
+
+    let calls = (0..64).map(|_| app.call(Method::POST, "/api/cache/hits/incr", None));
+    let answers = futures_util::future::join_all(calls).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    let mut seen: Vec<i64> = answers.iter().filter_map(|(_, b)| b["value"].as_i64()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=64).collect::<Vec<_>>(), "each increment saw its own value");
+    let (_, b) = app.get("/api/cache/hits").await;
+    assert_eq!(b["value"], "64", "{b}");
+
+    // Refused, and nothing changes.
+    app.call(Method::PUT, "/api/cache/word", Some(b"abc")).await;
+    let (s, b) = app.call(Method::POST, "/api/cache/word/incr", None).await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("not_an_integer")), "{b}");
+    assert_eq!(app.get("/api/cache/word").await.1["value"], "abc");
+    app.call(Method::PUT, "/api/cache/big", Some(i64::MAX.to_string().as_bytes()))
+        .await;
+    let (s, b) = app.call(Method::POST, "/api/cache/big/incr", None).await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("not_an_integer")), "{b}");
+    assert_eq!(app.get("/api/cache/big").await.1["value"], i64::MAX.to_string());
+    let _: () = app
+        .redis
+        .admin_cmd(redis::cmd("LPUSH").arg("alist").arg("x"))
+        .await
+        .unwrap();
+    let (s, b) = app.call(Method::POST, "/api/cache/alist/incr", None).await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("wrong_type")), "{b}");
+    for bad in ["x", "1.5", "", "99999999999999999999"] {
+        let (s, b) = app
+            .call(Method::POST, &format!("/api/cache/counter/incr?by={bad}"), None)
+            .await;
+        assert_eq!((s, b["code"].as_str()), (400, Some("bad_request")), "by={bad}: {b}");
+    }
+    for method in [Method::GET, Method::PUT, Method::DELETE] {
+        let (s, b) = app.call(method.clone(), "/api/cache/counter/incr", None).await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (405, Some("method_not_allowed")),
+            "{method}: {b}"
+        );
+    }
+    assert_eq!(app.get("/api/cache/counter").await.1["value"], "-8");
 }
 
 /// A key holding another type is a 409, not a crash or a 5xx.

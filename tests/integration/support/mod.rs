@@ -78,7 +78,8 @@ pub fn app_root() -> &'static Path {
 /// Redis call fails fast (503), so tests of parsing and routing need no
 /// servers. `max_value_bytes` sets `CACHE_MAX_VALUE_BYTES`.
 pub fn router_without_cache(max_value_bytes: usize) -> axum::Router {
-    use azure_redis_handler::app::{app, build_cache, AppState};
+    use azure_redis_handler::router::router;
+    use azure_redis_handler::state::{build_cache, AppState};
     let settings = azure_redis_handler::settings::Settings::from_lookup(|k| match k {
         "Redis" => Some("127.0.0.1:1,password=k,ssl=False".into()),
         "Redis__connectTimeoutSeconds" | "Redis__commandTimeoutSeconds" => Some("0.2".into()),
@@ -86,7 +87,7 @@ pub fn router_without_cache(max_value_bytes: usize) -> axum::Router {
         _ => None,
     })
     .expect("settings for a router without a cache");
-    app(AppState::new(build_cache(&settings).expect("cache handle"), &settings))
+    router(AppState::new(build_cache(&settings).expect("cache handle"), &settings))
 }
 
 /// Starts Redis, the identity endpoint and the handler; returns once the

@@ -5,8 +5,9 @@
 //! (streaming, YARP's headers, retries) is tested in
 //! `devhost/src/local/proxy_tests.rs` against a fake handler.
 
-mod support;
+use crate::support;
 
+use crate::support::{spawn_app, Options, TestApp};
 use devhost::app_manifest::{AppManifest, HttpMode};
 use devhost::local::console::{Invocation, Outcome};
 use devhost::local::http::{router, Shared};
@@ -18,7 +19,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{spawn_app, Options, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 

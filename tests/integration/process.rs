@@ -3,14 +3,14 @@
 //! loopback-only listener, a clean exit on SIGTERM within the drain time, and
 //! its log streams.
 
-mod support;
+use crate::support;
 
+use crate::support::{handler_binary, spawn_app, Options, TestApp};
 use devhost::identity::IdentityMode;
 use devhost::redis_server::ClientInfo;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use std::time::{Duration, Instant};
-use support::{handler_binary, spawn_app, Options, TestApp};
 
 /// `GET /` answers while the identity endpoint hangs and Redis is down;
 /// invocations meanwhile fail fast with 503 naming the problem, and succeed

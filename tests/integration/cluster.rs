@@ -3,14 +3,14 @@
 //! Entra-enforcing gateway, announced by IP on a per-shard port, with a
 //! certificate naming only the host name.
 
-mod support;
+use crate::support;
 
+use crate::support::cluster::{key_in_slot, ClusterAppOptions, ClusterRig};
 use redis::Value;
 use reqwest::Method;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::cluster::{key_in_slot, ClusterAppOptions, ClusterRig};
 
 /// Runs a test body with a deadline, so a hang fails instead of stalling.
 /// Prints how long it took.

@@ -2,14 +2,14 @@
 //! slow identity endpoint: faults injected into real parts (redis-server,
 //! the identity endpoint, the Entra-enforcing gateway), each a test.
 
-mod support;
+use crate::support;
 
+use crate::support::{sleep_until, sleep_until_unix_ms, spawn_app, wait_until, Options, TestApp};
 use devhost::identity::IdentityMode;
 use reqwest::Method;
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use support::{sleep_until, sleep_until_unix_ms, spawn_app, wait_until, Options, TestApp};
 
 /// Short deadlines so that fault tests stay quick: 1 s per token fetch,
 /// connect and command.

@@ -2,11 +2,11 @@
 //! against a real TLS redis-server and the App Service identity endpoint
 //! with tokens that live seconds.
 
-mod support;
+use crate::support;
 
+use crate::support::{sleep_until, sleep_until_unix_ms, spawn_app, wait_until, Options};
 use reqwest::Method;
 use std::time::{Duration, Instant};
-use support::{sleep_until, sleep_until_unix_ms, spawn_app, wait_until, Options};
 
 /// Tokens of 6 s refreshed 3 s before expiry (jitter moves it up to 0.6 s
 /// later): due from `exp` - 3 s to `exp` - 2.4 s.
