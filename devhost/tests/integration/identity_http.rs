@@ -23,6 +23,10 @@ async fn ask(idp: &IdentityEndpoint, secret: &str, extra: &[(&str, &str)]) -> (u
     (rsp.status().as_u16(), rsp.json().await.unwrap())
 }
 
+/// A token request answers as App Service's endpoint does (a Bearer token for
+/// the resource with `expires_on` the lifetime from now, verifiable by the
+/// endpoint); an assigned identity's `client_id` is honoured and another
+/// refused with 400; a wrong `x-identity-header` gets 401 and no token.
 #[tokio::test]
 async fn answers_like_app_service() {
     let idp = IdentityEndpoint::start(IdentityConfig {
@@ -57,6 +61,9 @@ async fn answers_like_app_service() {
     assert_eq!(idp.tokens_minted(), 2);
 }
 
+/// Each fault mode does what the resilience tests rely on: `Fail500`
+/// answers 500, `Unauthorized` 401, `Hang` holds the request until the mode
+/// is set back to `Normal`, when the held request gets its token.
 #[tokio::test]
 async fn fault_modes() {
     let idp = IdentityEndpoint::start(IdentityConfig::default()).await.unwrap();
@@ -67,17 +74,36 @@ async fn fault_modes() {
     assert_eq!(ask(&idp, &secret, &[]).await.0, 401);
 
     idp.set_mode(IdentityMode::Hang);
-    let held = tokio::time::timeout(Duration::from_millis(300), ask(&idp, &secret, &[])).await;
-    assert!(held.is_err(), "Hang answered");
+    // The request reaches the endpoint (however slowly on a loaded machine)
+    // and is held there; its caller then gives up on it.
+    let mut abandoned = Box::pin(ask(&idp, &secret, &[]));
+    tokio::select! {
+        answer = &mut abandoned => panic!("Hang answered: {answer:?}"),
+        () = wait_for_requests(&idp, 3) => {}
+    }
+    let held = tokio::time::timeout(Duration::from_millis(300), &mut abandoned).await;
+    assert!(held.is_err(), "Hang answered: {held:?}");
+    drop(abandoned);
     let idp = std::sync::Arc::new(idp);
     let pending = tokio::spawn({
         let idp = idp.clone();
         async move { ask(&idp, &idp.header_secret(), &[]).await.0 }
     });
-    while idp.requests() < 4 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_requests(&idp, 4).await;
     idp.set_mode(IdentityMode::Normal);
     assert_eq!(pending.await.unwrap(), 200);
     assert_eq!(idp.tokens_minted(), 1);
+}
+
+/// Waits until `idp` has received `n` token requests, or panics after 10 s.
+async fn wait_for_requests(idp: &IdentityEndpoint, n: usize) {
+    let start = std::time::Instant::now();
+    while idp.requests() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} token requests received, {n} expected",
+            idp.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

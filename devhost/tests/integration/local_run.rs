@@ -124,6 +124,11 @@ impl Drop for Guard {
     }
 }
 
+/// `devhost start --local` serves the app on the chosen port (the banner's
+/// URLs, the quickstart, PUT/GET, a chunked PUT streamed through the proxy,
+/// 404 for unknown routes), fires a seconds-level `CacheHealthCheck`
+/// schedule, answers the admin API and `devhost invoke`; on Ctrl-C it exits 0
+/// leaving no redis-server, handler, open port or run file of its own.
 #[tokio::test]
 async fn start_serves_the_app_fires_timers_and_stops_cleanly() {
     let _serial = SERIAL.lock().await;
@@ -261,6 +266,9 @@ async fn start_serves_the_app_fires_timers_and_stops_cleanly() {
     eprintln!("after start-up: {:?}", started.elapsed());
 }
 
+/// A SIGKILLed devhost takes its redis-server and handler with it and frees
+/// the port; `devhost invoke` then says the devhost is gone instead of
+/// calling a dead handler.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_killed_devhost_takes_its_processes_with_it() {
@@ -430,6 +438,8 @@ async fn start_cluster_serves_keys_on_every_master() {
     }
 }
 
+/// Without `redis-server` on PATH, `devhost start --local` fails saying how
+/// to install it and how to use a real cache instead.
 #[test]
 fn without_redis_server_it_says_how_to_get_it() {
     let empty = tempfile::tempdir().unwrap();

@@ -48,6 +48,9 @@ fn function_names() -> Vec<String> {
     names
 }
 
+/// The zip holds host.json, each function.json and the handler (mode 0o755,
+/// whatever the file's own mode) and nothing else of a cluttered app root:
+/// no local.settings.json, Cargo.toml, target/, .devhost/ or stray files.
 #[test]
 fn zip_holds_exactly_the_app_with_an_executable_handler() {
     let app = app_with_clutter();
@@ -91,6 +94,9 @@ fn zip_holds_exactly_the_app_with_an_executable_handler() {
     assert_eq!(names, expected, "nothing else in the zip");
 }
 
+/// `devhost package` refuses a handler that is not a Linux x86-64
+/// executable (no zip written) and packages one that is, as a readable zip
+/// with the handler executable.
 #[test]
 fn cli_refuses_a_handler_azure_cannot_run_and_packages_one_it_can() {
     let app = app_with_clutter();
