@@ -47,15 +47,16 @@ impl Rig {
     }
 
     /// A cluster client seeded with the masters at `seed_host`, as `user`,
-    /// with short timeouts and few retries so a failure shows quickly.
+    /// with few retries so a failure shows quickly, and the contract's 5 s
+    /// per command and connection (2 s timed out under a loaded machine).
     fn builder(&self, seed_host: &str, user: &str, password: &str) -> ClusterClientBuilder {
         let seeds = (0..3).map(|i| format!("rediss://{seed_host}:{}/", self.cluster.node(i).tls_port()));
         ClusterClientBuilder::new(seeds.collect::<Vec<_>>())
             .username(user)
             .password(password)
             .certs(self.certs())
-            .connection_timeout(Duration::from_secs(2))
-            .response_timeout(Duration::from_secs(2))
+            .connection_timeout(Duration::from_secs(5))
+            .response_timeout(Duration::from_secs(5))
             .retries(3)
             .min_retry_wait(20)
             .max_retry_wait(200)
