@@ -23,7 +23,7 @@
 use crate::load::{self, BenchTarget, LoadResult};
 use crate::report::{group, median};
 use crate::rig::{key, Program, Server, BENCH_USER, KEYSPACE, VALUE_BYTES};
-use crate::scenarios::{Op, Side, Timing};
+use crate::scenarios::{print_point, Op, Side, Timing};
 use anyhow::{ensure, Context};
 use devhost::identity::{IdentityConfig, IdentityEndpoint};
 use devhost::pki::Pki;
@@ -274,16 +274,7 @@ fn report(side: Side, op: Op, conns: u32, r: &LoadResult) {
         Side::Redis => "redis-bench --cl",
         _ => side.label(),
     };
-    eprintln!(
-        "bench: cluster {:<16} {:<7} c={:<3} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
-        label,
-        op.label(),
-        conns,
-        r.rps,
-        r.p50_ms,
-        r.p99_ms,
-        r.errors
-    );
+    print_point(&format!("cluster {label}"), op, conns, r);
 }
 
 /// `GET /api/health` as JSON (any status).

@@ -118,9 +118,14 @@ pub fn throughput(
 }
 
 fn report(side: Side, op: Op, conns: u32, r: &LoadResult) {
+    print_point(side.label(), op, conns, r);
+}
+
+/// One measured point on stderr, as every scenario prints it.
+pub(crate) fn print_point(what: &str, op: Op, conns: u32, r: &LoadResult) {
     eprintln!(
         "bench: {:<16} {:<7} c={:<3} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
-        side.label(),
+        what,
         op.label(),
         conns,
         r.rps,

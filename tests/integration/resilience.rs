@@ -59,21 +59,7 @@ async fn gateway_enforces_tokens_and_expiry() {
         gw.stats().auth_accepted.load(Ordering::SeqCst) == 1
     })
     .await;
-    let token = reqwest::Client::new()
-        .get(format!(
-            "{}?api-version=2019-08-01&resource=https://redis.azure.com",
-            app.identity.endpoint_url()
-        ))
-        .header("x-identity-header", app.identity.header_secret())
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = support::fetch_token(&app.identity).await;
     let client = |user: &str, password: &str| {
         let info = redis::ConnectionAddr::TcpTls {
             host: "127.0.0.1".into(),

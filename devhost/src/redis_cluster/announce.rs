@@ -123,7 +123,7 @@ impl RedisCluster {
 
 /// The nodes of a `CLUSTER SLOTS` reply (`[[start, end, [ip, port, id, …],
 /// …], …]`), in order.
-fn slot_nodes(reply: &Value) -> Vec<AnnouncedNode> {
+pub(super) fn slot_nodes(reply: &Value) -> Vec<AnnouncedNode> {
     let Value::Array(ranges) = reply else {
         return Vec::new();
     };

@@ -184,23 +184,7 @@ impl Report {
 /// The node ids in a `CLUSTER SLOTS` reply (`[[start, end, [ip, port, id,
 /// …], …], …]`).
 fn slot_ids(reply: &Value) -> BTreeSet<String> {
-    let Value::Array(ranges) = reply else {
-        return BTreeSet::new();
-    };
-    let nodes = ranges.iter().filter_map(|r| match r {
-        Value::Array(fields) => Some(fields.iter().skip(2)),
-        _ => None,
-    });
-    nodes
-        .flatten()
-        .filter_map(|node| match node {
-            Value::Array(f) => match f.get(2) {
-                Some(Value::BulkString(id)) => Some(String::from_utf8_lossy(id).into_owned()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
+    super::announce::slot_nodes(reply).into_iter().map(|n| n.id).collect()
 }
 
 #[cfg(test)]

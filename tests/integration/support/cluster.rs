@@ -235,19 +235,7 @@ impl ClusterRig {
 
     /// A token from the identity endpoint, as the handler gets one.
     pub async fn fetch_token(&self) -> String {
-        let body: Value = reqwest::Client::new()
-            .get(format!(
-                "{}?api-version=2019-08-01&resource=https://redis.azure.com",
-                self.identity.endpoint_url()
-            ))
-            .header("x-identity-header", self.identity.header_secret())
-            .send()
-            .await
-            .expect("identity endpoint answers")
-            .json()
-            .await
-            .expect("a JSON token");
-        body["access_token"].as_str().expect("access_token").to_owned()
+        super::fetch_token(&self.identity).await
     }
 
     /// A plain (not cluster-aware) client of node `i` through its gateway,
@@ -302,20 +290,12 @@ impl ClusterApp {
 
     /// All the handler printed so far.
     pub fn output(&self) -> String {
-        format!("{}\n{}", self.handler.stdout(), self.handler.stderr())
+        super::handler_output(&self.handler)
     }
 
     /// Waits until the handler has written `needle`, or panics after `limit`.
     pub async fn wait_for_output(&self, needle: &str, limit: Duration) {
-        let start = std::time::Instant::now();
-        while !self.output().contains(needle) {
-            assert!(
-                start.elapsed() < limit,
-                "no {needle:?} in the handler's output:\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::wait_for_handler_output(&self.handler, needle, limit).await
     }
 }
 

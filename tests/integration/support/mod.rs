@@ -64,6 +64,41 @@ pub struct TestApp {
     pub env: Vec<(String, String)>,
 }
 
+/// All `handler` printed so far, stdout then stderr.
+pub fn handler_output(handler: &HandlerProcess) -> String {
+    format!("{}\n{}", handler.stdout(), handler.stderr())
+}
+
+/// Waits until `handler` has written `needle`, or panics after `limit`.
+pub async fn wait_for_handler_output(handler: &HandlerProcess, needle: &str, limit: Duration) {
+    let start = std::time::Instant::now();
+    while !handler_output(handler).contains(needle) {
+        assert!(
+            start.elapsed() < limit,
+            "no {needle:?} in the handler's output:\n{}",
+            handler_output(handler)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A token from `identity`, asked for the way the handler asks.
+pub async fn fetch_token(identity: &IdentityEndpoint) -> String {
+    let body: Value = reqwest::Client::new()
+        .get(format!(
+            "{}?api-version=2019-08-01&resource=https://redis.azure.com",
+            identity.endpoint_url()
+        ))
+        .header("x-identity-header", identity.header_secret())
+        .send()
+        .await
+        .expect("identity endpoint answers")
+        .json()
+        .await
+        .expect("a JSON token");
+    body["access_token"].as_str().expect("access_token").to_owned()
+}
+
 /// The built handler binary.
 pub fn handler_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_handler"))
@@ -194,20 +229,12 @@ impl TestApp {
 
     /// All the handler printed so far.
     pub fn output(&self) -> String {
-        format!("{}\n{}", self.handler.stdout(), self.handler.stderr())
+        handler_output(&self.handler)
     }
 
     /// Waits until the handler has written `needle`, or panics after `limit`.
     pub async fn wait_for_output(&self, needle: &str, limit: Duration) {
-        let start = std::time::Instant::now();
-        while !self.output().contains(needle) {
-            assert!(
-                start.elapsed() < limit,
-                "no {needle:?} in the handler's output:\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_handler_output(&self.handler, needle, limit).await
     }
 }
 
