@@ -308,13 +308,14 @@ impl Cache {
     /// following `MOVED` and `ASK`.
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
         let deadline = self.deadline();
-        match self.mode.get() {
-            Some(Mode::Standalone) => self.query_standalone(cmd, deadline).await,
-            Some(Mode::Cluster(cluster)) => self.query_cluster(cluster, cmd, None, deadline).await,
-            None => match self.mode(deadline).await? {
-                Mode::Standalone => self.query_standalone(cmd, deadline).await,
-                Mode::Cluster(cluster) => self.query_cluster(cluster, cmd, None, deadline).await,
-            },
+        // Known after the first call: read without awaiting the cell.
+        let mode = match self.mode.get() {
+            Some(mode) => mode,
+            None => self.mode(deadline).await?,
+        };
+        match mode {
+            Mode::Standalone => self.query_standalone(cmd, deadline).await,
+            Mode::Cluster(cluster) => self.query_cluster(cluster, cmd, None, deadline).await,
         }
     }
 

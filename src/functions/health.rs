@@ -6,7 +6,6 @@
 //! connection state and re-AUTH count; any master failing makes it a 503.
 
 use super::{elapsed_ms, Endpoint, Function, HttpMethod, Trigger};
-use crate::cache::ShardInfo;
 use crate::error::AppError;
 use crate::state::AppState;
 use axum::extract::State;
@@ -34,16 +33,9 @@ pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<V
     let start = Instant::now();
     let ping = state.cache.query::<String>(&redis::cmd("PING")).await;
     let latency_ms = elapsed_ms(start);
-    // On a cluster: every master, PINGed at once on its own connection.
-    let shards = match &ping {
-        Ok(_) => state.cache.shards().await.ok().flatten(),
+    let shard_reports = match &ping {
+        Ok(_) => shard_reports(&state).await,
         Err(_) => None,
-    };
-    let shard_reports = match &shards {
-        Some(shards) => {
-            Some(futures_util::future::join_all(shards.iter().map(|shard| shard_report(&state, shard))).await)
-        }
-        None => None,
     };
     let token = state.cache.tokens().map(|t| {
         let current = t.peek();
@@ -65,13 +57,9 @@ pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<V
         "latency_ms": latency_ms,
     });
     let mut failed_shard = None;
-    if let Some(reports) = shard_reports {
-        let mut shards = Vec::with_capacity(reports.len());
-        for (report, err) in reports {
-            failed_shard = failed_shard.or(err);
-            shards.push(report);
-        }
-        body["shards"] = Value::Array(shards);
+    if let Some((reports, failed)) = shard_reports {
+        failed_shard = failed;
+        body["shards"] = Value::Array(reports);
     }
     match ping
         .map_err(AppError::from)
@@ -89,27 +77,43 @@ pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<V
     }
 }
 
-/// One master: its connection's state and re-AUTH count, and a PING on it.
-async fn shard_report(state: &AppState, shard: &ShardInfo) -> (Value, Option<AppError>) {
-    let start = Instant::now();
-    let ping = state.cache.query_node::<String>(&shard.node, &redis::cmd("PING")).await;
-    let mut report = serde_json::to_value(shard).unwrap_or_default();
-    // The state after the PING, which may have connected.
-    report["connected"] = json!(state.cache.shards().await.ok().flatten().and_then(|all| all
-        .into_iter()
-        .find(|s| s.node == shard.node)
-        .map(|s| s.status.connected)));
-    match ping {
-        Ok(_) => {
-            report["ok"] = json!(true);
-            report["ping_ms"] = json!(elapsed_ms(start));
-            (report, None)
-        }
-        Err(e) => {
-            let err = AppError::from(e);
-            report["ok"] = json!(false);
-            report["error"] = json!(format!("{}: {}", shard.node, err.message()));
-            (report, Some(err))
-        }
-    }
+/// On a cluster, every master PINGed at once on its own connection, and
+/// each one's slots, connection state and re-AUTH count as they are after
+/// the PINGs (which may have connected); with the first failure. `None` for a
+/// standalone cache.
+async fn shard_reports(state: &AppState) -> Option<(Vec<Value>, Option<AppError>)> {
+    let shards = state.cache.shards().await.ok().flatten()?;
+    let ping = redis::cmd("PING");
+    let pings = futures_util::future::join_all(shards.iter().map(|shard| async {
+        let start = Instant::now();
+        let result = state.cache.query_node::<String>(&shard.node, &ping).await;
+        (result, elapsed_ms(start))
+    }))
+    .await;
+    let after = state.cache.shards().await.ok().flatten().unwrap_or_default();
+    let mut failed = None;
+    let reports = shards
+        .iter()
+        .zip(pings)
+        .map(|(shard, (ping, ping_ms))| {
+            let now = after.iter().find(|s| s.node == shard.node).unwrap_or(shard);
+            let mut report = serde_json::to_value(now).unwrap_or_default();
+            match ping {
+                Ok(_) => {
+                    report["ok"] = json!(true);
+                    report["ping_ms"] = json!(ping_ms);
+                }
+                Err(e) => {
+                    let err = AppError::from(e);
+                    report["ok"] = json!(false);
+                    report["error"] = json!(format!("{}: {}", shard.node, err.message()));
+                    if failed.is_none() {
+                        failed = Some(err);
+                    }
+                }
+            }
+            report
+        })
+        .collect();
+    Some((reports, failed))
 }
