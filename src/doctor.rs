@@ -12,7 +12,7 @@
 //! local settings; in Azure it can be run from the app's console, where it
 //! gets the app settings.
 
-use crate::cache::{open_connection, Auth, Cache, CacheError, Target};
+use crate::cache::{open_connection, Auth, Cache, CacheError, CacheOptions, Target};
 use crate::credential::AzureTokenSource;
 use crate::secret::Secret;
 use crate::settings::{AuthSettings, ClusterMode, CredentialChoice, EntraSettings, Settings};
@@ -83,7 +83,7 @@ pub async fn run(settings: &Settings, out: &mut impl Write) -> bool {
     let started = Instant::now();
     let ping = tokio::time::timeout(
         target.deadlines.command,
-        redis::cmd("PING").query_async::<String>(&mut conn),
+        redis::cmd("PING").query_async::<String>(conn.conn()),
     )
     .await;
     let ping = match ping {
@@ -110,7 +110,12 @@ pub async fn run(settings: &Settings, out: &mut impl Write) -> bool {
 /// address, its certificate checked against the configured host name, AUTH
 /// with the same user and token) and PINGed.
 async fn cluster_step(target: &Target, mode: ClusterMode, user: Option<String>, password: Secret) -> Step {
-    let cache = Cache::with_mode(target.clone(), Auth::AccessKey { user, password }, mode);
+    let options = CacheOptions {
+        cluster_mode: mode,
+        ride_through: Duration::ZERO,
+        notifications: crate::settings::NotificationSetting::Off,
+    };
+    let cache = Cache::new(target.clone(), Auth::AccessKey { user, password }, options);
     let shards = match cache.shards().await {
         Ok(None) => return Ok("not a cluster: standalone mode, one connection".to_owned()),
         Ok(Some(shards)) => shards,

@@ -25,6 +25,9 @@ pub enum AppError {
     /// 413: the value is larger than the limit.
     #[error("the value is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// 422: an `Idempotency-Key` reused for another request.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     /// 503/504/409/502: the cache or the identity failed.
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -44,13 +47,14 @@ impl AppError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::IdempotencyKeyReused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             Self::Cache(CacheError::Token(_)) => (StatusCode::SERVICE_UNAVAILABLE, "identity_unavailable"),
             Self::Cache(CacheError::Auth(_)) => (StatusCode::SERVICE_UNAVAILABLE, "cache_authentication_failed"),
             Self::Cache(CacheError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "cache_unavailable"),
             Self::Cache(CacheError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "cache_timeout"),
             Self::Cache(CacheError::WrongType(_)) => (StatusCode::CONFLICT, "wrong_type"),
             Self::Cache(CacheError::NotAnInteger(_)) => (StatusCode::CONFLICT, "not_an_integer"),
-            Self::Cache(CacheError::Command(_)) => (StatusCode::BAD_GATEWAY, "cache_error"),
+            Self::Cache(CacheError::Command(_) | CacheError::NoScript(_)) => (StatusCode::BAD_GATEWAY, "cache_error"),
         }
     }
 
@@ -103,6 +107,11 @@ mod tests {
             (AppError::NotFound("x".into()), 404, "not_found"),
             (AppError::MethodNotAllowed("POST".into()), 405, "method_not_allowed"),
             (AppError::PayloadTooLarge(10), 413, "payload_too_large"),
+            (
+                AppError::IdempotencyKeyReused("x".into()),
+                422,
+                "idempotency_key_reused",
+            ),
             (
                 TokenError::Timeout(Duration::from_secs(5)).into(),
                 503,

@@ -79,7 +79,7 @@ const INVOCATION_ID_HEADERS: [&str; 2] = ["x-azure-functions-invocationid", "x-m
 
 /// The invocation id: the first of [`INVOCATION_ID_HEADERS`] with a usable
 /// value, at most 64 characters; empty when none has one.
-fn invocation_id(headers: &axum::http::HeaderMap) -> &str {
+pub(crate) fn invocation_id(headers: &axum::http::HeaderMap) -> &str {
     let id = INVOCATION_ID_HEADERS
         .iter()
         .flat_map(|h| headers.get_all(*h))

@@ -2,7 +2,7 @@
 //! answered before Redis is touched, or meets a cache that is not there.
 
 use super::*;
-use crate::cache::{Auth, Cache, Target};
+use crate::cache::{Auth, Cache, CacheOptions, Target};
 use crate::secret::Secret;
 use crate::settings::Deadlines;
 use axum::body::Body;
@@ -22,15 +22,20 @@ fn test_app(max_value_bytes: usize) -> Router {
             token_fetch: Duration::from_secs(1),
             connect: Duration::from_millis(300),
             command: Duration::from_millis(300),
+            ride_through: Duration::ZERO,
         },
     };
-    let cache = Cache::with_mode(
+    let cache = Cache::new(
         target,
         Auth::AccessKey {
             user: None,
             password: Secret::new("k"),
         },
-        crate::settings::ClusterMode::Standalone,
+        CacheOptions {
+            cluster_mode: crate::settings::ClusterMode::Standalone,
+            ride_through: Duration::ZERO,
+            notifications: crate::settings::NotificationSetting::Off,
+        },
     );
     let state = AppState {
         cache,

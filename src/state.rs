@@ -7,7 +7,7 @@
 //! the same connection(s), never a second set. Tests and tools that want a
 //! cache of their own build one with [`build_cache`] and [`AppState::new`].
 
-use crate::cache::{Auth, Cache, Target};
+use crate::cache::{Auth, Cache, CacheOptions, Target};
 use crate::credential::AzureTokenSource;
 use crate::functions::cache_health_check::CheckReport;
 use crate::settings::{AuthSettings, Settings};
@@ -103,7 +103,15 @@ pub fn build_cache(settings: &Settings) -> Result<Arc<Cache>, StartupError> {
             )))
         }
     };
-    Ok(Cache::with_mode(target, auth, settings.redis.cluster_mode))
+    Ok(Cache::new(
+        target,
+        auth,
+        CacheOptions {
+            cluster_mode: settings.redis.cluster_mode,
+            ride_through: settings.deadlines.ride_through,
+            notifications: settings.redis.notifications,
+        },
+    ))
 }
 
 /// The process's one cache, in a process-wide once-cell.

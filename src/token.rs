@@ -192,6 +192,9 @@ pub(crate) struct TokenManager {
     offset: Duration,
     fetch_timeout: Duration,
     current: ArcSwapOption<Token>,
+    /// A new token while the listeners re-AUTH their connections with it,
+    /// before invocations get it: connections made meanwhile use it.
+    pending: ArcSwapOption<Token>,
     refresh: std::sync::Mutex<RefreshState>,
     generation: AtomicU64,
     /// Weak, so a cache and its token manager do not keep each other alive.
@@ -223,6 +226,7 @@ impl TokenManager {
             offset,
             fetch_timeout,
             current: ArcSwapOption::empty(),
+            pending: ArcSwapOption::empty(),
             refresh: std::sync::Mutex::new(RefreshState::default()),
             generation: AtomicU64::new(0),
             listeners: std::sync::Mutex::new(Vec::new()),
@@ -233,6 +237,20 @@ impl TokenManager {
     /// The token in use, if any, without fetching.
     pub(crate) fn peek(&self) -> Option<Arc<Token>> {
         self.current.load_full()
+    }
+
+    /// The current token when it is not yet due for a refresh: one atomic
+    /// load and a clock read, no future. `None` means ask [`Self::current`].
+    pub(crate) fn fresh(&self) -> Option<Arc<Token>> {
+        self.current
+            .load_full()
+            .filter(|token| Instant::now() < token.refresh_at)
+    }
+
+    /// The newest token: one the listeners are being handed, else the
+    /// current one.
+    pub(crate) fn newest(&self) -> Option<Arc<Token>> {
+        self.pending.load_full().or_else(|| self.current.load_full())
     }
 
     /// Registers `listener` to hear of every new token before it is used.
@@ -339,11 +357,14 @@ impl TokenManager {
             .collect();
         // Re-AUTH the live connections before invocations are handed the new
         // token: until then they go on with the old one, which is valid.
+        // Connections made meanwhile take the new one (`newest`).
+        self.pending.store(Some(fresh.clone()));
         for listener in listeners {
             listener.token_ready(fresh.clone()).await;
         }
         tracing::info!(expires_in_s = fresh.expires_in().as_secs(), user = %fresh.user, "new access token in use");
         self.current.store(Some(fresh.clone()));
+        self.pending.store(None);
         Ok(fresh)
     }
 

@@ -24,6 +24,10 @@
 //!   secret, workload identity) and stand-in `az`/`azd` executables, minting
 //!   tokens the Redis stand-in accepts ([`entra::EntraEndpoint`],
 //!   [`entra::DeveloperCli`]).
+//! - [`gateway`]: Azure's Redis front end: Entra ID enforcement (tokens
+//!   checked, connections closed at their token's expiry) and the faults of
+//!   maintenance on demand (cuts, silence, refused addresses,
+//!   `AzureRedisEvents`, injected RESP3 pushes).
 //! - [`functions_host`]: the Functions host's side of the custom-handler
 //!   protocol: start, readiness probe, forwarded HTTP and envelope
 //!   invocations ([`functions_host::HandlerProcess`]; envelope builders in
@@ -53,6 +57,7 @@ pub mod cargo_build;
 pub mod doctor;
 pub mod entra;
 pub mod functions_host;
+pub mod gateway;
 pub mod identity;
 pub mod invoke;
 pub mod local;

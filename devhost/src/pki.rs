@@ -8,7 +8,7 @@
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
 use std::path::{Path, PathBuf};
@@ -31,8 +31,19 @@ pub struct Pki {
     /// The names the server certificate carries (DNS names, and IP
     /// addresses as text), in order; the first is also its common name.
     pub server_names: Vec<String>,
+    /// The CA, to sign more certificates ([`Pki::issue`]).
+    ca: Issuer<'static, KeyPair>,
     /// Keeps the temporary directory alive when made by [`Pki::generate`].
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// A server certificate and its key, as PEM files.
+#[derive(Debug, Clone)]
+pub struct ServerCert {
+    /// The certificate (PEM).
+    pub cert_path: PathBuf,
+    /// Its private key, PKCS#8 PEM.
+    pub key_path: PathBuf,
 }
 
 impl Pki {
@@ -88,7 +99,9 @@ impl Pki {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?).context("self-signing the CA")?;
+        let ca_key = KeyPair::generate()?;
+        let issuer = Issuer::new(ca_params.clone(), KeyPair::from_pem(&ca_key.serialize_pem())?);
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).context("self-signing the CA")?;
 
         let server_names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(server_names.clone())?;
@@ -112,8 +125,38 @@ impl Pki {
             cert_path,
             key_path,
             server_names,
+            ca: issuer,
             _tmp: None,
         })
+    }
+
+    /// Another server certificate from the same CA, naming `names` (DNS
+    /// names or IP addresses), written as `<file>.pem` and `<file>.key` in
+    /// the PKI's directory: for a front end whose certificate is trusted
+    /// but names another host.
+    pub fn issue(&self, file: &str, names: &[&str]) -> anyhow::Result<ServerCert> {
+        anyhow::ensure!(!names.is_empty(), "a certificate needs at least one name");
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.ca).context("signing the certificate")?;
+        let out = ServerCert {
+            cert_path: self.dir.join(format!("{file}.pem")),
+            key_path: self.dir.join(format!("{file}.key")),
+        };
+        write(&out.cert_path, &cert.pem())?;
+        write(&out.key_path, &key.serialize_pem())?;
+        Ok(out)
+    }
+
+    /// The PKI's own server certificate.
+    pub fn server_cert(&self) -> ServerCert {
+        ServerCert {
+            cert_path: self.cert_path.clone(),
+            key_path: self.key_path.clone(),
+        }
     }
 }
 

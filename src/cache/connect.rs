@@ -1,126 +1,207 @@
-//! Opening a connection: to the configured endpoint through the redis
-//! crate's client, and to a cluster node announced by IP address with our
-//! own TCP and TLS, verified against the configured host name.
+//! Opening one connection to one node: TCP with keepalive, TLS verified
+//! against the configured host name, the handshake (`HELLO`/`AUTH`), and the
+//! task that does the connection's I/O.
+//!
+//! Every connection, the configured endpoint's included, is made here, the
+//! same way:
+//!
+//! - TCP keepalive on every socket (30 s idle, then every 10 s, 3 probes),
+//!   as Microsoft advises Linux clients of Azure Redis, and on Linux a TCP
+//!   user timeout, so a peer that vanished without a FIN cannot hold a
+//!   socket for the kernel's default 15 minutes.
+//! - TLS against `Redis__redisHostName`, whatever address is dialled: a
+//!   cluster announces its nodes by IP (Azure Managed Redis on 85xx ports,
+//!   clustered Premium on 1500N) while their certificates name the cache's
+//!   host name, as StackExchange.Redis (`SslHost`) and go-redis
+//!   (`TLSConfig.ServerName`) verify them. Verification is always on.
+//! - RESP3 when maintenance notifications are on (pushes need it), with a
+//!   push sender; RESP2 otherwise.
+//! - The I/O task is ours ([`AbortOnDrop`]): aborting it fails every
+//!   command in flight on the connection at once, which is how a connection
+//!   found dead is abandoned.
+//! - Every byte read is counted, so a command that times out can tell a
+//!   silent connection (nothing came back since it was sent) from a slow
+//!   command (other answers kept coming).
 
 use super::error::{classify, CacheError};
-use super::node::AbortOnDrop;
 use super::Target;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
+use crate::secret::redact;
+use redis::aio::{AsyncPushSender, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, ProtocolVersion, RedisConnectionInfo};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A new connection and, when we spawned it, the task doing its I/O.
-pub(super) struct Connection {
-    pub(super) conn: MultiplexedConnection,
-    pub(super) driver: Option<AbortOnDrop>,
+/// Idle time before the first keepalive probe.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Time between keepalive probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the kernel drops the connection.
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// Aborts a spawned task when dropped.
+#[derive(Debug)]
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    /// Ends the task now: every command in flight on its connection fails.
+    pub(super) fn abort(&self) {
+        self.0.abort();
+    }
 }
 
-/// Opens a connection to `host:port` with `target`'s TLS settings.
-///
-/// The configured endpoint goes through the redis crate, as it always has.
-/// A cluster node is announced by IP address (Azure Managed Redis on 85xx
-/// ports, clustered Premium on 1500N) while its certificate names the
-/// cache's host name, so the crate's client, which verifies the host it
-/// connects to, cannot be used: we connect to the address and verify the
-/// certificate against `Redis__redisHostName`, as StackExchange.Redis
-/// (`SslHost`) and go-redis (`TLSConfig.ServerName`) do. Verification stays
-/// on.
-pub(super) async fn open_node_connection(
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A new connection, the task doing its I/O, and its count of bytes read.
+pub(super) struct Opened {
+    pub(super) conn: MultiplexedConnection,
+    pub(super) driver: AbortOnDrop,
+    pub(super) bytes_read: Arc<AtomicU64>,
+}
+
+/// Who the connection authenticates as, and how it speaks.
+pub(super) struct Handshake<'a, P> {
+    /// The ACL user (the identity's object id for Entra ID).
+    pub(super) user: Option<&'a str>,
+    /// The access token or key.
+    pub(super) password: &'a str,
+    /// Where RESP3 pushes go; `None` speaks RESP2.
+    pub(super) pushes: Option<P>,
+}
+
+/// Opens a connection to `host:port` with `target`'s TLS settings and
+/// authenticates. No deadline of its own: the caller bounds it.
+pub(super) async fn open<P: AsyncPushSender>(
     target: &Target,
     host: &str,
     port: u16,
-    user: Option<&str>,
-    password: &str,
-    budget: Duration,
-) -> Result<Connection, CacheError> {
-    if host == target.host && port == target.port {
-        let conn = open_connection(target, user, password, budget).await?;
-        return Ok(Connection { conn, driver: None });
-    }
+    handshake: Handshake<'_, P>,
+) -> Result<Opened, CacheError> {
     let unavailable =
         |what: &str, e: &dyn std::fmt::Display| CacheError::Unavailable(format!("{what} {host}:{port}: {e}"));
-    let tcp = tokio::net::TcpStream::connect((host, port))
+    let tcp = dial(host, port)
         .await
         .map_err(|e| unavailable("cannot connect to", &e))?;
-    let _ = tcp.set_nodelay(true);
-    let mut redis_info = RedisConnectionInfo::default().set_password(password);
-    if let Some(user) = user {
-        redis_info = redis_info.set_username(user);
-    }
-    let config = AsyncConnectionConfig::new().set_response_timeout(Some(target.deadlines.command));
-    let made = if target.tls {
+    tune(&tcp, target);
+    let stream: Box<dyn Stream> = if target.tls {
         let tls = crate::tls::redis_client_config(target.extra_roots.as_deref());
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())
             .map_err(|e| unavailable("bad TLS server name for", &e))?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
             .connect(name, tcp)
             .await
             .map_err(|e| unavailable("TLS handshake failed with", &e))?;
-        MultiplexedConnection::new_with_config(&redis_info, stream, config)
-            .await
-            .map(|(conn, driver)| (conn, tokio::spawn(driver)))
+        Box::new(tls)
     } else {
-        MultiplexedConnection::new_with_config(&redis_info, tcp, config)
-            .await
-            .map(|(conn, driver)| (conn, tokio::spawn(driver)))
+        Box::new(tcp)
     };
-    let (conn, driver) = made.map_err(|e| match classify(&e) {
-        CacheError::Command(msg) => CacheError::Unavailable(msg),
-        other => other,
-    })?;
-    Ok(Connection {
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let counted = Counted {
+        inner: stream,
+        read: bytes_read.clone(),
+    };
+    let mut info = RedisConnectionInfo::default().set_password(handshake.password);
+    if let Some(user) = handshake.user {
+        info = info.set_username(user);
+    }
+    let mut config = AsyncConnectionConfig::new();
+    if let Some(pushes) = handshake.pushes {
+        info = info.set_protocol(ProtocolVersion::RESP3);
+        config = config.set_push_sender(pushes);
+    }
+    let (conn, driver) = MultiplexedConnection::new_with_config(&info, counted, config)
+        .await
+        .map_err(|e| match classify(&e) {
+            auth @ CacheError::Auth(_) => auth,
+            _ => CacheError::Unavailable(format!("{host}:{port}: {}", redact(&e.to_string()))),
+        })?;
+    Ok(Opened {
         conn,
-        driver: Some(AbortOnDrop(driver)),
+        driver: AbortOnDrop(tokio::spawn(driver)),
+        bytes_read,
     })
 }
 
-/// Opens one multiplexed connection to `target`: TCP, TLS (verified against
-/// the target's host name, with `SSL_CERT_FILE`'s extra roots), and `AUTH`
-/// with `user`/`password` in the handshake, within `budget`.
-pub(crate) async fn open_connection(
-    target: &Target,
-    user: Option<&str>,
-    password: &str,
-    budget: Duration,
-) -> Result<MultiplexedConnection, CacheError> {
-    let addr = if target.tls {
-        ConnectionAddr::TcpTls {
-            host: target.host.clone(),
-            port: target.port,
-            insecure: false,
-            tls_params: None,
+/// TCP to the first address of `host` that answers.
+async fn dial(host: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some(e),
         }
-    } else {
-        ConnectionAddr::Tcp(target.host.clone(), target.port)
-    };
-    let mut redis_info = RedisConnectionInfo::default().set_password(password);
-    if let Some(user) = user {
-        redis_info = redis_info.set_username(user);
     }
-    let info = addr
-        .into_connection_info()
-        .map_err(|e| classify(&e))?
-        .set_redis_settings(redis_info);
-    let client = match &target.extra_roots {
-        Some(pem) if target.tls => Client::build_with_tls(
-            info,
-            TlsCertificates {
-                client_tls: None,
-                root_cert: Some(crate::tls::with_system_roots(pem)),
-            },
-        ),
-        _ => Client::open(info),
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address found")))
+}
+
+/// No Nagle delay; keepalive; on Linux, unacknowledged data for longer than
+/// one connect plus one command deadline closes the socket.
+fn tune(tcp: &tokio::net::TcpStream, target: &Target) {
+    let _ = tcp.set_nodelay(true);
+    let socket = socket2::SockRef::from(tcp);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    let keepalive = keepalive.with_retries(KEEPALIVE_PROBES);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+    #[cfg(target_os = "linux")]
+    let _ = socket.set_tcp_user_timeout(Some(target.deadlines.connect + target.deadlines.command));
+    #[cfg(not(target_os = "linux"))]
+    let _ = target;
+}
+
+/// What a connection runs over: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// A stream that counts the bytes read from it.
+struct Counted {
+    inner: Box<dyn Stream>,
+    read: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
     }
-    .map_err(|e| classify(&e))?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(budget))
-        .set_response_timeout(Some(target.deadlines.command));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|e| match classify(&e) {
-            CacheError::Command(msg) => CacheError::Unavailable(msg),
-            other => other,
-        })
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
 }

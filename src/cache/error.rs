@@ -27,6 +27,10 @@ pub enum CacheError {
     /// increment or decrement would overflow`).
     #[error("the stored value is not a 64-bit integer, or the result would overflow: {0}")]
     NotAnInteger(String),
+    /// `NOSCRIPT`: the node does not have the script (a new node, a
+    /// restart, a failover); it is sent in full instead.
+    #[error("the cache does not know the script: {0}")]
+    NoScript(String),
     /// The cache answered with an error for this command.
     #[error("the cache rejected the command: {0}")]
     Command(String),
@@ -53,6 +57,8 @@ pub(crate) fn classify(e: &redis::RedisError) -> CacheError {
         CacheError::Timeout(Duration::ZERO)
     } else if e.is_io_error() || e.is_connection_dropped() || e.kind() == redis::ErrorKind::InvalidClientConfig {
         CacheError::Unavailable(msg)
+    } else if e.code() == Some("NOSCRIPT") {
+        CacheError::NoScript(msg)
     } else if e.code() == Some("WRONGTYPE") {
         CacheError::WrongType(msg)
     } else if e.code() == Some("ERR") && e.detail().is_some_and(|d| NOT_AN_INTEGER.iter().any(|n| d.contains(n))) {

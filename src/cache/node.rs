@@ -1,66 +1,33 @@
-//! One endpoint's connection: made on first use, shared by every invocation
-//! that goes to that endpoint, re-authenticated with each newer token, and
-//! dropped when it breaks.
-//!
-//! A standalone cache is one [`Node`] (the configured endpoint); a cluster is
-//! one per master. Connecting after a failure backs off per node, so a node
-//! that is down sees a trickle of attempts, not one per invocation.
+//! One endpoint of the cache and its one shared connection: made on first
+//! use, waited for while it is down (within the invocation's ride-through
+//! window, see [`super::gate`]), re-authenticated with each new token, and
+//! abandoned when it breaks or goes silent.
 
-use super::backoff::{reauth_backoff, ConnectGate};
-use super::connect::{open_node_connection, Connection};
+use super::connect::{self, AbortOnDrop, Handshake, Opened};
+use super::context::{Call, Context, Credentials, RELAXED_COMMAND};
 use super::error::{classify, connection_broken, CacheError};
-use super::{CacheStats, CacheStatus, Credentials, Target};
+use super::gate::{Admit, Gate};
+use super::retry::{reauth_backoff, Failure};
+use super::status::CacheStatus;
 use crate::secret::redact;
+use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use redis::FromRedisValue;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// How one command on a node went wrong.
-#[derive(Debug)]
-pub(super) enum Failure {
-    /// What the caller is told (a lost connection is `Unavailable`).
-    Cache(CacheError),
-    /// `MOVED slot addr`: the slot lives on another master now.
-    Moved {
-        /// The slot.
-        slot: u16,
-        /// The master that owns it, `host:port`.
-        addr: String,
-    },
-    /// `ASK slot addr`: the slot is migrating; ask that node, once, with `ASKING`.
-    Ask {
-        /// The node importing the slot, `host:port`.
-        addr: String,
-    },
-    /// The cluster is changing under us (`CLUSTERDOWN`, `TRYAGAIN`,
-    /// `READONLY`, `LOADING`, `MASTERDOWN`): read the topology again and retry.
-    Reshaping(String),
-}
+/// The error codes that mean the cache did not run the command and will
+/// later: failing over, resharding, loading, or a replica now.
+const NOT_NOW: &[&str] = &["CLUSTERDOWN", "TRYAGAIN", "READONLY", "LOADING", "MASTERDOWN"];
 
-impl From<CacheError> for Failure {
-    fn from(e: CacheError) -> Self {
-        Self::Cache(e)
-    }
-}
+/// How long a node stays relaxed after a handoff (`MOVING`): twice the
+/// relaxed command deadline, as the smart-client-handoff clients do.
+const AFTER_HANDOFF: Duration = Duration::from_secs(20);
 
-impl Failure {
-    /// What a caller that follows no redirects is told.
-    pub(super) fn into_cache_error(self) -> CacheError {
-        match self {
-            Self::Cache(e) => e,
-            Self::Moved { slot, addr } => CacheError::Command(format!("MOVED {slot} {addr}")),
-            Self::Ask { addr } => CacheError::Command(format!("ASK {addr}")),
-            Self::Reshaping(msg) => CacheError::Command(msg),
-        }
-    }
-}
-
-/// The error codes that mean the cluster is failing over, resharding or
-/// loading: worth a fresh topology and another try.
-const RESHAPING: &[&str] = &["CLUSTERDOWN", "TRYAGAIN", "READONLY", "LOADING", "MASTERDOWN"];
-
+/// How one command's error answer is taken.
 fn failure_of(e: &redis::RedisError) -> Failure {
     if let Some((addr, slot)) = e.redirect_node() {
         let addr = addr.to_owned();
@@ -69,46 +36,80 @@ fn failure_of(e: &redis::RedisError) -> Failure {
             _ => Failure::Moved { slot, addr },
         };
     }
-    if e.code().is_some_and(|c| RESHAPING.contains(&c)) {
-        return Failure::Reshaping(redact(&e.to_string()));
+    if e.code().is_some_and(|c| NOT_NOW.contains(&c)) {
+        return Failure::NotNow(redact(&e.to_string()));
     }
-    Failure::Cache(classify(e))
+    Failure::Reply(classify(e))
 }
 
+/// Counters shown by Health.
+#[derive(Debug, Default)]
+pub(super) struct NodeStats {
+    /// Connections made (the first one included).
+    pub(super) connects: AtomicU64,
+    /// Connections dropped because they broke or went silent.
+    pub(super) drops: AtomicU64,
+    /// `AUTH` sent on a live connection with a newer token.
+    pub(super) reauths: AtomicU64,
+}
+
+/// What changed on a node, for the invocations waiting on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// Nothing yet.
+    None,
+    /// A connection is in place.
+    Connected,
+    /// An attempt failed; the gate says what next.
+    Failed,
+    /// An attempt could not even start: no token.
+    NoToken(CacheError),
+    /// The node left the topology.
+    Retired,
+}
+
+/// One connection, shared by every invocation on its node.
 pub(super) struct Live {
     conn: MultiplexedConnection,
     /// Which connection of this node (1 = the first).
     pub(super) number: u64,
     authed_generation: AtomicU64,
-    timeouts_in_a_row: AtomicU32,
     /// After the cache refused a newer token: no new AUTH before this; the
     /// connection goes on with the token it has, while that is valid.
-    reauth_after: std::sync::Mutex<Option<(Instant, u32)>>,
-    /// Ends the connection's I/O task with the connection.
-    _driver: Option<AbortOnDrop>,
-}
-
-/// Aborts a spawned task when dropped.
-pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    reauth_after: Mutex<Option<(Instant, u32)>>,
+    /// Whether it has answered a command: a connection that breaks before
+    /// that counts as a failed attempt.
+    served: AtomicBool,
+    bytes_read: Arc<AtomicU64>,
+    /// Which node it serves (a connection can move to another: the
+    /// configured endpoint's becomes a master's), for its pushes.
+    owner: Arc<Mutex<Weak<Node>>>,
+    driver: AbortOnDrop,
 }
 
 /// One endpoint and its shared connection.
 pub(super) struct Node {
+    ctx: Arc<Context>,
     /// Where to connect (an IP address for a cluster node, as announced).
     pub(super) host: String,
     pub(super) port: u16,
     /// `host:port`, as the cluster names the node.
     pub(super) addr: String,
-    live: arc_swap::ArcSwapOption<Live>,
-    connect: tokio::sync::Mutex<ConnectGate>,
+    live: ArcSwapOption<Live>,
+    gate: Mutex<Gate>,
+    changed: watch::Sender<Change>,
     reauth: tokio::sync::Mutex<()>,
-    /// Counters for Health and tests.
-    pub(super) stats: CacheStats,
+    retired: AtomicBool,
+    /// Invocations waiting for a connection (the topology refresher keeps
+    /// looking while anyone waits on a node that is down).
+    waiting: AtomicUsize,
+    /// Until when (ms since the context's epoch) commands get the relaxed
+    /// deadline: the cache announced maintenance on this node.
+    relaxed_until: AtomicU64,
+    /// Where a handoff (`MOVING`) sent this node's traffic, and until when
+    /// new connections go there instead of `host:port`.
+    moved_to: Mutex<Option<(String, u16, Instant)>>,
+    pub(super) stats: NodeStats,
 }
 
 impl std::fmt::Debug for Node {
@@ -117,17 +118,37 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// Counts an invocation as waiting on a node while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Node {
-    pub(super) fn new(host: &str, port: u16) -> Self {
-        Self {
+    pub(super) fn new(ctx: Arc<Context>, host: &str, port: u16) -> Arc<Self> {
+        Arc::new(Self {
+            ctx,
             host: host.to_owned(),
             port,
             addr: format!("{host}:{port}"),
-            live: arc_swap::ArcSwapOption::empty(),
-            connect: tokio::sync::Mutex::new(ConnectGate::default()),
+            live: ArcSwapOption::empty(),
+            gate: Mutex::new(Gate::default()),
+            changed: watch::Sender::new(Change::None),
             reauth: tokio::sync::Mutex::new(()),
-            stats: CacheStats::default(),
-        }
+            retired: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
+            relaxed_until: AtomicU64::new(0),
+            moved_to: Mutex::new(None),
+            stats: NodeStats::default(),
+        })
+    }
+
+    /// What every node of the cache shares.
+    pub(super) fn context(&self) -> &Arc<Context> {
+        &self.ctx
     }
 
     /// Connection state for Health.
@@ -147,29 +168,26 @@ impl Node {
         self.live.load().is_some()
     }
 
-    /// Whether connecting is held back by a backoff beyond `at`: then a
-    /// retry inside this invocation cannot succeed, and failing fast is better.
-    pub(super) fn gated_past(&self, at: Instant) -> bool {
-        self.live.load().is_none() && self.connect.try_lock().is_ok_and(|gate| gate.holds_past(at))
+    /// Whether invocations are waiting for this node to come back.
+    pub(super) fn has_waiters(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
     }
 
-    /// Runs `cmd` once on this node's connection (made if needed), preceded
-    /// by `ASKING` in the same write when `asking`, within `deadline`.
+    /// Runs `cmd` once on this node's connection (waiting for one, within
+    /// the call's window, if there is none), preceded by `ASKING` in the
+    /// same write when `asking`.
     pub(super) async fn run<T: FromRedisValue>(
-        &self,
-        target: &Target,
-        creds: &Credentials<'_>,
+        self: &Arc<Self>,
+        call: &Call,
         cmd: &redis::Cmd,
-        deadline: Instant,
         asking: bool,
     ) -> Result<T, Failure> {
-        let live = self.live_connection(target, creds, deadline).await?;
-        self.ensure_authenticated(target, &live, creds).await?;
+        let creds = self.ctx.credentials(call).await.map_err(Failure::NoConnection)?;
+        let live = self.connection(call).await?;
+        self.ensure_authenticated(&live, &creds, call).await?;
+        let budget = self.command_budget(call);
+        let read_before = live.bytes_read.load(Ordering::Relaxed);
         let mut conn = live.conn.clone();
-        let budget = target
-            .deadlines
-            .command
-            .min(deadline.saturating_duration_since(Instant::now()));
         let outcome = if asking {
             // One write: on a shared connection, another invocation's
             // command must not come between ASKING and this one.
@@ -181,122 +199,309 @@ impl Node {
         } else {
             tokio::time::timeout(budget, cmd.query_async::<T>(&mut conn)).await
         };
-        // Ours or the client's own response timeout: the command ran past
-        // its deadline. That is a 504, not a broken connection to retry on.
-        let timed_out = match &outcome {
-            Err(_) => true,
-            Ok(Err(e)) => e.is_timeout(),
-            Ok(Ok(_)) => false,
-        };
-        if timed_out {
-            // One slow command is not a dead connection; three in a row is
-            // what a half-open socket looks like.
-            if live.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= 3 {
-                self.discard(&live, "three commands in a row timed out");
-            }
-            return Err(CacheError::Timeout(budget).into());
-        }
         match outcome {
             Ok(Ok(v)) => {
-                live.timeouts_in_a_row.store(0, Ordering::Relaxed);
+                self.served(&live);
                 Ok(v)
             }
             Ok(Err(e)) if connection_broken(&e) => {
-                self.discard(&live, &e.to_string());
-                Err(CacheError::Unavailable(redact(&e.to_string())).into())
+                self.lost(&live, &e.to_string());
+                Err(Failure::Lost(CacheError::Unavailable(redact(&e.to_string()))))
             }
-            Ok(Err(e)) => Err(failure_of(&e)),
-            Err(_) => Err(CacheError::Timeout(budget).into()),
+            Ok(Err(e)) => {
+                self.served(&live);
+                Err(failure_of(&e))
+            }
+            Err(_) => {
+                // Nothing at all came back since this command was written:
+                // the connection is silent (a vanished peer, a partition),
+                // not merely slow. Drop it; the commands in flight on it
+                // fail at once and ride through onto a new one.
+                let silent = live.bytes_read.load(Ordering::Relaxed) == read_before;
+                if silent {
+                    self.lost(
+                        &live,
+                        &format!("no answer at all within {budget:?}: the connection is silent"),
+                    );
+                }
+                Err(Failure::TimedOut {
+                    budget,
+                    abandoned: silent,
+                })
+            }
         }
     }
 
-    async fn live_connection(
-        &self,
-        target: &Target,
-        creds: &Credentials<'_>,
-        deadline: Instant,
-    ) -> Result<Arc<Live>, CacheError> {
+    /// The command deadline here: relaxed while the cache announced
+    /// maintenance on this node; never past the call's deadline.
+    fn command_budget(&self, call: &Call) -> Duration {
+        let command = self.ctx.target.deadlines.command;
+        let command = match self.is_relaxed() {
+            true => command.max(RELAXED_COMMAND),
+            false => command,
+        };
+        command.min(call.left())
+    }
+
+    /// The live connection, or one made or waited for within the call's
+    /// window (see [`super::gate`]).
+    async fn connection(self: &Arc<Self>, call: &Call) -> Result<Arc<Live>, Failure> {
         if let Some(live) = self.live.load_full() {
             return Ok(live);
         }
-        let mut state = self.connect.lock().await;
-        if let Some(live) = self.live.load_full() {
-            return Ok(live);
+        self.wait_for_connection(call).await
+    }
+
+    async fn wait_for_connection(self: &Arc<Self>, call: &Call) -> Result<Arc<Live>, Failure> {
+        let mut changes = self.changed.subscribe();
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
+        loop {
+            if let Some(live) = self.live.load_full() {
+                return Ok(live);
+            }
+            if self.retired.load(Ordering::Acquire) {
+                return Err(Failure::Retired);
+            }
+            let now = Instant::now();
+            let admit = self.lock_gate().admit(now, call.started, self.ctx.ride_through);
+            let until = match admit {
+                Admit::Attempt => {
+                    self.start_attempt();
+                    call.deadline
+                }
+                Admit::Wait => call.deadline,
+                Admit::WaitUntil(at) if at < call.wait_until => at,
+                Admit::WaitUntil(_) => return Err(Failure::NoConnection(self.last_error())),
+                Admit::Fail(e) => return Err(Failure::NoConnection(e)),
+            };
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Err(Failure::NoConnection(self.last_error()));
+                    }
+                    if let Change::NoToken(e) = &*changes.borrow_and_update() {
+                        return Err(Failure::NoConnection(e.clone()));
+                    }
+                }
+                () = tokio::time::sleep_until(until) => {}
+            }
+            if Instant::now() >= call.deadline {
+                return Err(Failure::NoConnection(self.last_error()));
+            }
         }
-        let now = Instant::now();
-        if let Some(err) = state.holds(now) {
-            return Err(err.clone());
-        }
-        let budget = target.deadlines.connect.min(deadline.saturating_duration_since(now));
-        let opened = open_node_connection(target, &self.host, self.port, creds.user(), creds.password(), budget);
-        let result = match tokio::time::timeout(budget, opened).await {
-            Ok(r) => r,
+    }
+
+    fn lock_gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What an invocation that gives up waiting is told.
+    fn last_error(&self) -> CacheError {
+        self.lock_gate()
+            .last_error()
+            .cloned()
+            .unwrap_or_else(|| CacheError::Unavailable(format!("no connection to {} could be made in time", self.addr)))
+    }
+
+    /// Makes one connection attempt in a task of its own (not tied to the
+    /// invocation that asked, which may give up first), within the connect
+    /// deadline.
+    fn start_attempt(self: &Arc<Self>) {
+        let node = self.clone();
+        tokio::spawn(async move { node.attempt().await });
+    }
+
+    async fn attempt(self: Arc<Self>) {
+        let budget = self.ctx.target.deadlines.connect;
+        let made = match tokio::time::timeout(budget, self.connect_once(None)).await {
+            Ok(made) => made,
             Err(_) => Err(CacheError::Unavailable(format!(
                 "connecting to {} took longer than {budget:?}",
                 self.addr
             ))),
         };
-        match result {
-            Ok(Connection { conn, driver }) => {
-                let number = self.stats.connects.fetch_add(1, Ordering::Relaxed) + 1;
-                state.succeeded();
-                let live = Arc::new(Live {
-                    conn,
-                    number,
-                    authed_generation: AtomicU64::new(creds.generation()),
-                    timeouts_in_a_row: AtomicU32::new(0),
-                    reauth_after: std::sync::Mutex::new(None),
-                    _driver: driver,
-                });
-                self.live.store(Some(live.clone()));
-                tracing::info!(connection = number, node = %self.addr, "connected to the cache");
-                Ok(live)
+        match made {
+            Ok(live) if self.retired.load(Ordering::Acquire) => {
+                drop(live);
+                self.lock_gate().abandoned();
+                self.changed.send_replace(Change::Retired);
             }
-            Err(err) => {
-                let backoff = state.failed(&err, Instant::now());
-                tracing::warn!(error = %err, node = %self.addr, failures = state.failures, retry_in_ms = backoff.as_millis() as u64, "could not connect to the cache");
-                Err(err)
+            Ok(live) => {
+                self.install(live.clone());
+                self.lock_gate().connected();
+                self.changed.send_replace(Change::Connected);
+                tracing::info!(connection = live.number, node = %self.addr, "connected to the cache");
+                self.after_connect(&live).await;
+            }
+            Err(e @ CacheError::Token(_)) => {
+                self.lock_gate().abandoned();
+                self.changed.send_replace(Change::NoToken(e));
+            }
+            Err(e) => {
+                {
+                    let mut gate = self.lock_gate();
+                    let backoff = gate.failed(&e, Instant::now());
+                    tracing::warn!(error = %e, node = %self.addr, failures = gate.failures,
+                        retry_in_ms = backoff.as_millis() as u64, "could not connect to the cache");
+                }
+                self.changed.send_replace(Change::Failed);
+                // A node that cannot be reached may have moved or been
+                // replaced: the cluster reads its topology again.
+                self.ctx.want_topology();
             }
         }
     }
 
+    /// A new connection with the newest credentials, to `to` or else to
+    /// where this node's traffic goes now.
+    async fn connect_once(self: &Arc<Self>, to: Option<(&str, u16)>) -> Result<Arc<Live>, CacheError> {
+        let creds = self.ctx.connect_credentials().await?;
+        let moved = self.moved_to();
+        let (host, port) = to
+            .or(moved.as_ref().map(|(h, p)| (h.as_str(), *p)))
+            .unwrap_or((&self.host, self.port));
+        let owner = Arc::new(Mutex::new(Arc::downgrade(self)));
+        let pushes = self.ctx.maintenance.wants_pushes().then(|| {
+            let owner = owner.clone();
+            move |push: redis::PushInfo| {
+                let node = owner.lock().unwrap_or_else(|p| p.into_inner()).upgrade();
+                if let Some(node) = node {
+                    super::maintenance::on_push(&node, push);
+                }
+                Ok::<(), ()>(())
+            }
+        });
+        let handshake = Handshake {
+            user: creds.user(),
+            password: creds.password(),
+            pushes,
+        };
+        let Opened {
+            conn,
+            driver,
+            bytes_read,
+        } = connect::open(&self.ctx.target, host, port, handshake).await?;
+        let number = self.stats.connects.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(Arc::new(Live {
+            conn,
+            number,
+            authed_generation: AtomicU64::new(creds.generation()),
+            reauth_after: Mutex::new(None),
+            served: AtomicBool::new(false),
+            bytes_read,
+            owner,
+            driver,
+        }))
+    }
+
+    /// Where new connections go while a handoff lasts.
+    fn moved_to(&self) -> Option<(String, u16)> {
+        let mut moved = self.moved_to.lock().unwrap_or_else(|p| p.into_inner());
+        match &*moved {
+            Some((host, port, until)) if Instant::now() < *until => Some((host.clone(), *port)),
+            Some(_) => {
+                *moved = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn install(&self, live: Arc<Live>) {
+        self.live.store(Some(live));
+    }
+
+    /// After a connection is in place: catch it up with a token that came
+    /// while it was being made (so an idle node is not left on the old
+    /// one), and ask for maintenance notifications on it.
+    async fn after_connect(&self, live: &Arc<Live>) {
+        if let Some(newest) = self.ctx.tokens().and_then(|t| t.newest()) {
+            if newest.generation > live.authed_generation.load(Ordering::Acquire) {
+                let _one_at_a_time = self.reauth.lock().await;
+                let deadline = Instant::now() + self.ctx.target.deadlines.command;
+                let _ = self.send_auth(live, &Credentials::Token(newest), false, deadline).await;
+            }
+        }
+        super::maintenance::subscribe(&self.ctx, &self.addr, live.conn.clone()).await;
+    }
+
+    /// The first answer on a connection: the node is up again.
+    fn served(&self, live: &Live) {
+        if !live.served.load(Ordering::Relaxed) && !live.served.swap(true, Ordering::Relaxed) {
+            self.lock_gate().served();
+        }
+    }
+
+    /// Drops `live` (broken, or silent) if it is still the node's
+    /// connection, and ends its I/O so every command in flight on it fails
+    /// now and rides through onto the next one. A connection that broke
+    /// before it served anything counts as a failed attempt (backoff).
+    fn lost(&self, live: &Arc<Live>, why: &str) {
+        let prev = self.live.compare_and_swap(&Some(live.clone()), None);
+        if !prev.as_ref().is_some_and(|p| Arc::ptr_eq(p, live)) {
+            return;
+        }
+        live.driver.abort();
+        self.stats.drops.fetch_add(1, Ordering::Relaxed);
+        let why = redact(why);
+        if !live.served.load(Ordering::Relaxed) {
+            self.lock_gate()
+                .failed(&CacheError::Unavailable(why.clone()), Instant::now());
+        }
+        tracing::warn!(node = %self.addr, connection = live.number, reason = %why, "dropped the cache connection; the next call makes a new one");
+        self.changed.send_replace(Change::Failed);
+    }
+
+    /// Drops the connection so the next call makes a new one (a standalone
+    /// endpoint that answered `READONLY` is a replica now: the next
+    /// connection reaches the new primary).
+    pub(super) fn reconnect(&self, why: &str) {
+        if let Some(live) = self.live.load_full() {
+            self.lost(&live, why);
+        }
+    }
+
     /// On an invocation's path: the connection authenticated with an older
-    /// token than the one the invocation holds (it was made while a refresh
-    /// was re-AUTHing, or the cache refused the newer token earlier).
+    /// token than the one the invocation holds (the cache refused the newer
+    /// token earlier, or the connection missed a refresh).
     ///
     /// When a re-AUTH is already under way (the refresh task's, most often),
     /// the invocation does not wait for it: the connection's own token is
     /// still valid, or the cache would have closed it.
     async fn ensure_authenticated(
         &self,
-        target: &Target,
         live: &Arc<Live>,
         creds: &Credentials<'_>,
-    ) -> Result<(), CacheError> {
+        call: &Call,
+    ) -> Result<(), Failure> {
         if live.authed_generation.load(Ordering::Acquire) >= creds.generation() {
             return Ok(());
         }
         let Ok(_one_at_a_time) = self.reauth.try_lock() else {
             return Ok(());
         };
-        self.send_auth(target, live, creds, true).await
+        self.send_auth(live, creds, true, call.deadline).await
     }
 
     /// In the refresh task, before invocations get the new token: re-AUTHs
     /// the live connection with it, so the connection never outlives its
     /// token. A node without a connection has nothing to do: its next
-    /// connection is made with the current token.
-    pub(super) async fn reauth_live(&self, target: &Target, creds: &Credentials<'_>) {
+    /// connection is made with the newest token.
+    pub(super) async fn reauth_live(&self, creds: &Credentials<'_>) {
         let Some(live) = self.live.load_full() else {
             return;
         };
         let _one_at_a_time = self.reauth.lock().await;
-        if let Err(err) = self.send_auth(target, &live, creds, false).await {
+        let deadline = Instant::now() + self.ctx.target.deadlines.command;
+        if let Err(f) = self.send_auth(&live, creds, false, deadline).await {
+            let err = f.into_cache_error();
             tracing::warn!(error = %err, node = %self.addr, connection = live.number, "could not re-authenticate the connection with the new token");
         }
     }
 
-    /// Sends `AUTH` with the newer token on the live connection, once.
+    /// Sends `AUTH` with the newer token on the live connection, once,
+    /// before `deadline`.
     ///
     /// If the cache refuses the newer token, the connection keeps the
     /// identity it has (its token is still valid, or the cache would have
@@ -304,11 +509,11 @@ impl Node {
     /// (`respect_backoff`); the refresh task tries each new token once.
     async fn send_auth(
         &self,
-        target: &Target,
         live: &Arc<Live>,
         creds: &Credentials<'_>,
         respect_backoff: bool,
-    ) -> Result<(), CacheError> {
+        deadline: Instant,
+    ) -> Result<(), Failure> {
         if live.authed_generation.load(Ordering::Acquire) >= creds.generation() {
             return Ok(());
         }
@@ -323,7 +528,13 @@ impl Node {
         }
         auth.arg(creds.password());
         let mut conn = live.conn.clone();
-        match tokio::time::timeout(target.deadlines.command, auth.query_async::<()>(&mut conn)).await {
+        let budget = self
+            .ctx
+            .target
+            .deadlines
+            .command
+            .min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(budget, auth.query_async::<()>(&mut conn)).await {
             Ok(Ok(())) => {
                 live.authed_generation.store(creds.generation(), Ordering::Release);
                 *live.reauth_after.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -336,8 +547,8 @@ impl Node {
                 Ok(())
             }
             Ok(Err(e)) if connection_broken(&e) => {
-                self.discard(live, &e.to_string());
-                Err(CacheError::Unavailable(redact(&e.to_string())))
+                self.lost(live, &e.to_string());
+                Err(Failure::Lost(CacheError::Unavailable(redact(&e.to_string()))))
             }
             Ok(Err(e)) => {
                 let backoff = reauth_backoff(failures + 1);
@@ -347,16 +558,13 @@ impl Node {
                     "the cache refused the new token; going on with the current one");
                 Ok(())
             }
-            Err(_) => Err(CacheError::Timeout(target.deadlines.command)),
-        }
-    }
-
-    /// Drops `live` if it is still the current connection.
-    fn discard(&self, live: &Arc<Live>, why: &str) {
-        let prev = self.live.compare_and_swap(&Some(live.clone()), None);
-        if prev.as_ref().is_some_and(|p| Arc::ptr_eq(p, live)) {
-            self.stats.drops.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(node = %self.addr, connection = live.number, reason = %redact(why), "dropped the cache connection; the next call makes a new one");
+            // AUTH was written: whether it took is unknown, and the
+            // connection's own token is still valid. The next invocation
+            // tries again.
+            Err(_) => Err(Failure::TimedOut {
+                budget,
+                abandoned: false,
+            }),
         }
     }
 
@@ -368,20 +576,110 @@ impl Node {
 
     /// Uses `live`, made through another [`Node`] to this same address, as
     /// this node's connection, if it has none.
-    pub(super) fn adopt(&self, live: Arc<Live>) -> bool {
-        let prev = self.live.compare_and_swap(&None::<Arc<Live>>, Some(live));
+    pub(super) fn adopt(self: &Arc<Self>, live: Arc<Live>) -> bool {
+        let prev = self.live.compare_and_swap(&None::<Arc<Live>>, Some(live.clone()));
         let adopted = prev.is_none();
         if adopted {
+            *live.owner.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(self);
+            if live.served.load(Ordering::Relaxed) {
+                self.lock_gate().served();
+            }
             self.stats.connects.fetch_add(1, Ordering::Relaxed);
+            self.changed.send_replace(Change::Connected);
         }
         adopted
     }
 
-    /// Closes the connection, if any, when the node leaves the topology (a
-    /// master demoted or gone): in-flight commands finish on their clone.
+    /// Closes the connection, if any (the configured endpoint once the
+    /// masters are known): in-flight commands finish on their clone.
     pub(super) fn close(&self, why: &str) {
         if let Some(live) = self.live.swap(None) {
             tracing::info!(node = %self.addr, connection = live.number, reason = why, "closed the node's connection");
+        }
+    }
+
+    /// The node left the topology (a master demoted, moved or gone): its
+    /// connection is closed, it is never dialled again, and the invocations
+    /// waiting for it go and find the slot's new owner.
+    pub(super) fn retire(&self, why: &str) {
+        self.retired.store(true, Ordering::Release);
+        self.close(why);
+        self.changed.send_replace(Change::Retired);
+    }
+
+    /// Whether the node left the topology.
+    pub(super) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Every connection of this node: a live one, PINGed within the command
+    /// deadline; one that does not answer is dropped (after a failover the
+    /// cache announced, the connection may be to a demoted node).
+    pub(super) async fn check(&self) {
+        let Some(live) = self.live.load_full() else {
+            return;
+        };
+        let mut conn = live.conn.clone();
+        let budget = self.ctx.target.deadlines.command;
+        let ping = tokio::time::timeout(budget, redis::cmd("PING").query_async::<String>(&mut conn)).await;
+        if !matches!(ping, Ok(Ok(_))) {
+            self.lost(&live, "no answer to a PING after the cache announced a failover");
+        }
+    }
+
+    /// Whether commands here get the relaxed deadline now.
+    pub(super) fn is_relaxed(&self) -> bool {
+        let until = self.relaxed_until.load(Ordering::Relaxed);
+        until != 0 && self.ctx.millis(Instant::now()) < until
+    }
+
+    /// Relaxes the command deadline here for `for_` (maintenance announced),
+    /// or restores it (`None`).
+    pub(super) fn relax(&self, for_: Option<Duration>) {
+        let until = for_.map_or(0, |d| self.ctx.millis(Instant::now() + d).max(1));
+        self.relaxed_until.store(until, Ordering::Relaxed);
+        self.ctx.maintenance.relaxed_changed(until != 0);
+    }
+
+    /// A handoff (`MOVING`): connects to `to` (or, when the cache names no
+    /// endpoint, to this node's own address after half of `time`), moves
+    /// the traffic there, then lets the old connection close once the
+    /// commands on it have finished. Reconnects go to `to` while the
+    /// handoff lasts (twice `time`).
+    pub(super) async fn hand_off(self: Arc<Self>, to: Option<(String, u16)>, time: Duration) {
+        let old = self.live.load_full();
+        self.relax(Some(time + AFTER_HANDOFF));
+        let (host, port) = match to {
+            Some(to) => to,
+            None => {
+                tokio::time::sleep(time / 2).await;
+                (self.host.clone(), self.port)
+            }
+        };
+        *self.moved_to.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((host.clone(), port, Instant::now() + time * 2));
+        let budget = self.ctx.target.deadlines.connect;
+        let made = match tokio::time::timeout(budget, self.connect_once(Some((&host, port)))).await {
+            Ok(made) => made,
+            Err(_) => Err(CacheError::Unavailable(format!(
+                "connecting to {host}:{port} took too long"
+            ))),
+        };
+        match made {
+            Ok(live) if !self.is_retired() => {
+                self.install(live.clone());
+                self.lock_gate().connected();
+                self.changed.send_replace(Change::Connected);
+                tracing::info!(node = %self.addr, to = %format!("{host}:{port}"), connection = live.number,
+                    "handoff: traffic moved to the new endpoint; the old connection closes once its commands finish");
+                drop(old);
+                self.after_connect(&live).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(node = %self.addr, to = %format!("{host}:{port}"), error = %e,
+                    "handoff: could not connect to the new endpoint; staying on the current connection until it closes");
+            }
         }
     }
 }

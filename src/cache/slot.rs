@@ -45,7 +45,10 @@ const KEYLESS: &[&[u8]] = &[
     b"LOLWUT",
 ];
 
-/// The slot of `cmd`'s key, or `None` for a command without a key.
+/// Commands whose keys follow a key count: `EVALSHA sha numkeys key ...`.
+const KEYS_AFTER_COUNT: &[&[u8]] = &[b"EVAL", b"EVALSHA", b"EVAL_RO", b"EVALSHA_RO", b"FCALL", b"FCALL_RO"];
+
+/// The slot of `cmd`'s (first) key, or `None` for a command without a key.
 pub(crate) fn command_slot(cmd: &redis::Cmd) -> Option<u16> {
     let mut args = cmd.args_iter().map(|a| match a {
         redis::Arg::Simple(bytes) => bytes,
@@ -55,7 +58,34 @@ pub(crate) fn command_slot(cmd: &redis::Cmd) -> Option<u16> {
     if KEYLESS.iter().any(|k| k.eq_ignore_ascii_case(name)) {
         return None;
     }
+    if KEYS_AFTER_COUNT.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+        let _script = args.next()?;
+        let count: u32 = std::str::from_utf8(args.next()?).ok()?.parse().ok()?;
+        return (count > 0).then(|| args.next().map(key_slot))?;
+    }
     args.next().map(key_slot)
+}
+
+/// The hash tag of `key`: the text between its first `{` and the next `}`,
+/// when that is not empty (what decides the key's slot).
+pub(crate) fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let len = key[open + 1..].find('}')?;
+    (len > 0).then(|| &key[open + 1..open + 1 + len])
+}
+
+/// A prefix (`{...}`) that puts any key it starts in the same slot as
+/// `key`: `key`'s own hash tag, or `key` itself braced; for the rare key
+/// that has a `}` but no tag, a short tag found for its slot.
+pub(crate) fn same_slot_prefix(key: &str) -> String {
+    match hash_tag(key) {
+        Some(tag) => format!("{{{tag}}}"),
+        None if !key.contains('}') => format!("{{{key}}}"),
+        None => {
+            let slot = key_slot(key.as_bytes());
+            tag_in(&[(slot, slot)]).unwrap_or_else(|| format!("{{{}}}", key.replace('}', "")))
+        }
+    }
 }
 
 /// A short hash tag (`{n}`, braces included) whose keys land in one of
@@ -120,6 +150,38 @@ mod tests {
         assert_eq!(command_slot(&redis::cmd("PING")), None);
         assert_eq!(command_slot(redis::cmd("CLIENT").arg("LIST")), None);
         assert_eq!(command_slot(redis::cmd("info").arg("cluster")), None);
+        // Scripts: the first key after the key count.
+        assert_eq!(
+            command_slot(redis::cmd("EVALSHA").arg("abc").arg(2).arg("foo").arg("x")),
+            Some(12182)
+        );
+        assert_eq!(command_slot(redis::cmd("EVAL").arg("return 1").arg(0).arg("foo")), None);
+    }
+
+    /// A prefix keeps a record in its key's slot, whatever braces the key
+    /// holds: a tag, none, an unclosed or an empty one, a lone `}`.
+    #[test]
+    fn same_slot_prefixes() {
+        for key in [
+            "counter",
+            "{user1}:c",
+            "a{b",
+            "foo{}{bar}",
+            "a}b",
+            "}",
+            "x{}y}z",
+            "é{ü}",
+            "{",
+        ] {
+            let record = format!("{}:record", same_slot_prefix(key));
+            assert_eq!(
+                key_slot(record.as_bytes()),
+                key_slot(key.as_bytes()),
+                "{key} -> {record}"
+            );
+        }
+        assert_eq!(same_slot_prefix("{user1}:c"), "{user1}");
+        assert_eq!(same_slot_prefix("counter"), "{counter}");
     }
 
     /// A tag lands in the ranges asked for, however small.

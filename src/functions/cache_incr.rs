@@ -1,15 +1,25 @@
 //! `CacheIncr`: `POST /api/cache/{key}/incr?by=N` adds `N` (default 1, may
 //! be negative) to the integer stored under the key, atomically (`INCRBY`),
-//! and answers the new value. A missing key counts from 0; a value that is
+//! once per invocation however the connection fares, and answers the new
+//! value ([`super::once`]). A missing key counts from 0; a value that is
 //! not an integer, or a sum that would overflow 64 bits, is a 409 and the
 //! value stays as it was.
+//!
+//! With an `Idempotency-Key` header, a client's retry of the same request
+//! (the same `by` and body) within 24 hours gets the first answer, applied
+//! once, from any instance, with `Idempotent-Replayed: true`; the same key
+//! with another request is a 422. The body is not used otherwise.
 
 use super::cache_item::validate_key;
+use super::once::{self, ClientRetry, Incremented};
 use super::{Endpoint, Function, HttpMethod, Trigger};
 use crate::error::AppError;
 use crate::state::AppState;
+use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -29,7 +39,7 @@ pub(crate) const FUNCTION: Function = Function {
 
 /// The answer: the key and its value after the increment.
 #[derive(Debug, Serialize)]
-pub(crate) struct Incremented {
+pub(crate) struct Answer {
     key: String,
     value: i64,
 }
@@ -50,12 +60,38 @@ async fn incr(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Incremented>, AppError> {
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AppError> {
     let key = validate_key(key)?;
     let Query(query) = query.map_err(|_| AppError::BadRequest("the query string is malformed".into()))?;
     let by = parse_by(&query)?;
-    let value: i64 = state.cache.query(redis::cmd("INCRBY").arg(&key).arg(by)).await?;
-    Ok(Json(Incremented { key, value }))
+    let retry = match once::idempotency_key(&headers)? {
+        Some(idempotency_key) => {
+            let body = crate::body::read_limited(body, state.max_value_bytes).await?;
+            Some(ClientRetry {
+                fingerprint: once::fingerprint(&[by.to_string().as_bytes(), &body]),
+                key: idempotency_key,
+            })
+        }
+        None => None,
+    };
+    let invocation = once::invocation(&headers);
+    match once::incr(&state.cache, &key, by, &invocation, retry.as_ref()).await? {
+        Incremented::Applied(value) => Ok(Json(Answer { key, value }).into_response()),
+        Incremented::Replayed(value) => {
+            let mut answer = Json(Answer { key, value }).into_response();
+            answer
+                .headers_mut()
+                .insert(once::REPLAYED, HeaderValue::from_static("true"));
+            Ok(answer)
+        }
+        Incremented::KeyReused => Err(AppError::IdempotencyKeyReused(
+            "this Idempotency-Key was used for another request (another by or body) on this key; \
+             use a new key for a new request"
+                .into(),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::Json;
 use base64::Engine;
 use serde::Serialize;
@@ -150,17 +151,17 @@ pub(crate) async fn put(
     Ok(Json(Stored { key, stored: true }))
 }
 
-/// `DELETE`: removes the key; `deleted` says whether it existed.
+/// `DELETE`: removes the key; `deleted` says whether this invocation
+/// removed it, even when its first answer was lost with a connection (see
+/// [`super::once`]).
 pub(crate) async fn delete(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<Json<Deleted>, AppError> {
     let key = validate_key(key)?;
-    let removed: u64 = state.cache.query(redis::cmd("DEL").arg(&key)).await?;
-    Ok(Json(Deleted {
-        key,
-        deleted: removed > 0,
-    }))
+    let deleted = super::once::delete(&state.cache, &key, &super::once::invocation(&headers)).await?;
+    Ok(Json(Deleted { key, deleted }))
 }
 
 /// `/api/cache/` with no key.

@@ -1,7 +1,9 @@
 //! `Health`: `GET /api/health`, 200 when the cache answers, 503 when not.
 //!
 //! Shows the connection state, the token's remaining lifetime and refresh
-//! count (never the token), and the last timer check. On a cluster it
+//! count (never the token), the last timer check, and the maintenance the
+//! cache announced (`maintenance`: type, node, start time; `null` when
+//! none is under way). On a cluster it
 //! also PINGs every master and shows each one (`shards`): its slots, its
 //! connection state and re-AUTH count; any master failing makes it a 503.
 
@@ -54,8 +56,12 @@ pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<V
         "connection": state.cache.status(),
         "token": token,
         "last_check": last_check,
+        "maintenance": state.cache.maintenance(),
         "latency_ms": latency_ms,
     });
+    if state.cache.mode_name() == "cluster" {
+        body["topology_reads"] = json!(state.cache.topology_reads());
+    }
     let mut failed_shard = None;
     if let Some((reports, failed)) = shard_reports {
         failed_shard = failed;

@@ -39,6 +39,7 @@ pub(crate) fn parse_connection_string(conn: &str) -> Result<RedisSettings, Setti
         tls,
         extra_ca_file: None,
         cluster_mode: super::ClusterMode::Auto,
+        notifications: super::NotificationSetting::Auto,
         auth: AuthSettings::AccessKey {
             user,
             password: password.ok_or_else(|| bad("Redis", "has no password= (the access key)"))?,

@@ -56,6 +56,9 @@ pub struct RedisSettings {
     pub extra_ca_file: Option<PathBuf>,
     /// `Redis__clusterMode`: whether the cache is a cluster (default: ask it).
     pub cluster_mode: ClusterMode,
+    /// `Redis__maintenanceNotifications`: which maintenance notifications
+    /// the connections ask for (default: by host name).
+    pub notifications: NotificationSetting,
     /// How the connection authenticates.
     pub auth: AuthSettings,
 }
@@ -81,6 +84,32 @@ impl ClusterMode {
             "standalone" => Ok(Self::Standalone),
             "cluster" => Ok(Self::Cluster),
             _ => Err(bad("Redis__clusterMode", "must be auto, standalone or cluster")),
+        }
+    }
+}
+
+/// `Redis__maintenanceNotifications`: which announcements of maintenance
+/// the connections ask the cache for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NotificationSetting {
+    /// `auto`: `AzureRedisEvents` for `*.redis.cache.windows.net`, Redis's
+    /// maintenance notifications for `*.redis.azure.net`, none for other
+    /// names.
+    #[default]
+    Auto,
+    /// `on`: both, whatever the host name.
+    On,
+    /// `off`: neither.
+    Off,
+}
+
+impl NotificationSetting {
+    fn parse(value: &str) -> Result<Self, SettingsError> {
+        match value.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "on" | "true" => Ok(Self::On),
+            "off" | "false" => Ok(Self::Off),
+            _ => Err(bad("Redis__maintenanceNotifications", "must be auto, on or off")),
         }
     }
 }
@@ -121,6 +150,11 @@ pub struct Deadlines {
     pub connect: Duration,
     /// `Redis__commandTimeoutSeconds`: one Redis command (default 5 s).
     pub command: Duration,
+    /// `Redis__rideThroughSeconds`: how long an invocation waits for a lost
+    /// connection, or a cache that answers "not now" (`LOADING`,
+    /// `TRYAGAIN`, ...), to come back before it fails; 0 turns waiting off.
+    /// Default: one connect plus one command deadline (10 s).
+    pub ride_through: Duration,
 }
 
 impl Default for Deadlines {
@@ -129,6 +163,7 @@ impl Default for Deadlines {
             token_fetch: Duration::from_secs(5),
             connect: Duration::from_secs(5),
             command: Duration::from_secs(5),
+            ride_through: Duration::from_secs(10),
         }
     }
 }
@@ -176,10 +211,24 @@ impl Settings {
                 None => 8080,
             },
         };
+        let connect = seconds(&get, "Redis__connectTimeoutSeconds", 5.0)?;
+        let command = seconds(&get, "Redis__commandTimeoutSeconds", 5.0)?;
         let deadlines = Deadlines {
             token_fetch: seconds(&get, "Redis__tokenTimeoutSeconds", 5.0)?,
-            connect: seconds(&get, "Redis__connectTimeoutSeconds", 5.0)?,
-            command: seconds(&get, "Redis__commandTimeoutSeconds", 5.0)?,
+            connect,
+            command,
+            ride_through: match get("Redis__rideThroughSeconds") {
+                None => connect + command,
+                Some(v) => match v.parse::<f64>() {
+                    Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Duration::from_secs_f64(s),
+                    _ => {
+                        return Err(bad(
+                            "Redis__rideThroughSeconds",
+                            "must be a number of seconds from 0 (off) to 3600",
+                        ))
+                    }
+                },
+            },
         };
         let max_value_bytes = match get("CACHE_MAX_VALUE_BYTES") {
             None => DEFAULT_MAX_VALUE_BYTES,
@@ -216,6 +265,10 @@ fn redis_settings(get: &impl Fn(&str) -> Option<String>) -> Result<RedisSettings
         Some(v) => ClusterMode::parse(&v)?,
         None => ClusterMode::Auto,
     };
+    let notifications = match get("Redis__maintenanceNotifications") {
+        Some(v) => NotificationSetting::parse(&v)?,
+        None => NotificationSetting::Auto,
+    };
     if let Some(conn) = get("Redis") {
         if get("Redis__redisHostName").is_some() {
             return Err(bad(
@@ -227,6 +280,7 @@ fn redis_settings(get: &impl Fn(&str) -> Option<String>) -> Result<RedisSettings
         return Ok(RedisSettings {
             extra_ca_file,
             cluster_mode,
+            notifications,
             ..parsed
         });
     }
@@ -267,6 +321,7 @@ fn redis_settings(get: &impl Fn(&str) -> Option<String>) -> Result<RedisSettings
         tls,
         extra_ca_file,
         cluster_mode,
+        notifications,
         auth: AuthSettings::Entra(entra),
     })
 }

@@ -7,7 +7,9 @@
 #![allow(dead_code)]
 
 pub mod cluster;
-pub mod gateway;
+
+/// The Entra-enforcing front end with Azure's faults (devhost's).
+pub use devhost::gateway;
 
 use devhost::functions_host::HandlerProcess;
 use devhost::identity::{IdentityConfig, IdentityEndpoint, IdentityMode};

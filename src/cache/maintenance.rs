@@ -1,0 +1,643 @@
+//! Maintenance notifications: what the cache announces before it fails
+//! over, patches or moves a node, and what the connections do about it.
+//!
+//! Two kinds, chosen by `Redis__maintenanceNotifications` (`auto`, `on`,
+//! `off`; `auto` picks by host name):
+//!
+//! - **`AzureRedisEvents`** (Azure Cache for Redis: Basic, Standard,
+//!   Premium, every shard of a clustered Premium cache): pub/sub messages on
+//!   that channel, `key|value` pairs separated by `|`
+//!   (`NotificationType|NodeMaintenanceStarting|StartTimeInUTC|...`).
+//!   Each connection subscribes on RESP3, on the same multiplexed
+//!   connection, and again after every reconnect; a refused `SUBSCRIBE`
+//!   (a Data Reader access policy has no `@pubsub`) is logged once and
+//!   changes nothing else. `NodeMaintenanceStarting`/`Start` relax the
+//!   command deadline of the node named (by its port on a clustered cache),
+//!   as redis-py and Jedis do; `NodeMaintenanceFailoverComplete` checks the
+//!   connection and reads the topology again; `NodeMaintenanceEnded`
+//!   restores the deadline. Parsing is lenient: unknown keys are skipped,
+//!   values may be empty, times have no zone.
+//! - **Redis's maintenance notifications** ("smart client handoffs", Redis
+//!   Software 8.0.2+, Redis Cloud; Azure Managed Redis by host name): the
+//!   connection asks with `CLIENT MAINT_NOTIFICATIONS ON
+//!   moving-endpoint-type ...`; a server that does not know the command
+//!   (redis 7) answers an error, logged once. RESP3 pushes then announce
+//!   `MOVING` (connect to the new endpoint, move the traffic, then let the
+//!   old connection close), `MIGRATING`/`FAILING_OVER` (relax) and
+//!   `MIGRATED`/`FAILED_OVER` (restore), and on a cluster
+//!   `SMIGRATING`/`SMIGRATED` (read the topology again).
+//!
+//! Each notification is logged once (a clustered cache relays every
+//! `AzureRedisEvents` message to every shard), and the latest shows in
+//! Health as `maintenance` until it ends.
+
+use super::context::{Context, RELAXED_COMMAND};
+use super::node::Node;
+use crate::settings::NotificationSetting;
+use redis::aio::MultiplexedConnection;
+use redis::{PushInfo, PushKind, Value};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The channel Azure Cache for Redis publishes maintenance on.
+pub(crate) const AZURE_CHANNEL: &str = "AzureRedisEvents";
+
+/// How long a node stays relaxed after `NodeMaintenanceStarting`/`Start`
+/// when no `NodeMaintenanceEnded` comes (Microsoft: Ended about 3 minutes
+/// after the node is back).
+const AZURE_RELAX_CAP: Duration = Duration::from_secs(300);
+
+/// How long a notification stays in Health when nothing ends it.
+const SHOWN_FOR: Duration = Duration::from_secs(600);
+
+/// How long a notification's text is remembered, so the same message
+/// relayed by every shard is logged once.
+const REMEMBERED_FOR: Duration = Duration::from_secs(300);
+
+/// Which notifications the connections ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Kinds {
+    /// Subscribe to `AzureRedisEvents`.
+    pub(crate) azure_events: bool,
+    /// Send `CLIENT MAINT_NOTIFICATIONS ON`.
+    pub(crate) handoffs: bool,
+}
+
+impl Kinds {
+    /// What `setting` means for a cache at `host`.
+    pub(crate) fn for_host(setting: NotificationSetting, host: &str) -> Kinds {
+        let host = host.to_ascii_lowercase();
+        match setting {
+            NotificationSetting::Off => Kinds::default(),
+            NotificationSetting::On => Kinds {
+                azure_events: true,
+                handoffs: true,
+            },
+            NotificationSetting::Auto => Kinds {
+                azure_events: host.ends_with(".redis.cache.windows.net"),
+                handoffs: host.ends_with(".redis.azure.net"),
+            },
+        }
+    }
+}
+
+/// A notification as Health shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Notice {
+    /// `NodeMaintenanceStarting`, `MOVING`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The node it is about, as the cache named it, or the connection's.
+    pub node: String,
+    /// When the maintenance starts (`StartTimeInUTC`), if said.
+    pub start_time: Option<String>,
+    /// When it arrived (RFC 3339, UTC).
+    pub received_at: String,
+    #[serde(skip)]
+    received: Option<Instant>,
+}
+
+/// What the connections were told, and the notifications asked for.
+#[derive(Debug, Default)]
+pub(crate) struct Maintenance {
+    kinds: Kinds,
+    current: Mutex<Option<Notice>>,
+    /// Texts of recent notifications, to log each once.
+    seen: Mutex<VecDeque<(Instant, String)>>,
+    subscribe_refused: AtomicBool,
+    handoffs_answered: AtomicBool,
+    /// The latest instant (ms since the context's epoch) some node is
+    /// relaxed until; 0 when none is.
+    relaxed_hint: AtomicU64,
+}
+
+impl Maintenance {
+    pub(crate) fn new(kinds: Kinds) -> Self {
+        Self {
+            kinds,
+            ..Self::default()
+        }
+    }
+
+    /// Whether connections speak RESP3 with a push sender.
+    pub(super) fn wants_pushes(&self) -> bool {
+        self.kinds.azure_events || self.kinds.handoffs
+    }
+
+    /// The latest notification still in force, for Health.
+    pub(crate) fn current(&self) -> Option<Notice> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current
+            .as_ref()
+            .and_then(|n| n.received)
+            .is_some_and(|at| at.elapsed() > SHOWN_FOR)
+        {
+            *current = None;
+        }
+        current.clone()
+    }
+
+    /// Whether some node has the relaxed deadline (new commands then get
+    /// the longer deadline too).
+    pub(super) fn any_relaxed(&self) -> bool {
+        self.relaxed_hint.load(Ordering::Relaxed) != 0
+    }
+
+    /// A node was relaxed (`true`) or restored.
+    pub(super) fn relaxed_changed(&self, relaxed: bool) {
+        self.relaxed_hint.store(u64::from(relaxed), Ordering::Relaxed);
+    }
+
+    /// Whether `text` is new (not seen in the last few minutes); remembers it.
+    fn first_time(&self, text: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|(at, _)| at.elapsed() < REMEMBERED_FOR);
+        if seen.iter().any(|(_, t)| t == text) {
+            return false;
+        }
+        if seen.len() >= 64 {
+            seen.pop_front();
+        }
+        seen.push_back((Instant::now(), text.to_owned()));
+        true
+    }
+
+    fn show(&self, kind: &str, node: &str, start_time: Option<String>) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Notice {
+            kind: kind.to_owned(),
+            node: node.to_owned(),
+            start_time,
+            received_at: now_rfc3339(),
+            received: Some(Instant::now()),
+        });
+    }
+
+    fn clear(&self) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Asks a new connection for the notifications the setting names. A
+/// refusal is logged once and changes nothing else.
+pub(super) async fn subscribe(ctx: &Context, addr: &str, mut conn: MultiplexedConnection) {
+    let m = &ctx.maintenance;
+    let budget = ctx.target.deadlines.command;
+    if m.kinds.azure_events {
+        match tokio::time::timeout(budget, conn.subscribe(AZURE_CHANNEL)).await {
+            Ok(Ok(())) => tracing::debug!(node = %addr, "subscribed to {AZURE_CHANNEL}"),
+            Ok(Err(e)) => {
+                if !m.subscribe_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(node = %addr, error = %super::error::classify(&e),
+                        "the cache refused SUBSCRIBE {AZURE_CHANNEL} (the access policy may not include @pubsub); \
+                         Azure's maintenance notifications are off, nothing else changes");
+                }
+            }
+            Err(_) => tracing::debug!(node = %addr, "SUBSCRIBE {AZURE_CHANNEL} got no answer in time"),
+        }
+    }
+    if m.kinds.handoffs {
+        let endpoint_type = match ctx.target.host.parse::<std::net::IpAddr>() {
+            Ok(_) => "external-ip",
+            Err(_) => "external-fqdn",
+        };
+        let mut cmd = redis::cmd("CLIENT");
+        cmd.arg("MAINT_NOTIFICATIONS")
+            .arg("ON")
+            .arg("moving-endpoint-type")
+            .arg(endpoint_type);
+        let answer = tokio::time::timeout(budget, cmd.query_async::<Value>(&mut conn)).await;
+        if !m.handoffs_answered.swap(true, Ordering::Relaxed) {
+            match answer {
+                Ok(Ok(_)) => tracing::info!(node = %addr, "the cache will announce maintenance handoffs"),
+                Ok(Err(e)) => tracing::info!(node = %addr, reply = %super::error::classify(&e),
+                    "the cache does not offer maintenance notifications (CLIENT MAINT_NOTIFICATIONS); carrying on without"),
+                Err(_) => {
+                    tracing::info!(node = %addr, "CLIENT MAINT_NOTIFICATIONS got no answer in time; carrying on without")
+                }
+            }
+        }
+    }
+}
+
+/// A push message on one of `node`'s connections (called by the
+/// connection's I/O task: it never blocks, and spawns what takes time).
+pub(super) fn on_push(node: &Arc<Node>, push: PushInfo) {
+    match &push.kind {
+        PushKind::Message | PushKind::SMessage => {
+            let channel = push.data.first().and_then(text);
+            if channel.as_deref() == Some(AZURE_CHANNEL) {
+                if let Some(message) = push.data.get(1).and_then(text) {
+                    on_azure_event(node, &message);
+                }
+            }
+        }
+        PushKind::Other(kind) => {
+            if let Some(handoff) = parse_handoff(kind, &push.data) {
+                on_handoff(node, handoff);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// One `AzureRedisEvents` message, leniently parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) struct AzureEvent {
+    /// `NotificationType`.
+    pub(super) kind: String,
+    /// `StartTimeInUTC` (no zone).
+    pub(super) start: Option<String>,
+    /// `IsReplica`.
+    pub(super) is_replica: Option<bool>,
+    /// `IPAddress`.
+    pub(super) ip: Option<String>,
+    /// `SSLPort`.
+    pub(super) ssl_port: Option<u16>,
+    /// `NonSSLPort`.
+    pub(super) non_ssl_port: Option<u16>,
+}
+
+/// Parses `Key|value|Key|value...`: keys in any case and order, unknown
+/// ones skipped, empty values absent. `None` without a `NotificationType`.
+pub(super) fn parse_azure_event(message: &str) -> Option<AzureEvent> {
+    let parts: Vec<&str> = message.split('|').map(str::trim).collect();
+    let mut event = AzureEvent::default();
+    for pair in parts.chunks(2) {
+        let [key, value] = pair else { continue };
+        if value.is_empty() {
+            continue;
+        }
+        match key.to_ascii_lowercase().as_str() {
+            "notificationtype" => event.kind = (*value).to_owned(),
+            "starttimeinutc" => event.start = Some((*value).to_owned()),
+            "isreplica" => {
+                event.is_replica = value.parse::<bool>().ok().or(match *value {
+                    "True" => Some(true),
+                    "False" => Some(false),
+                    _ => None,
+                })
+            }
+            "ipaddress" => event.ip = Some((*value).to_owned()),
+            "sslport" => event.ssl_port = value.parse().ok(),
+            "nonsslport" => event.non_ssl_port = value.parse().ok(),
+            _ => {}
+        }
+    }
+    (!event.kind.is_empty()).then_some(event)
+}
+
+/// What an `AzureRedisEvents` type asks the connections to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AzureAction {
+    /// Nothing but a log line (`NodeMaintenanceScheduled`, unknown types).
+    Note,
+    /// Relax the deadline of the node named (`...Starting`, `...Start`).
+    Relax,
+    /// Check the connection, read the topology (`...FailoverComplete`,
+    /// the older `...Failover`).
+    Recheck,
+    /// Read the topology (`NodeMaintenanceScaleComplete`).
+    Reshape,
+    /// Restore the deadline (`NodeMaintenanceEnded`).
+    End,
+}
+
+pub(super) fn azure_action(kind: &str) -> AzureAction {
+    match kind {
+        "NodeMaintenanceStarting" | "NodeMaintenanceStart" => AzureAction::Relax,
+        "NodeMaintenanceFailoverComplete" | "NodeMaintenanceFailover" => AzureAction::Recheck,
+        "NodeMaintenanceScaleComplete" => AzureAction::Reshape,
+        "NodeMaintenanceEnded" => AzureAction::End,
+        _ => AzureAction::Note,
+    }
+}
+
+fn on_azure_event(node: &Arc<Node>, message: &str) {
+    let ctx = node.context();
+    let m = &ctx.maintenance;
+    let Some(event) = parse_azure_event(message) else {
+        if m.first_time(message) {
+            tracing::info!(node = %node.addr, "an {AZURE_CHANNEL} message without a NotificationType; ignored");
+        }
+        return;
+    };
+    let cluster = ctx.cluster.load(Ordering::Relaxed);
+    let about_this_node = !cluster || event.ssl_port == Some(node.port) || event.non_ssl_port == Some(node.port);
+    let named = match (&event.ip, event.ssl_port) {
+        (Some(ip), Some(port)) => format!("{ip}:{port}"),
+        (Some(ip), None) => ip.clone(),
+        _ => node.addr.clone(),
+    };
+    if m.first_time(message) {
+        tracing::info!(kind = %event.kind, node = %named, start = event.start.as_deref().unwrap_or(""),
+            is_replica = event.is_replica.unwrap_or(false), "maintenance notification from the cache ({AZURE_CHANNEL})");
+        m.show(&event.kind, &named, event.start.clone());
+    }
+    match azure_action(&event.kind) {
+        AzureAction::Note => {}
+        AzureAction::Relax if about_this_node => node.relax(Some(AZURE_RELAX_CAP)),
+        AzureAction::Relax => {}
+        AzureAction::Recheck => {
+            let node = node.clone();
+            tokio::spawn(async move { node.check().await });
+            ctx.want_topology();
+        }
+        AzureAction::Reshape => ctx.want_topology(),
+        AzureAction::End => {
+            if about_this_node {
+                node.relax(None);
+            }
+            m.clear();
+        }
+    }
+}
+
+/// A Redis maintenance push ("smart client handoffs").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Handoff {
+    /// The endpoint moves: connect to `to` (or the same name after half of
+    /// `time` when `None`) before the old connection closes after `time`.
+    Moving {
+        /// Sequence number.
+        seq: i64,
+        /// Seconds until the old connection closes.
+        time: Duration,
+        /// The new endpoint.
+        to: Option<(String, u16)>,
+    },
+    /// Slots are migrating off this node for about `time`.
+    Migrating {
+        /// Sequence number.
+        seq: i64,
+        /// Expected duration.
+        time: Duration,
+    },
+    /// The migration is done.
+    Migrated {
+        /// Sequence number.
+        seq: i64,
+    },
+    /// This node is failing over for about `time`.
+    FailingOver {
+        /// Sequence number.
+        seq: i64,
+        /// Expected duration.
+        time: Duration,
+    },
+    /// The failover is done.
+    FailedOver {
+        /// Sequence number.
+        seq: i64,
+    },
+    /// On a cluster: slots are moving.
+    SMigrating {
+        /// Sequence number.
+        seq: i64,
+    },
+    /// On a cluster: slots moved.
+    SMigrated {
+        /// Sequence number.
+        seq: i64,
+    },
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => text(other)?.trim().parse().ok(),
+    }
+}
+
+/// `host:port` (IPv6 in brackets) as an endpoint; `None` for "null", nil or
+/// anything else.
+fn endpoint(v: &Value) -> Option<(String, u16)> {
+    let s = text(v)?;
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host == "null" {
+        return None;
+    }
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// Parses a push by position (`MOVING <seq> <time> <endpoint>`, ...);
+/// trailing fields may be missing or extra. `None` for other pushes.
+pub(super) fn parse_handoff(kind: &str, data: &[Value]) -> Option<Handoff> {
+    let seq = || data.first().and_then(int);
+    let secs = || data.get(1).and_then(int).map(|s| Duration::from_secs(s.max(0) as u64));
+    Some(match kind.to_ascii_uppercase().as_str() {
+        "MOVING" => Handoff::Moving {
+            seq: seq()?,
+            time: secs()?,
+            to: data.get(2).and_then(endpoint),
+        },
+        "MIGRATING" => Handoff::Migrating {
+            seq: seq()?,
+            time: secs().unwrap_or(RELAXED_COMMAND),
+        },
+        "MIGRATED" => Handoff::Migrated { seq: seq()? },
+        "FAILING_OVER" => Handoff::FailingOver {
+            seq: seq()?,
+            time: secs().unwrap_or(RELAXED_COMMAND),
+        },
+        "FAILED_OVER" => Handoff::FailedOver { seq: seq()? },
+        "SMIGRATING" => Handoff::SMigrating { seq: seq()? },
+        "SMIGRATED" => Handoff::SMigrated { seq: seq()? },
+        _ => return None,
+    })
+}
+
+fn on_handoff(node: &Arc<Node>, handoff: Handoff) {
+    let ctx = node.context();
+    let m = &ctx.maintenance;
+    let (kind, seq) = match &handoff {
+        Handoff::Moving { seq, .. } => ("MOVING", seq),
+        Handoff::Migrating { seq, .. } => ("MIGRATING", seq),
+        Handoff::Migrated { seq } => ("MIGRATED", seq),
+        Handoff::FailingOver { seq, .. } => ("FAILING_OVER", seq),
+        Handoff::FailedOver { seq } => ("FAILED_OVER", seq),
+        Handoff::SMigrating { seq } => ("SMIGRATING", seq),
+        Handoff::SMigrated { seq } => ("SMIGRATED", seq),
+    };
+    if m.first_time(&format!("{kind} {seq} {}", node.addr)) {
+        tracing::info!(kind, seq, node = %node.addr, "maintenance notification from the cache (handoff)");
+    }
+    match handoff {
+        Handoff::Moving { time, to, .. } => {
+            m.show(kind, &node.addr, None);
+            tokio::spawn(node.clone().hand_off(to, time));
+        }
+        Handoff::Migrating { time, .. } | Handoff::FailingOver { time, .. } => {
+            m.show(kind, &node.addr, None);
+            node.relax(Some((time * 2).max(RELAXED_COMMAND)));
+        }
+        Handoff::Migrated { .. } | Handoff::FailedOver { .. } => {
+            node.relax(None);
+            m.clear();
+        }
+        Handoff::SMigrating { .. } => m.show(kind, &node.addr, None),
+        Handoff::SMigrated { .. } => {
+            ctx.want_topology();
+            m.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Microsoft's example message, and the leniency the docs promise:
+    /// keys in another order and case, empty values, unknown keys, a
+    /// trailing key without a value, no `NotificationType`.
+    #[test]
+    fn parses_azure_events_leniently() {
+        let sample = "NotificationType|NodeMaintenanceStarting|StartTimeInUTC|2020-10-14T16:26:10|IsReplica|False|IPAddress|52.158.249.185|SSLPort|15001|NonSSLPort|13001";
+        assert_eq!(
+            parse_azure_event(sample),
+            Some(AzureEvent {
+                kind: "NodeMaintenanceStarting".into(),
+                start: Some("2020-10-14T16:26:10".into()),
+                is_replica: Some(false),
+                ip: Some("52.158.249.185".into()),
+                ssl_port: Some(15001),
+                non_ssl_port: Some(13001),
+            })
+        );
+        let odd =
+            "sslport|15002|NewKey|whatever|notificationtype|NodeMaintenanceEnded|IPAddress||IsReplica|true|Trailing";
+        let event = parse_azure_event(odd).unwrap();
+        assert_eq!(event.kind, "NodeMaintenanceEnded");
+        assert_eq!(event.ssl_port, Some(15002));
+        assert_eq!(event.ip, None);
+        assert_eq!(event.is_replica, Some(true));
+        assert_eq!(parse_azure_event("StartTimeInUTC|2020-10-14T16:26:10"), None);
+        assert_eq!(parse_azure_event(""), None);
+        assert_eq!(parse_azure_event("|||"), None);
+    }
+
+    /// What each type asks for, the older names included.
+    #[test]
+    fn azure_actions() {
+        assert_eq!(azure_action("NodeMaintenanceScheduled"), AzureAction::Note);
+        assert_eq!(azure_action("NodeMaintenanceStarting"), AzureAction::Relax);
+        assert_eq!(azure_action("NodeMaintenanceStart"), AzureAction::Relax);
+        assert_eq!(azure_action("NodeMaintenanceFailoverComplete"), AzureAction::Recheck);
+        assert_eq!(azure_action("NodeMaintenanceFailover"), AzureAction::Recheck);
+        assert_eq!(azure_action("NodeMaintenanceScaleComplete"), AzureAction::Reshape);
+        assert_eq!(azure_action("NodeMaintenanceEnded"), AzureAction::End);
+        assert_eq!(azure_action("SomethingNew"), AzureAction::Note);
+    }
+
+    /// Pushes parsed by position from their wire form, with optional and
+    /// extra trailing fields; other pushes are not handoffs.
+    #[test]
+    fn parses_handoff_pushes() {
+        let push = |wire: &str| match redis::parse_redis_value(wire.as_bytes()).unwrap() {
+            Value::Push { kind, data } => (kind.to_string(), data),
+            other => panic!("{other:?}"),
+        };
+        let (kind, data) = push(">4\r\n$6\r\nMOVING\r\n:17\r\n:15\r\n$19\r\n54.78.247.156:12075\r\n");
+        assert_eq!(
+            parse_handoff(&kind, &data),
+            Some(Handoff::Moving {
+                seq: 17,
+                time: Duration::from_secs(15),
+                to: Some(("54.78.247.156".into(), 12075)),
+            })
+        );
+        let (kind, data) = push(">4\r\n$6\r\nMOVING\r\n:18\r\n:8\r\n_\r\n");
+        assert_eq!(
+            parse_handoff(&kind, &data),
+            Some(Handoff::Moving {
+                seq: 18,
+                time: Duration::from_secs(8),
+                to: None
+            })
+        );
+        let (kind, data) = push(">4\r\n$6\r\nMOVING\r\n:19\r\n:8\r\n$4\r\nnull\r\n");
+        assert!(matches!(
+            parse_handoff(&kind, &data),
+            Some(Handoff::Moving { to: None, .. })
+        ));
+        let (kind, data) = push(">4\r\n$9\r\nMIGRATING\r\n:3\r\n:10\r\n*1\r\n$1\r\n1\r\n");
+        assert_eq!(
+            parse_handoff(&kind, &data),
+            Some(Handoff::Migrating {
+                seq: 3,
+                time: Duration::from_secs(10)
+            })
+        );
+        let (kind, data) = push(">2\r\n$8\r\nMIGRATED\r\n:3\r\n");
+        assert_eq!(parse_handoff(&kind, &data), Some(Handoff::Migrated { seq: 3 }));
+        let (kind, data) = push(">3\r\n$12\r\nFAILING_OVER\r\n:4\r\n:2\r\n");
+        assert_eq!(
+            parse_handoff(&kind, &data),
+            Some(Handoff::FailingOver {
+                seq: 4,
+                time: Duration::from_secs(2)
+            })
+        );
+        let (kind, data) = push(">2\r\n$11\r\nFAILED_OVER\r\n:4\r\n");
+        assert_eq!(parse_handoff(&kind, &data), Some(Handoff::FailedOver { seq: 4 }));
+        let (kind, data) = push(">3\r\n$10\r\nSMIGRATING\r\n:5\r\n$9\r\n1000-2000\r\n");
+        assert_eq!(parse_handoff(&kind, &data), Some(Handoff::SMigrating { seq: 5 }));
+        assert_eq!(
+            parse_handoff("SMIGRATED", &[Value::Int(6)]),
+            Some(Handoff::SMigrated { seq: 6 })
+        );
+        assert_eq!(parse_handoff("MOVING", &[]), None);
+        assert_eq!(parse_handoff("invalidate", &[Value::Int(1)]), None);
+    }
+
+    /// `auto` picks by host name; `on` and `off` do not look.
+    #[test]
+    fn kinds_by_setting_and_host() {
+        let auto = |h| Kinds::for_host(NotificationSetting::Auto, h);
+        assert_eq!(
+            auto("contoso.redis.cache.windows.net"),
+            Kinds {
+                azure_events: true,
+                handoffs: false
+            }
+        );
+        assert_eq!(
+            auto("Contoso.WestEurope.Redis.Azure.Net"),
+            Kinds {
+                azure_events: false,
+                handoffs: true
+            }
+        );
+        assert_eq!(auto("127.0.0.1"), Kinds::default());
+        assert_eq!(
+            Kinds::for_host(NotificationSetting::On, "127.0.0.1"),
+            Kinds {
+                azure_events: true,
+                handoffs: true
+            }
+        );
+        assert_eq!(
+            Kinds::for_host(NotificationSetting::Off, "x.redis.cache.windows.net"),
+            Kinds::default()
+        );
+    }
+}
