@@ -50,7 +50,9 @@ impl AppError {
             Self::IdempotencyKeyReused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             Self::Cache(CacheError::Token(_)) => (StatusCode::SERVICE_UNAVAILABLE, "identity_unavailable"),
             Self::Cache(CacheError::Auth(_)) => (StatusCode::SERVICE_UNAVAILABLE, "cache_authentication_failed"),
-            Self::Cache(CacheError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "cache_unavailable"),
+            Self::Cache(CacheError::Unavailable(_) | CacheError::Certificate(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "cache_unavailable")
+            }
             Self::Cache(CacheError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "cache_timeout"),
             Self::Cache(CacheError::WrongType(_)) => (StatusCode::CONFLICT, "wrong_type"),
             Self::Cache(CacheError::NotAnInteger(_)) => (StatusCode::CONFLICT, "not_an_integer"),

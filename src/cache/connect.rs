@@ -84,8 +84,9 @@ pub(super) async fn open<P: AsyncPushSender>(
     port: u16,
     handshake: Handshake<'_, P>,
 ) -> Result<Opened, CacheError> {
-    let unavailable =
-        |what: &str, e: &dyn std::fmt::Display| CacheError::Unavailable(format!("{what} {host}:{port}: {e}"));
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+        CacheError::Unavailable(format!("{what} {host}:{port}: {}", without_link(&e.to_string())))
+    };
     let tcp = dial(host, port)
         .await
         .map_err(|e| unavailable("cannot connect to", &e))?;
@@ -97,7 +98,10 @@ pub(super) async fn open<P: AsyncPushSender>(
         let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
             .connect(name, tcp)
             .await
-            .map_err(|e| unavailable("TLS handshake failed with", &e))?;
+            .map_err(|e| match rejected_certificate(&e) {
+                Some(why) => CacheError::Certificate(format!("{host}:{port} (checked against {}): {why}", target.host)),
+                None => unavailable("TLS handshake failed with", &e),
+            })?;
         Box::new(tls)
     } else {
         Box::new(tcp)
@@ -111,7 +115,10 @@ pub(super) async fn open<P: AsyncPushSender>(
     if let Some(user) = handshake.user {
         info = info.set_username(user);
     }
-    let mut config = AsyncConnectionConfig::new();
+    // No response timeout of the crate's (500 ms by default): each command
+    // has ours, and a timeout must tell silence from slowness (see
+    // `node.rs`), which the crate's cannot.
+    let mut config = AsyncConnectionConfig::new().set_response_timeout(None);
     if let Some(pushes) = handshake.pushes {
         info = info.set_protocol(ProtocolVersion::RESP3);
         config = config.set_push_sender(pushes);
@@ -120,13 +127,28 @@ pub(super) async fn open<P: AsyncPushSender>(
         .await
         .map_err(|e| match classify(&e) {
             auth @ CacheError::Auth(_) => auth,
-            _ => CacheError::Unavailable(format!("{host}:{port}: {}", redact(&e.to_string()))),
+            _ => CacheError::Unavailable(format!("{host}:{port}: {}", without_link(&redact(&e.to_string())))),
         })?;
     Ok(Opened {
         conn,
         driver: AbortOnDrop(tokio::spawn(driver)),
         bytes_read,
     })
+}
+
+/// An error's text without the documentation link rustls appends to some
+/// (it says nothing to the reader of an HTTP answer).
+fn without_link(text: &str) -> &str {
+    text.split_once(": https://").map_or(text, |(before, _)| before)
+}
+
+/// Why rustls rejected the server's certificate, if that is what ended
+/// the handshake (not a connection closed during it).
+fn rejected_certificate(e: &std::io::Error) -> Option<String> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        err @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented) => Some(err.to_string()),
+        _ => None,
+    }
 }
 
 /// TCP to the first address of `host` that answers.

@@ -13,6 +13,10 @@ pub enum CacheError {
     /// The cache refused the credentials (WRONGPASS, NOPERM, NOAUTH).
     #[error("the cache refused authentication: {0}")]
     Auth(String),
+    /// The cache presented a certificate that does not verify (an
+    /// untrusted CA, another host's name, expired): nothing was sent.
+    #[error("the cache is unavailable: its TLS certificate was rejected: {0}")]
+    Certificate(String),
     /// The cache could not be reached or the connection broke.
     #[error("the cache is unavailable: {0}")]
     Unavailable(String),
@@ -39,6 +43,30 @@ pub enum CacheError {
 /// The redis error messages that mean [`CacheError::NotAnInteger`]: plain
 /// `ERR`s, told apart only by their text.
 const NOT_AN_INTEGER: [&str; 2] = ["value is not an integer", "increment or decrement would overflow"];
+
+impl CacheError {
+    /// What happened, without the kind's own words ("the cache is
+    /// unavailable: "), for an error quoted inside another.
+    pub(crate) fn detail(&self) -> String {
+        match self {
+            CacheError::Auth(m)
+            | CacheError::Certificate(m)
+            | CacheError::Unavailable(m)
+            | CacheError::WrongType(m)
+            | CacheError::NotAnInteger(m)
+            | CacheError::NoScript(m)
+            | CacheError::Command(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether waiting cannot help: the cache refused the credentials or
+    /// its certificate does not verify, until someone changes a setting or
+    /// an access policy.
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(self, CacheError::Auth(_) | CacheError::Certificate(_))
+    }
+}
 
 /// Whether an error means the connection is gone or unusable.
 pub(super) fn connection_broken(e: &redis::RedisError) -> bool {

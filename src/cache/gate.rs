@@ -14,7 +14,7 @@
 //! concurrency; the one that finds the gate open makes the next attempt and
 //! waits for it, so the first attempt after the cache is back succeeds and
 //! serves. Refused credentials fail at once: waiting will not fix an access
-//! policy. "Down" lasts until a connection serves a command: a connection
+//! policy (nor a certificate that does not verify). "Down" lasts until a connection serves a command: a connection
 //! that breaks before it served one counts as a failed attempt, so a front
 //! end that accepts connections and cuts them backs off like one that
 //! refuses them.
@@ -75,7 +75,7 @@ impl Gate {
             (Some(at), Some(err)) if now < at => Some((at, err)),
             _ => None,
         };
-        if let Some((_, err @ CacheError::Auth(_))) = held {
+        if let Some((_, err)) = held.filter(|(_, err)| err.is_refusal()) {
             return Admit::Fail(err.clone());
         }
         if long_outage && (self.attempting || held.is_some()) {
@@ -96,7 +96,7 @@ impl Gate {
         let since = self
             .down_since
             .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
-        let last = self.last_error.as_ref().map(ToString::to_string).unwrap_or_default();
+        let last = self.last_error.as_ref().map(CacheError::detail).unwrap_or_default();
         CacheError::Unavailable(format!(
             "the cache has not answered for {:.1} s; failing fast until it does (last error: {last})",
             since.as_secs_f64()
@@ -114,7 +114,7 @@ impl Gate {
     pub(super) fn failed(&mut self, err: &CacheError, now: Instant) -> Duration {
         self.attempting = false;
         self.failures += 1;
-        let backoff = reconnect_backoff(self.failures, matches!(err, CacheError::Auth(_)));
+        let backoff = reconnect_backoff(self.failures, err.is_refusal());
         self.retry_after = Some(now + backoff);
         self.last_error = Some(err.clone());
         self.down_since.get_or_insert(now);
@@ -245,8 +245,9 @@ mod tests {
         assert!(e.to_string().contains("2.5 s"), "{e}");
     }
 
-    /// Refused credentials fail at once while the gate is closed, and back
-    /// off further than an unreachable cache: 12 attempts in a minute, not 34.
+    /// Refused credentials (and a certificate that does not verify) fail at
+    /// once while the gate is closed, and back off further than an
+    /// unreachable cache: 12 attempts in a minute, not 34.
     #[tokio::test(start_paused = true)]
     async fn refused_credentials_fail_at_once_and_back_off_longer() {
         let count = |err: CacheError| async move {
@@ -261,7 +262,7 @@ mod tests {
                         gate.failed(&err, now);
                     }
                     Admit::Fail(e) => assert_eq!(e, err),
-                    Admit::WaitUntil(_) => assert!(matches!(err, CacheError::Unavailable(_))),
+                    Admit::WaitUntil(_) => assert!(!err.is_refusal()),
                     Admit::Wait => unreachable!("attempts end at once here"),
                 }
                 tokio::time::advance(ms(50)).await;
@@ -269,8 +270,9 @@ mod tests {
             attempts
         };
         let refused = count(CacheError::Auth("WRONGPASS".into())).await;
+        let certificate = count(CacheError::Certificate("UnknownIssuer".into())).await;
         let down = count(down()).await;
-        assert_eq!((refused, down), (12, 34));
+        assert_eq!((refused, certificate, down), (12, 12, 34));
     }
 
     /// A connection that is cut before it serves a command keeps the

@@ -479,7 +479,7 @@ fn on_handoff(node: &Arc<Node>, handoff: Handoff) {
         Handoff::SMigrated { seq } => ("SMIGRATED", seq),
     };
     if m.first_time(&format!("{kind} {seq} {}", node.addr)) {
-        tracing::info!(kind, seq, node = %node.addr, "maintenance notification from the cache (handoff)");
+        tracing::info!(kind = %kind, seq, node = %node.addr, "maintenance notification from the cache (handoff)");
     }
     match handoff {
         Handoff::Moving { time, to, .. } => {

@@ -36,8 +36,9 @@ fn failure_of(e: &redis::RedisError) -> Failure {
             _ => Failure::Moved { slot, addr },
         };
     }
-    if e.code().is_some_and(|c| NOT_NOW.contains(&c)) {
-        return Failure::NotNow(redact(&e.to_string()));
+    if let Some(code) = e.code().filter(|c| NOT_NOW.contains(c)) {
+        // "LOADING Redis is loading...", as the server said it.
+        return Failure::NotNow(redact(&format!("{code} {}", e.detail().unwrap_or_default())));
     }
     Failure::Reply(classify(e))
 }

@@ -277,6 +277,80 @@ async fn cache_incr_counts_atomically() {
     assert_eq!(app.get("/api/cache/counter").await.1["value"], "-8");
 }
 
+/// `Idempotency-Key` on `CacheIncr`: the same key again gets the first
+/// answer (with `Idempotent-Replayed: true`), applied once, from another
+/// instance too (the record is in the cache); the same key with another
+/// `by` or another body is a 422 that changes nothing; a new key is a new
+/// increment; a bad key is a 400. (Checked broken: keeping the record in
+/// process memory, the second instance applies the increment again.)
+#[tokio::test]
+async fn idempotency_key_answers_a_retry_with_the_first_answer() {
+    let app = app().await;
+    let other = devhost::functions_host::HandlerProcess::spawn(
+        &crate::support::handler_binary(),
+        crate::support::app_root(),
+        &app.env,
+    )
+    .await
+    .unwrap();
+    let incr = |handler: &devhost::functions_host::HandlerProcess,
+                key: &'static str,
+                path: &'static str,
+                body: &'static [u8]| {
+        let handler = handler.client();
+        async move {
+            let res = handler
+                .forward_with_headers(Method::POST, path, &[("Idempotency-Key", key)], Some(body.to_vec()))
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let replayed = res
+                .headers()
+                .get("idempotent-replayed")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: serde_json::Value = res.json().await.unwrap();
+            (status, replayed, body)
+        }
+    };
+    let (s, replayed, b) = incr(&app.handler, "order-1", "/api/cache/stock/incr?by=5", b"").await;
+    assert_eq!((s, replayed, b["value"].as_i64()), (200, None, Some(5)), "{b}");
+    // The client retries, through another instance: the first answer.
+    let (s, replayed, b) = incr(&other, "order-1", "/api/cache/stock/incr?by=5", b"").await;
+    assert_eq!(
+        (s, replayed.as_deref(), b["value"].as_i64()),
+        (200, Some("true"), Some(5)),
+        "{b}"
+    );
+    // The same key with another request.
+    for (path, body) in [
+        ("/api/cache/stock/incr?by=6", &b""[..]),
+        ("/api/cache/stock/incr?by=5", b"note"),
+    ] {
+        let (s, _, b) = incr(&app.handler, "order-1", path, body).await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (422, Some("idempotency_key_reused")),
+            "{path}: {b}"
+        );
+    }
+    let (s, _, b) = incr(&other, "order-2", "/api/cache/stock/incr?by=5", b"").await;
+    assert_eq!(
+        (s, b["value"].as_i64()),
+        (200, Some(10)),
+        "a new key is a new increment: {b}"
+    );
+    let (s, b) = app.get("/api/cache/stock").await;
+    assert_eq!((s, b["value"].as_str()), (200, Some("10")), "applied once per key: {b}");
+    let bad = app
+        .handler
+        .client()
+        .forward_with_headers(Method::POST, "/api/cache/stock/incr", &[("Idempotency-Key", "")], None)
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(app.get("/api/cache/stock").await.1["value"], "10");
+}
+
 /// A key holding another type is a 409, not a crash or a 5xx.
 #[tokio::test]
 async fn wrong_type_is_409() {
@@ -552,7 +626,13 @@ async fn generated_keys_round_trip_exactly() {
 #[tokio::test]
 async fn slow_cache_is_504_at_the_deadline() {
     let app = spawn_app(Options {
-        env: vec![("Redis__commandTimeoutSeconds".into(), "0.5".into())],
+        env: vec![
+            ("Redis__commandTimeoutSeconds".into(), "0.5".into()),
+            // A stalled server is also a silent connection, which a call
+            // rides through within its window (see ride_through.rs): with
+            // none, the command deadline is the answer.
+            ("Redis__rideThroughSeconds".into(), "0".into()),
+        ],
         ..Options::default()
     })
     .await;

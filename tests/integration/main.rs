@@ -20,4 +20,5 @@ mod functions;
 mod process;
 mod proxying;
 mod resilience;
+mod ride_through;
 mod sign_in;

@@ -12,9 +12,13 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 use std::time::{Duration, Instant};
 
-/// `GET /` answers while the identity endpoint hangs and Redis is down;
-/// invocations meanwhile fail fast with 503 naming the problem, and succeed
-/// once both are back.
+/// `GET /` answers while the identity endpoint hangs and Redis is down,
+/// with a token deadline of 30 s, so a start-up that waited for either
+/// would take that long; invocations meanwhile answer 503 naming the
+/// problem within their own deadline (1 s: the wait for a token counts
+/// toward it), and succeed once both are back. (Checked broken: with the
+/// token wait outside the invocation's deadline, the first invocation
+/// waits the whole 30 s.)
 #[tokio::test]
 async fn start_up_never_waits_for_identity_or_redis() {
     let pki = devhost::pki::Pki::generate().unwrap();
@@ -31,17 +35,21 @@ async fn start_up_never_waits_for_identity_or_redis() {
         ("SSL_CERT_FILE".to_string(), pki.ca_path.display().to_string()),
         ("Redis__redisHostName".into(), "127.0.0.1".into()),
         ("Redis__port".into(), redis.tls_port().to_string()),
-        ("Redis__tokenTimeoutSeconds".into(), "1".into()),
+        ("Redis__tokenTimeoutSeconds".into(), "30".into()),
+        ("Redis__connectTimeoutSeconds".into(), "0.5".into()),
+        ("Redis__commandTimeoutSeconds".into(), "0.5".into()),
     ];
     env.extend(identity.env());
     let started = Instant::now();
-    let handler = devhost::functions_host::HandlerProcess::spawn(handler_binary(), support::app_root(), &env)
+    let handler = devhost::functions_host::HandlerProcess::spawn(&handler_binary(), support::app_root(), &env)
         .await
         .unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(5),
-        "ready without a token or a cache"
+        "ready without a token or a cache: {:?}",
+        started.elapsed()
     );
+    assert!(identity.requests() <= 1, "the warm-up's one fetch, held");
 
     let t = Instant::now();
     let res = handler.forward(Method::GET, "/api/ping", None).await.unwrap();
@@ -50,7 +58,7 @@ async fn start_up_never_waits_for_identity_or_redis() {
     assert_eq!(body["code"], "identity_unavailable", "{body}");
     assert!(
         t.elapsed() < Duration::from_secs(3),
-        "bounded by the token deadline: {:?}",
+        "bounded by the invocation's deadline, not the token's 30 s: {:?}",
         t.elapsed()
     );
 
@@ -365,7 +373,7 @@ async fn client_id_selects_the_user_assigned_identity() {
             ("Redis__clientId".into(), client_id.into()),
         ];
         env.extend(identity.env());
-        let handler = devhost::functions_host::HandlerProcess::spawn(handler_binary(), support::app_root(), &env)
+        let handler = devhost::functions_host::HandlerProcess::spawn(&handler_binary(), support::app_root(), &env)
             .await
             .unwrap();
         let res = handler.forward(Method::GET, "/api/ping", None).await.unwrap();

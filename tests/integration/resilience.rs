@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use crate::support::{sleep_until, sleep_until_unix_ms, spawn_app, wait_until, Options, TestApp};
+use crate::support::{sleep_until_unix_ms, spawn_app, wait_until, Options, TestApp};
 use devhost::identity::IdentityMode;
 use reqwest::Method;
 use serde_json::Value;
@@ -333,57 +333,46 @@ async fn refused_reauth_keeps_the_live_connection() {
     assert_eq!(gw.stats().connections.load(Ordering::SeqCst), 1, "never reconnected");
 }
 
-/// A connection that breaks on every try: one invocation makes exactly 3
-/// tries (as the quickstart does), then answers 503, within its deadline.
+/// A front end that cuts the connection on every try of a command: the
+/// invocation rides through its window (2 s here), reconnecting with the
+/// backoff (immediately, then 100 ms doubling: about 6 tries in 2 s, not
+/// one per millisecond), then answers 503 within its deadline. The seed's
+/// 3 tries are the first 300 ms of this. With `Redis__rideThroughSeconds=0`
+/// it is one try. A cache that is down for a while is
+/// `ride_through::a_long_outage_fails_fast_with_a_trickle_of_attempts`.
+/// (Checked broken: with the backoff's failure count reset by every
+/// successful connect, the tries number in the dozens.)
 #[tokio::test]
-async fn three_tries_then_503() {
-    let app = spawn_app(Options {
-        gateway: true,
-        env: fast_deadlines(),
-        ..Options::default()
-    })
-    .await;
-    assert_eq!(app.get("/api/ping").await.0, 200);
-    let gw = app.gateway();
-    gw.cut_on(Some("GET"));
-    for round in 1..=2 {
+async fn a_connection_cut_on_every_try_backs_off_then_503() {
+    for (ride, cuts) in [(None, 4..=7), (Some("0"), 1..=1)] {
+        let mut env = fast_deadlines();
+        env.extend(ride.map(|r| ("Redis__rideThroughSeconds".to_owned(), r.to_owned())));
+        let app = spawn_app(Options {
+            gateway: true,
+            env,
+            ..Options::default()
+        })
+        .await;
+        assert_eq!(app.get("/api/ping").await.0, 200);
+        let gw = app.gateway();
+        gw.cut_on(Some("GET"));
         let out = invoke(&app, Method::GET, "/api/cache/cut-every-time", None).await;
+        let made = gw.stats().cuts.load(Ordering::SeqCst);
+        println!("ride-through {ride:?}: {made} tries in {:?}", out.took);
         assert_eq!(out.status, 503, "{}", out.body);
         assert_eq!(out.body["code"], "cache_unavailable", "{}", out.body);
-        assert_eq!(gw.stats().cuts.load(Ordering::SeqCst), 3 * round, "3 tries each");
-        assert!(out.took < Duration::from_secs(2), "within the deadline: {:?}", out.took);
+        assert!(cuts.contains(&made), "{made} tries");
+        assert!(out.took < Duration::from_secs(3), "within the deadline: {:?}", out.took);
+        gw.cut_on(None);
+        let back = Instant::now();
+        while app.get("/api/cache/cut-every-time").await.0 != 404 {
+            assert!(
+                back.elapsed() < Duration::from_secs(6),
+                "served again after the backoff"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
-    gw.cut_on(None);
-    assert_eq!(app.get("/api/cache/cut-every-time").await.0, 404);
-}
-
-/// A cache that is down, under load from 8 clients: a trickle of connection
-/// attempts (100 ms doubling to 2 s: 6 in the first 3 s), not one per
-/// invocation, and every answer a fast 503.
-#[tokio::test]
-async fn down_cache_sees_a_trickle_of_attempts() {
-    let app = spawn_app(Options {
-        gateway: true,
-        env: fast_deadlines(),
-        ..Options::default()
-    })
-    .await;
-    assert_eq!(app.get("/api/ping").await.0, 200);
-    let gw = app.gateway();
-    app.redis.stop();
-    gw.close_all();
-    let before = gw.stats().connections.load(Ordering::SeqCst);
-    let calls = hammer(&app, Duration::from_secs(3), |out| {
-        assert_eq!(out.status, 503, "{}", out.body);
-        assert_eq!(out.body["code"], "cache_unavailable", "{}", out.body);
-    })
-    .await;
-    let attempts = gw.stats().connections.load(Ordering::SeqCst) - before;
-    assert!(calls > 100, "{calls} invocations");
-    assert!(
-        (4..=7).contains(&attempts),
-        "{attempts} connection attempts in 3 s for {calls} invocations"
-    );
 }
 
 /// Token expired and the identity endpoint down: a fast 503 naming the
@@ -419,62 +408,6 @@ async fn expired_token_with_identity_down() {
         assert!(back.elapsed() < Duration::from_secs(12), "recovered: {}", out.body);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// redis-server stopped mid-load and started again on the same port:
-/// answers during the outage are 503/504 JSON within the deadline, the
-/// process stays up, success resumes, and one connection is left.
-#[tokio::test]
-async fn redis_restart_mid_load() {
-    let app = spawn_app(Options {
-        env: fast_deadlines(),
-        ..Options::default()
-    })
-    .await;
-    assert_eq!(app.get("/api/ping").await.0, 200);
-    let start = Instant::now();
-    let load = |w: usize| {
-        let app = &app;
-        async move {
-            let mut seen = Vec::new();
-            while start.elapsed() < Duration::from_secs(7) {
-                let out = invoke(app, Method::PUT, &format!("/api/cache/restart-{w}"), Some(b"v")).await;
-                seen.push((
-                    start.elapsed(),
-                    out.status,
-                    out.body["code"].as_str().unwrap_or("").to_owned(),
-                    out.took,
-                ));
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            seen
-        }
-    };
-    let outage = async {
-        sleep_until(start, Duration::from_secs(1)).await;
-        app.redis.stop();
-        sleep_until(start, Duration::from_secs(3)).await;
-        app.redis.start_again().await.unwrap();
-    };
-    let (results, ()) = tokio::join!(futures_util::future::join_all((0..6).map(load)), outage);
-    let all: Vec<_> = results.into_iter().flatten().collect();
-    let failures: Vec<_> = all.iter().filter(|r| r.1 != 200).collect();
-    assert!(!failures.is_empty(), "the outage was seen");
-    for (at, status, code, took) in &failures {
-        assert!([503, 504].contains(status), "{at:?}: {status} {code}");
-        assert!(
-            ["cache_unavailable", "cache_timeout"].contains(&code.as_str()),
-            "{at:?}: {code}"
-        );
-        assert!(*took < Duration::from_millis(3500), "no hang: {took:?}");
-    }
-    let late: Vec<_> = all.iter().filter(|r| r.0 > Duration::from_secs(6)).collect();
-    assert!(
-        !late.is_empty() && late.iter().all(|r| r.1 == 200),
-        "success resumed within a few seconds"
-    );
-    assert_eq!(app.get("/api/health").await.0, 200);
-    assert_eq!(app.handler_connections().await.len(), 1, "back to one connection");
 }
 
 /// The gateway refusing the token (the identity lost its access policy): a

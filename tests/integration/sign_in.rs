@@ -126,7 +126,7 @@ impl Cache {
             env_remove: FOREIGN.iter().map(|s| s.to_string()).collect(),
             ..SpawnOptions::default()
         };
-        HandlerProcess::spawn_with(handler_binary(), app_root(), &all, &opts)
+        HandlerProcess::spawn_with(&handler_binary(), app_root(), &all, &opts)
             .await
             .expect("handler starts")
     }

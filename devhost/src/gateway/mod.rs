@@ -93,6 +93,18 @@ pub struct GatewayConfig {
     pub cert: ServerCert,
 }
 
+/// Cutting connections right after a command ran.
+struct CutAfter {
+    /// Command names (upper case).
+    names: Vec<Vec<u8>>,
+    /// Cut every `every`th of them.
+    every: u64,
+    /// Seen so far.
+    seen: u64,
+    /// Cuts left (`None`: no limit).
+    left: Option<u64>,
+}
+
 /// One open client connection, as the gateway's controls reach it.
 struct ConnHandle {
     inject: mpsc::UnboundedSender<Vec<u8>>,
@@ -121,10 +133,12 @@ struct Shared {
     refuse: AtomicBool,
     /// A command name (upper case) whose arrival cuts the connection.
     cut_on: Mutex<Option<Vec<u8>>>,
-    /// A command name (upper case) after whose reply the connection is
-    /// cut, every `nth` time it is seen: (name, nth, seen).
-    cut_after: Mutex<Option<(Vec<u8>, u64, u64)>>,
+    /// Which commands to cut the connection after, and when.
+    cut_after: Mutex<Option<CutAfter>>,
     reply_delay: Mutex<Option<Duration>>,
+    /// An error the next commands are answered with instead of running,
+    /// and how many more.
+    answer_with: Mutex<Option<(String, u64)>>,
     close_all: Notify,
     conns: Mutex<HashMap<u64, ConnHandle>>,
     next_id: AtomicU64,
@@ -189,6 +203,7 @@ impl Gateway {
             cut_on: Mutex::new(None),
             cut_after: Mutex::new(None),
             reply_delay: Mutex::new(None),
+            answer_with: Mutex::new(None),
             close_all: Notify::new(),
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -248,17 +263,42 @@ impl Gateway {
         *self.shared.cut_on.lock().unwrap() = command.map(|c| c.to_ascii_uppercase().into_bytes());
     }
 
-    /// Cuts a connection right after `command` reached Redis and ran: its
-    /// answer is read from Redis and thrown away, and the connection is
-    /// closed, every `nth` time the command is seen (1: every time). `None`
-    /// stops cutting.
-    pub fn cut_after(&self, command: Option<&str>, nth: u64) {
-        *self.shared.cut_after.lock().unwrap() = command.map(|c| (c.to_ascii_uppercase().into_bytes(), nth.max(1), 0));
+    /// Cuts a connection right after one of `commands` reached Redis and
+    /// ran: its answer is read from Redis and thrown away, and the
+    /// connection is closed; every `nth` time one of them is seen (1: every
+    /// time). An empty list stops cutting.
+    pub fn cut_after(&self, commands: &[&str], nth: u64) {
+        self.set_cut_after(commands, nth, None);
+    }
+
+    /// Like [`Gateway::cut_after`] every time, but only the next `times` of
+    /// `commands`.
+    pub fn cut_after_next(&self, commands: &[&str], times: u64) {
+        self.set_cut_after(commands, 1, Some(times));
+    }
+
+    fn set_cut_after(&self, commands: &[&str], every: u64, left: Option<u64>) {
+        *self.shared.cut_after.lock().unwrap() = (!commands.is_empty()).then(|| CutAfter {
+            names: commands.iter().map(|c| c.to_ascii_uppercase().into_bytes()).collect(),
+            every: every.max(1),
+            seen: 0,
+            left,
+        });
     }
 
     /// Holds every reply this long before relaying it (`None`: no delay).
     pub fn set_reply_delay(&self, delay: Option<Duration>) {
         *self.shared.reply_delay.lock().unwrap() = delay;
+    }
+
+    /// Answers the next `count` commands (not the handshake's `HELLO`,
+    /// `AUTH`, `CLIENT`, nor `SUBSCRIBE`) with the error `reply` instead of
+    /// running them, as a node loading its data (`LOADING ...`), a replica
+    /// (`READONLY ...`) or a cluster failing over (`TRYAGAIN ...`,
+    /// `CLUSTERDOWN ...`) answers. In order with the other replies: Redis
+    /// itself gives the error (a script returning it).
+    pub fn answer_with(&self, reply: &str, count: u64) {
+        *self.shared.answer_with.lock().unwrap() = Some((reply.to_owned(), count));
     }
 
     /// Closes every open client connection (a failover, a patch).
@@ -388,11 +428,15 @@ where
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
-        let n = client.read(&mut chunk).await?;
-        if n == 0 {
-            s.stats.closed_by_client.fetch_add(1, Ordering::SeqCst);
-            return Ok(());
-        }
+        // A client that closes without TLS's close_notify is an error
+        // here; either way it closed.
+        let n = match client.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                s.stats.closed_by_client.fetch_add(1, Ordering::SeqCst);
+                return Ok(());
+            }
+            Ok(n) => n,
+        };
         if state.silent.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
@@ -412,8 +456,13 @@ where
                 backend.write_all(&out).await?;
                 return Ok(());
             }
-            let expected =
-                state.expected.fetch_add(resp::replies_for(&args), Ordering::SeqCst) + resp::replies_for(&args);
+            let replies = resp::replies_for(&args);
+            let expected = state.expected.fetch_add(replies, Ordering::SeqCst) + replies;
+            if let Some(error) = error_instead(&name, s) {
+                out.extend_from_slice(&error);
+                at += len;
+                continue;
+            }
             match rewrite(&args, s, state) {
                 Some(rewritten) => {
                     out.extend_from_slice(&rewritten);
@@ -436,16 +485,47 @@ where
     }
 }
 
+/// The command that makes Redis answer the armed error, if this command
+/// (upper case) is to get it.
+fn error_instead(name: &[u8], s: &Shared) -> Option<Vec<u8>> {
+    if matches!(name, b"HELLO" | b"AUTH" | b"CLIENT" | b"SUBSCRIBE" | b"ASKING") {
+        return None;
+    }
+    let mut armed = s.answer_with.lock().unwrap();
+    let (reply, left) = armed.as_mut()?;
+    let frame = resp::encode(&[
+        b"EVAL".to_vec(),
+        b"return redis.error_reply(ARGV[1])".to_vec(),
+        b"0".to_vec(),
+        reply.as_bytes().to_vec(),
+    ]);
+    *left -= 1;
+    if *left == 0 {
+        *armed = None;
+    }
+    Some(frame)
+}
+
 /// Whether this command (upper case) is one to cut the connection after.
 fn cut_after_here(name: &[u8], s: &Shared) -> bool {
-    let mut cut = s.cut_after.lock().unwrap();
-    match cut.as_mut() {
-        Some((command, nth, seen)) if command.as_slice() == name => {
-            *seen += 1;
-            *seen % *nth == 0
-        }
-        _ => false,
+    let mut armed = s.cut_after.lock().unwrap();
+    let Some(cut) = armed.as_mut() else {
+        return false;
+    };
+    if !cut.names.iter().any(|n| n.as_slice() == name) {
+        return false;
     }
+    cut.seen += 1;
+    if cut.seen % cut.every != 0 {
+        return false;
+    }
+    if let Some(left) = cut.left.as_mut() {
+        *left -= 1;
+        if *left == 0 {
+            *armed = None;
+        }
+    }
+    true
 }
 
 /// Relays replies to the client a whole frame at a time, so pushes can be
@@ -467,7 +547,7 @@ where
     let mut replies: u64 = 0;
     loop {
         tokio::select! {
-            frame = injected.recv() => {
+            frame = injected.recv(), if !injected.is_closed() => {
                 let Some(frame) = frame else { continue };
                 if !state.silent.load(Ordering::SeqCst) {
                     client.write_all(&frame).await?;

@@ -256,7 +256,7 @@ impl RedisCluster {
     }
 
     /// Indices of the nodes whose process runs.
-    fn running(&self) -> impl Iterator<Item = usize> + '_ {
+    pub fn running(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running())
     }
 

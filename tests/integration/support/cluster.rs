@@ -98,7 +98,7 @@ impl Deref for ClusterApp {
 pub async fn spawn_cluster_app(opts: ClusterAppOptions) -> ClusterApp {
     let rig = ClusterRig::start(&opts).await;
     let env = rig.handler_env(&opts);
-    let handler = HandlerProcess::spawn(handler_binary(), app_root(), &env)
+    let handler = HandlerProcess::spawn(&handler_binary(), app_root(), &env)
         .await
         .expect("handler starts");
     ClusterApp { rig, handler, env }
@@ -283,7 +283,7 @@ impl ClusterApp {
     pub async fn spawn_another(&self, overrides: &[(&str, &str)]) -> HandlerProcess {
         let mut env = self.env.clone();
         env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        HandlerProcess::spawn(handler_binary(), app_root(), &env)
+        HandlerProcess::spawn(&handler_binary(), app_root(), &env)
             .await
             .expect("handler starts")
     }
@@ -296,6 +296,13 @@ impl ClusterApp {
     /// Waits until the handler has written `needle`, or panics after `limit`.
     pub async fn wait_for_output(&self, needle: &str, limit: Duration) {
         super::wait_for_handler_output(&self.handler, needle, limit).await
+    }
+
+    /// Waits until the handler has written `needle` `n` times, or panics
+    /// after `limit`.
+    pub async fn wait_for_output_count(&self, needle: &str, n: usize, limit: Duration) {
+        let what = format!("{n} times {needle:?} in the handler's output");
+        super::wait_until(&what, limit, || self.output().matches(needle).count() >= n).await
     }
 }
 

@@ -101,9 +101,13 @@ pub async fn fetch_token(identity: &IdentityEndpoint) -> String {
     body["access_token"].as_str().expect("access_token").to_owned()
 }
 
-/// The built handler binary.
-pub fn handler_binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_handler"))
+/// The built handler binary, or `TEST_HANDLER_BINARY` when set (to run the
+/// fault tests against another build, e.g. the handler before a change:
+/// their printed figures are the "before" of a comparison).
+pub fn handler_binary() -> std::path::PathBuf {
+    std::env::var_os("TEST_HANDLER_BINARY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_BIN_EXE_handler")).to_path_buf())
 }
 
 /// The repository root: the function app's root (host.json, function-app/).
@@ -170,7 +174,7 @@ pub async fn spawn_app(opts: Options) -> TestApp {
         env.extend(identity.env());
     }
     env.extend(opts.env);
-    let handler = HandlerProcess::spawn(handler_binary(), app_root(), &env)
+    let handler = HandlerProcess::spawn(&handler_binary(), app_root(), &env)
         .await
         .expect("handler starts");
     TestApp {
