@@ -8,6 +8,7 @@
 //! cargo devhost invoke Ping
 //! cargo devhost package                   # dist/functionapp.zip
 //! cargo devhost doctor                    # check sign-in, network, certificate, access policy
+//! cargo devhost maintenance restart       # play Azure's maintenance against a running `start`
 //! ```
 //!
 //! The work is done in the library: [`devhost::local`], [`devhost::invoke`],
@@ -38,6 +39,24 @@ enum Command {
     /// Check, without serving anything, the cache connection the app would make with its local settings:
     /// credential, token and user name, network, certificate, access policy, PING; each step with its timing.
     Doctor(DoctorArgs),
+    /// Play Azure's routine maintenance against the built-in cache of a running `devhost start`, to watch the
+    /// app ride through it: a node restarting, a failover, or the endpoint moving (Redis's MOVING handoff).
+    Maintenance(MaintenanceArgs),
+}
+
+#[derive(Args)]
+struct MaintenanceArgs {
+    /// What to play: restart (AzureRedisEvents around a 2 s restart; on a cluster, a killed master), failover
+    /// (AzureRedisEvents around every connection closed; on a cluster, CLUSTER FAILOVER), moving (MOVING to a
+    /// second front end; one server only).
+    #[arg(value_parser = ["restart", "failover", "moving"])]
+    play: String,
+    /// The local host's URL [default: the running `devhost start`'s].
+    #[arg(long)]
+    url: Option<String>,
+    /// The function app root [default: the nearest one up from here].
+    #[arg(long)]
+    app_root: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -206,6 +225,34 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 handler: a.handler,
             };
             devhost::doctor::run(&opts).await
+        }
+        Command::Maintenance(a) => {
+            let url = match a.url {
+                Some(url) => url,
+                None => devhost::local::run_file::read(&app_root(a.app_root)?)?.host_url,
+            };
+            println!(
+                "devhost maintenance {}: playing against {url} (its console shows the invocations)",
+                a.play
+            );
+            let res = reqwest::Client::new()
+                .post(format!("{url}/admin/devhost/maintenance/{}", a.play))
+                .send()
+                .await
+                .with_context(|| format!("reaching the local host at {url}"))?;
+            let status = res.status();
+            if !status.is_success() {
+                anyhow::bail!("{status}: {}", res.text().await.unwrap_or_default().trim());
+            }
+            let body: serde_json::Value = res.json().await?;
+            for step in body["steps"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:>7.1} s  {}",
+                    step["at_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+                    step["what"].as_str().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Package(a) => {
             let root = app_root(a.app_root)?;

@@ -178,6 +178,15 @@ impl Maintenance {
     fn clear(&self) {
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
+
+    /// Clears the notice shown if it is `kind` about `node`: a handoff that
+    /// is over.
+    pub(super) fn done(&self, kind: &str, node: &str) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref().is_some_and(|n| n.kind == kind && n.node == node) {
+            *current = None;
+        }
+    }
 }
 
 fn now_rfc3339() -> String {

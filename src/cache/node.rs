@@ -674,6 +674,7 @@ impl Node {
                 tracing::info!(node = %self.addr, to = %format!("{host}:{port}"), connection = live.number,
                     "handoff: traffic moved to the new endpoint; the old connection closes once its commands finish");
                 drop(old);
+                self.ctx.maintenance.done("MOVING", &self.addr);
                 self.after_connect(&live).await;
             }
             Ok(_) => {}

@@ -46,6 +46,7 @@ async fn local_host(app: &TestApp, mode: HttpMode) -> LocalHost {
         handler: app.handler.client(),
         timers: timers.into_iter().map(Arc::new).collect(),
         log: log.clone(),
+        local: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

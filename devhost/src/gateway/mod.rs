@@ -235,6 +235,11 @@ impl Gateway {
         self.port
     }
 
+    /// How it was started (to start another like it).
+    pub fn config(&self) -> &GatewayConfig {
+        &self.shared.config
+    }
+
     /// Counters.
     pub fn stats(&self) -> &GatewayStats {
         &self.shared.stats
@@ -333,17 +338,33 @@ impl Gateway {
     /// `PUBLISH channel message` on the backend (on a cluster, every node
     /// relays it to its subscribers); returns how many received it.
     pub async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<usize> {
-        let url = format!(
-            "redis://default:{}@127.0.0.1:{}/",
-            self.shared.config.backend_password, self.shared.config.backend_port
-        );
-        let mut conn = redis::Client::open(url.as_str())?
-            .get_multiplexed_async_connection()
-            .await?;
+        let mut conn = self.backend().await?;
         Ok(redis::cmd("PUBLISH")
             .arg(channel)
             .arg(message)
             .query_async(&mut conn)
+            .await?)
+    }
+
+    /// How many clients of the backend subscribe to `channel`.
+    pub async fn subscribers(&self, channel: &str) -> anyhow::Result<usize> {
+        let mut conn = self.backend().await?;
+        let (_, n): (String, usize) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut conn)
+            .await?;
+        Ok(n)
+    }
+
+    /// An admin connection to the backend, as `default`.
+    async fn backend(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        let url = format!(
+            "redis://default:{}@127.0.0.1:{}/",
+            self.shared.config.backend_password, self.shared.config.backend_port
+        );
+        Ok(redis::Client::open(url.as_str())?
+            .get_multiplexed_async_connection()
             .await?)
     }
 

@@ -57,6 +57,8 @@ pub struct Shared {
     pub timers: Vec<Arc<Timer>>,
     /// Where finished invocations are printed.
     pub log: InvocationLog,
+    /// The built-in cache, which `devhost maintenance` plays against.
+    pub local: Option<Arc<super::stack::LocalCache>>,
 }
 
 impl Shared {
@@ -77,6 +79,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/admin/host/status", get(host_status))
         .route("/admin/functions/{name}", post(admin_invoke))
+        .route("/admin/devhost/maintenance/{play}", post(maintenance))
         .fallback(any)
         .with_state(shared)
 }
@@ -112,6 +115,29 @@ async fn admin_invoke(State(s): State<Arc<Shared>>, Path(name): Path<String>, bo
             });
             StatusCode::ACCEPTED.into_response()
         }
+    }
+}
+
+/// `devhost maintenance <play>`: plays it against the built-in cache and
+/// answers its steps when done.
+async fn maintenance(State(s): State<Arc<Shared>>, Path(play): Path<String>) -> Response {
+    let Some(play) = super::maintenance::Play::parse(&play) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no maintenance named {play:?}: restart, failover or moving\n"),
+        )
+            .into_response();
+    };
+    let Some(local) = s.local.clone() else {
+        return (
+            StatusCode::CONFLICT,
+            "maintenance is played against the built-in cache; this run uses a real one\n",
+        )
+            .into_response();
+    };
+    match super::maintenance::play(&local, play).await {
+        Ok(steps) => Json(json!({ "steps": steps })).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
     }
 }
 

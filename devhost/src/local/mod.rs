@@ -15,6 +15,7 @@
 
 pub mod console;
 pub mod http;
+pub mod maintenance;
 mod proxy;
 pub mod routes;
 pub mod run_file;
@@ -88,6 +89,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         handler: stack.handler.client(),
         timers: timers.into_iter().map(Arc::new).collect(),
         log: console::InvocationLog::default(),
+        local: stack.local.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut server_stop = stop_rx.clone();
@@ -154,6 +156,13 @@ async fn print_processes(stack: &stack::Stack, cache: &CacheTarget, binary: &std
                     r.tls_port(),
                     r.plain_port(),
                 );
+                if let Some(front) = &local.front {
+                    println!(
+                        "  front end     TLS 127.0.0.1:{}  (checks tokens as Azure does; `cargo devhost maintenance \
+                         restart|failover|moving` plays maintenance through it)",
+                        front.port()
+                    );
+                }
             }
             stack::LocalRedis::Cluster(c) => print_cluster(c).await,
         }

@@ -173,6 +173,7 @@ async fn local_host(flags: Value, handler_url: &str) -> (String, InvocationLog) 
         handler: HandlerClient::new(handler_url).unwrap(),
         timers: Vec::new(),
         log: log.clone(),
+        local: None,
     });
     (serve(router(shared)).await, log)
 }

@@ -15,6 +15,7 @@
 
 use crate::app_manifest::AppManifest;
 use crate::functions_host::{HandlerProcess, SpawnOptions};
+use crate::gateway::{Gateway, GatewayConfig};
 use crate::identity::{IdentityConfig, IdentityEndpoint};
 use crate::local_settings::{CacheTarget, MergedSettings, CONNECTION_SETTINGS};
 use crate::pki::Pki;
@@ -22,6 +23,7 @@ use crate::redis_cluster::{ClusterOptions, RedisCluster};
 use crate::redis_server::{RedisOptions, RedisServer, INSTALL_HINT};
 use anyhow::Context;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long the handler gets to drain after SIGTERM before it is killed
@@ -53,7 +55,13 @@ pub struct LocalCache {
     /// The `redis-server` child, or the cluster's.
     pub redis: LocalRedis,
     /// The managed-identity endpoint.
-    pub identity: IdentityEndpoint,
+    pub identity: Arc<IdentityEndpoint>,
+    /// In front of the one server, as Azure's front end stands in front of
+    /// a cache: it checks tokens (passing them on, as the server knows them
+    /// as ACL passwords) and plays maintenance ([`super::maintenance`]).
+    pub front: Option<Gateway>,
+    /// Front ends a maintenance play started, kept until the run ends.
+    more_fronts: std::sync::Mutex<Vec<Gateway>>,
 }
 
 impl LocalCache {
@@ -61,10 +69,16 @@ impl LocalCache {
     /// server's loopback address, or the cluster's host name and the TLS
     /// port of its first master.
     fn address(&self) -> (String, u16) {
-        match &self.redis {
-            LocalRedis::Single(r) => ("127.0.0.1".into(), r.tls_port()),
-            LocalRedis::Cluster(c) => (c.host_name().to_owned(), c.node(0).tls_port()),
+        match (&self.redis, &self.front) {
+            (LocalRedis::Single(_), Some(front)) => ("127.0.0.1".into(), front.port()),
+            (LocalRedis::Single(r), None) => ("127.0.0.1".into(), r.tls_port()),
+            (LocalRedis::Cluster(c), _) => (c.host_name().to_owned(), c.node(0).tls_port()),
         }
+    }
+
+    /// Keeps a front end a play started until the run ends.
+    pub(super) fn keep(&self, front: Gateway) {
+        self.more_fronts.lock().unwrap().push(front);
     }
 }
 
@@ -73,7 +87,7 @@ pub struct Stack {
     /// The handler.
     pub handler: HandlerProcess,
     /// The built-in cache, unless a real one is configured.
-    pub local: Option<LocalCache>,
+    pub local: Option<Arc<LocalCache>>,
 }
 
 /// Whether `name` is an executable file on `PATH`.
@@ -117,8 +131,13 @@ impl Stack {
                     ("Redis__port".into(), port.to_string()),
                     ("Redis__credential".into(), "managedidentity".into()),
                 ]);
+                // The local front end announces maintenance as Azure does
+                // (`devhost maintenance`): ask for it, unless settings say.
+                if settings.get("Redis__maintenanceNotifications").is_none() {
+                    env.push(("Redis__maintenanceNotifications".into(), "on".into()));
+                }
                 env.extend(cache.identity.env());
-                Some(cache)
+                Some(Arc::new(cache))
             }
         };
         let handler = HandlerProcess::spawn_with(binary, &manifest.root, &env, &opts)
@@ -135,6 +154,9 @@ impl Stack {
             Err(e) => format!("{e:#}"),
         };
         if let Some(local) = self.local.take() {
+            if let Some(front) = &local.front {
+                front.close_all();
+            }
             match &local.redis {
                 LocalRedis::Single(r) => r.stop(),
                 // Dropping the cluster kills every node.
@@ -188,10 +210,42 @@ async fn start_local_cache(topology: LocalTopology) -> anyhow::Result<LocalCache
             (pki, LocalRedis::Cluster(cluster), config)
         }
     };
-    let identity = IdentityEndpoint::start(identity_config)
-        .await
-        .context("starting the local identity endpoint")?;
-    Ok(LocalCache { pki, redis, identity })
+    let identity = Arc::new(
+        IdentityEndpoint::start(identity_config)
+            .await
+            .context("starting the local identity endpoint")?,
+    );
+    let front = match &redis {
+        LocalRedis::Single(r) => {
+            let verifier = identity.clone();
+            let verify: crate::gateway::Verify =
+                Arc::new(move |user: &str, token: &str| match verifier.verify(token) {
+                    Ok(claims) if claims.oid == user => Ok(claims.exp),
+                    Ok(_) => Err("the user is not the token's oid".into()),
+                    Err(e) => Err(format!("{e:?}")),
+                });
+            let config = GatewayConfig {
+                backend_port: r.plain_port(),
+                backend_password: r.admin_password().to_owned(),
+                verify,
+                pass_through_auth: true,
+                cert: pki.server_cert(),
+            };
+            Some(
+                Gateway::start_with(config)
+                    .await
+                    .context("starting the local front end")?,
+            )
+        }
+        LocalRedis::Cluster(_) => None,
+    };
+    Ok(LocalCache {
+        pki,
+        redis,
+        identity,
+        front,
+        more_fronts: std::sync::Mutex::new(Vec::new()),
+    })
 }
 
 /// The host name on the local cluster's certificate, which the handler is

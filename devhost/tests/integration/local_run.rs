@@ -463,3 +463,63 @@ fn without_redis_server_it_says_how_to_get_it() {
         "points at the real-cache route too: {err}"
     );
 }
+
+/// `devhost maintenance restart|failover|moving` against a running
+/// `devhost start`: each play prints its steps and ends, every invocation
+/// sent meanwhile answers 200 (the app rides through), and the handler
+/// logged the notifications and the handoff.
+#[tokio::test]
+async fn maintenance_plays_are_ridden_through() {
+    let _serial = SERIAL.lock().await;
+    let (_child, lines, port) = start(&[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (http, base, stop) = (http.clone(), base.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                i += 1;
+                let rsp = http.put(format!("{base}/api/cache/m{}", i % 5)).body("v").send().await;
+                statuses.push(rsp.map(|r| r.status().as_u16()).unwrap_or(0));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            statuses
+        })
+    };
+    for play in ["restart", "failover", "moving"] {
+        let root = repo_root();
+        let out = tokio::task::spawn_blocking(move || {
+            devhost(&["maintenance", play, "--app-root"])
+                .arg(root)
+                .output()
+                .expect("devhost maintenance runs")
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{play}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(" done"), "{play}: {stdout}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let statuses = load.await.unwrap();
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    println!("maintenance plays: {} invocations, {failed} not 200", statuses.len());
+    assert!(statuses.len() > 100, "{} invocations", statuses.len());
+    assert_eq!(failed, 0, "{statuses:?}");
+    let out = lines.all();
+    for needle in [
+        "kind=NodeMaintenanceStarting",
+        "kind=NodeMaintenanceFailoverComplete",
+        "kind=NodeMaintenanceEnded",
+        "handoff: traffic moved to the new endpoint",
+    ] {
+        assert!(out.contains(needle), "no {needle:?} in:\n{out}");
+    }
+}
