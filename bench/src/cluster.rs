@@ -51,20 +51,20 @@ pub struct ClusterPlan {
 }
 
 /// The cluster, the identity endpoint and the benchmark's ACL user.
-struct ClusterRig {
+pub(crate) struct ClusterRig {
     pki: Pki,
-    cluster: RedisCluster,
+    pub(crate) cluster: RedisCluster,
     identity: IdentityEndpoint,
     bench_password: String,
     /// Runs the stand-ins' tasks. Last, so it is dropped after them.
-    rt: tokio::runtime::Runtime,
+    pub(crate) rt: tokio::runtime::Runtime,
 }
 
 impl ClusterRig {
     /// Starts the cluster and the identity endpoint (tokens accepted on
     /// every node), adds the benchmark's user on every node and stores a
     /// value under every key of the key space, each on its master.
-    fn start() -> anyhow::Result<ClusterRig> {
+    pub(crate) fn start() -> anyhow::Result<ClusterRig> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -111,7 +111,7 @@ impl ClusterRig {
 
     /// The handler's settings: the host name, one master's TLS port, the
     /// CA, the identity endpoint; the cluster mode left at its default.
-    fn app_settings(&self) -> Vec<(String, String)> {
+    pub(crate) fn app_settings(&self) -> Vec<(String, String)> {
         let mut env = vec![
             ("Redis__redisHostName".to_owned(), self.cluster.host_name().to_owned()),
             ("Redis__port".to_owned(), self.cluster.node(0).tls_port().to_string()),

@@ -37,6 +37,7 @@ mod client;
 mod cluster;
 mod load;
 mod machine;
+mod maintenance;
 mod method;
 mod plot;
 mod report;
@@ -48,6 +49,7 @@ mod tools;
 
 use anyhow::{bail, ensure, Context};
 use cluster::ClusterPlan;
+use maintenance::MaintenancePlan;
 use report::Results;
 use rig::{Program, Rig, Server};
 use scenarios::{Side, Timing};
@@ -81,6 +83,10 @@ struct Plan {
     slow: SlowPlan,
     /// The handler against `redis-benchmark --cluster` on a local cluster.
     cluster: ClusterPlan,
+    /// Only the maintenance scenario (`-- --maintenance`).
+    maintenance_only: bool,
+    /// The handler under load through a restart and cluster failovers.
+    maintenance: MaintenancePlan,
 }
 
 impl Plan {
@@ -121,6 +127,15 @@ impl Plan {
                     warm: Duration::from_secs(2),
                     measure: Duration::from_secs(5),
                 },
+            },
+            maintenance_only: false,
+            maintenance: MaintenancePlan {
+                conns: 64,
+                before_fault: Duration::from_secs(2),
+                run: Duration::from_secs(14),
+                down_for: Duration::from_secs(2),
+                settle: Duration::from_secs(1),
+                cluster: true,
             },
         }
     }
@@ -164,6 +179,15 @@ impl Plan {
                     measure: Duration::from_secs(1),
                 },
             },
+            maintenance_only: false,
+            maintenance: MaintenancePlan {
+                conns: 16,
+                before_fault: Duration::from_secs(1),
+                run: Duration::from_secs(6),
+                down_for: Duration::from_secs(1),
+                settle: Duration::from_secs(1),
+                cluster: false,
+            },
         }
     }
 
@@ -176,6 +200,8 @@ impl Plan {
             "cargo run --release -p bench -- --slow-identity"
         } else if self.cluster_only {
             "cargo run --release -p bench -- --cluster"
+        } else if self.maintenance_only {
+            "cargo run --release -p bench -- --maintenance"
         } else {
             "cargo run --release -p bench"
         }
@@ -194,9 +220,13 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let handler_arg = take_handler_arg(&mut args)?;
+    let handler_arg = take_path_arg(&mut args, "--handler")?;
     if handler_arg.is_some() && args != ["--smoke"] {
         bail!("--handler <path> goes with --smoke only (a measurement builds the release handler itself)");
+    }
+    let before_arg = take_path_arg(&mut args, "--before")?;
+    if before_arg.is_some() && args != ["--maintenance"] {
+        bail!("--before <handler> goes with --maintenance only");
     }
     let plan = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => Plan::full(),
@@ -215,15 +245,19 @@ fn run() -> anyhow::Result<()> {
             cluster_only: true,
             ..Plan::full()
         },
+        ["--maintenance"] => Plan {
+            maintenance_only: true,
+            ..Plan::full()
+        },
         _ => {
             bail!(
-                "usage: cargo run --release -p bench [-- --smoke [--handler <path>] | --refresh | --slow-identity | --cluster | --rig]"
+                "usage: cargo run --release -p bench [-- --smoke [--handler <path>] | --refresh | --slow-identity | --cluster | --maintenance [--before <handler>] | --rig]"
             )
         }
     };
     let root = repo_root()?;
     // Only the full run compares with the Python peer, so only it makes the venv.
-    let full = !(plan.smoke || plan.refresh_only || plan.slow_only || plan.cluster_only);
+    let full = !(plan.smoke || plan.refresh_only || plan.slow_only || plan.cluster_only || plan.maintenance_only);
     tools::check(full)?;
     let handler_bin = match handler_arg {
         Some(bin) => bin,
@@ -256,6 +290,30 @@ fn run() -> anyhow::Result<()> {
         let old = std::fs::read_to_string(&path).unwrap_or_default();
         std::fs::write(&path, cluster::splice(&old, &section))?;
         eprintln!("bench: wrote the Cluster section of BENCHMARKS.md");
+        return Ok(());
+    }
+    if plan.maintenance_only {
+        eprintln!("bench: maintenance (the handler under load through a restart and cluster failovers)");
+        let mut builds = vec![("this handler".to_owned(), handler.clone())];
+        if let Some(before) = &before_arg {
+            builds.push(("before".to_owned(), Program::Handler(before.clone())));
+        }
+        let events = maintenance::run(root, &builds, &plan.maintenance)?;
+        let before_commit = before_arg.as_ref().map(|_| {
+            std::env::var("BENCH_BEFORE_COMMIT").unwrap_or_else(|_| "the commit given in BENCH_BEFORE_COMMIT".into())
+        });
+        let section = maintenance::section(
+            &events,
+            &plan.maintenance,
+            plan.command(),
+            &machine::commit(root),
+            before_commit.as_deref(),
+        );
+        println!("{section}");
+        let path = root.join("BENCHMARKS.md");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, cluster::splice(&old, &section))?;
+        eprintln!("bench: wrote the Maintenance section of BENCHMARKS.md");
         return Ok(());
     }
     let rig = Rig::start(root)?;
@@ -319,6 +377,10 @@ fn run() -> anyhow::Result<()> {
     results.slow = slow_identity::run(&rig, &handler, plan.slow)?;
     drop(rig);
     results.cluster = Some(run_cluster(root, &lua, &handler, &plan, &results)?);
+    if plan.smoke {
+        eprintln!("bench: maintenance (a restart under load)");
+        maintenance::run(root, &[("this handler".to_owned(), handler.clone())], &plan.maintenance)?;
+    }
 
     check(&results)?;
     let plot_rel = "bench/results/plot.svg";
@@ -331,12 +393,16 @@ fn run() -> anyhow::Result<()> {
             root.join(plot_rel),
             plot::svg(&results.points, &plan.concurrency, &title),
         )?;
-        // The hand-measured "Logging writer" section stays until measured again.
+        // The hand-measured "Logging writer" section, and "Maintenance"
+        // (written by `-- --maintenance --before <handler>`, which compares
+        // with an older build), stay until measured again.
         let old = std::fs::read_to_string(root.join("BENCHMARKS.md")).unwrap_or_default();
-        let markdown = match cluster::section(&old, "## Logging writer") {
-            Some(kept) => cluster::splice(&markdown, &format!("{}\n", kept.trim_end())),
-            None => markdown,
-        };
+        let mut markdown = markdown;
+        for heading in ["## Maintenance", "## Logging writer"] {
+            if let Some(kept) = cluster::section(&old, heading) {
+                markdown = cluster::splice(&markdown, &format!("{}\n", kept.trim_end()));
+            }
+        }
         std::fs::write(root.join("BENCHMARKS.md"), &markdown)?;
         eprintln!("bench: wrote BENCHMARKS.md and {plot_rel}");
     }
@@ -360,13 +426,13 @@ fn run_cluster(
     Ok(c)
 }
 
-/// Removes `--handler <path>` from `args`, returning the path made absolute
+/// Removes `<flag> <path>` from `args`, returning the path made absolute
 /// (the servers run in the repository root) and checked to be a file.
-fn take_handler_arg(args: &mut Vec<String>) -> anyhow::Result<Option<PathBuf>> {
-    let Some(i) = args.iter().position(|a| a == "--handler") else {
+fn take_path_arg(args: &mut Vec<String>, flag: &str) -> anyhow::Result<Option<PathBuf>> {
+    let Some(i) = args.iter().position(|a| a == flag) else {
         return Ok(None);
     };
-    ensure!(i + 1 < args.len(), "--handler needs a path");
+    ensure!(i + 1 < args.len(), "{flag} needs a path");
     let path = PathBuf::from(args.remove(i + 1));
     args.remove(i);
     let bin = std::path::absolute(&path)?;

@@ -5,7 +5,7 @@
 //! last is answered, as many worker threads as cores, random keys over the
 //! key space.
 
-use crate::rig::{key, KEYSPACE};
+use crate::rig::{key, KEYSPACE, VALUE_BYTES};
 use anyhow::{ensure, Context};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -43,6 +43,9 @@ pub struct TimedRun {
     pub samples: Vec<Sample>,
     /// Requests that failed: another status, a broken connection, a timeout.
     pub errors: u64,
+    /// The requests that failed, with when they were sent and how long
+    /// they took.
+    pub failed: Vec<Sample>,
 }
 
 impl TimedRun {
@@ -52,9 +55,25 @@ impl TimedRun {
     }
 }
 
+/// What each request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// `GET /api/cache/{key}`.
+    Get,
+    /// `PUT /api/cache/{key}` with a value of [`VALUE_BYTES`] (a write that
+    /// a restart of the stand-in, which keeps nothing, does not turn into 404s).
+    Put,
+}
+
 /// Sends `GET /api/cache/{key}` on `conns` keep-alive connections to
 /// `127.0.0.1:port` for `duration`, recording every request.
 pub fn get(port: u16, conns: u32, duration: Duration) -> anyhow::Result<TimedRun> {
+    run(port, conns, duration, Request::Get)
+}
+
+/// Sends `request` on `conns` keep-alive connections to `127.0.0.1:port`
+/// for `duration`, recording every request.
+pub fn run(port: u16, conns: u32, duration: Duration, request: Request) -> anyhow::Result<TimedRun> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(crate::machine::cores() as usize)
         .enable_all()
@@ -72,32 +91,51 @@ pub fn get(port: u16, conns: u32, duration: Duration) -> anyhow::Result<TimedRun
         let tasks: Vec<_> = streams
             .into_iter()
             .enumerate()
-            .map(|(i, stream)| tokio::spawn(connection(stream, i as u64, start, stop)))
+            .map(|(i, stream)| tokio::spawn(connection(stream, i as u64, start, stop, request)))
             .collect();
         let mut run = TimedRun {
             start,
             duration,
             samples: Vec::new(),
             errors: 0,
+            failed: Vec::new(),
         };
         for task in tasks {
-            let (samples, errors) = task.await.context("a load task panicked")?;
+            let (samples, failed, errors) = task.await.context("a load task panicked")?;
             run.samples.extend(samples);
+            run.failed.extend(failed);
             run.errors += errors;
         }
         Ok(run)
     })
 }
 
-/// One connection's loop until `stop`: its samples and its errors. An I/O
-/// error or a timeout ends the connection (one error); another status is
-/// one error and the loop goes on.
-async fn connection(mut stream: TcpStream, id: u64, start: Instant, stop: Instant) -> (Vec<Sample>, u64) {
-    let mut request = format!("GET /api/cache/{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", key(0)).into_bytes();
-    let digits = request.len() - "000000000000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".len();
+/// One connection's loop until `stop`: its samples, its failed requests
+/// and its error count. An I/O error or a timeout ends the connection (one
+/// error); another status is one error and the loop goes on.
+async fn connection(
+    mut stream: TcpStream,
+    id: u64,
+    start: Instant,
+    stop: Instant,
+    kind: Request,
+) -> (Vec<Sample>, Vec<Sample>, u64) {
+    let tail = match kind {
+        Request::Get => " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_owned(),
+        Request::Put => format!(
+            " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {VALUE_BYTES}\r\n\r\n{}",
+            "x".repeat(VALUE_BYTES)
+        ),
+    };
+    let method = match kind {
+        Request::Get => "GET",
+        Request::Put => "PUT",
+    };
+    let mut request = format!("{method} /api/cache/{}{tail}", key(0)).into_bytes();
+    let digits = method.len() + " /api/cache/key:".len();
     let mut rng = 0x2545_f491_4f6c_dd1du64 ^ (id + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut buf = Vec::with_capacity(4096);
-    let (mut samples, mut errors) = (Vec::with_capacity(1 << 16), 0);
+    let (mut samples, mut failed, mut errors) = (Vec::with_capacity(1 << 16), Vec::new(), 0);
     while Instant::now() < stop {
         rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let k = (rng >> 33) as u32 % KEYSPACE;
@@ -108,17 +146,23 @@ async fn connection(mut stream: TcpStream, id: u64, start: Instant, stop: Instan
             read_status(&mut stream, &mut buf).await
         })
         .await;
-        let latency = sent.elapsed();
+        let sample = Sample {
+            sent_ns: (sent - start).as_nanos() as u64,
+            latency_ns: sent.elapsed().as_nanos() as u64,
+        };
         match answer {
-            Ok(Ok(200)) => samples.push(Sample {
-                sent_ns: (sent - start).as_nanos() as u64,
-                latency_ns: latency.as_nanos() as u64,
-            }),
-            Ok(Ok(_)) => errors += 1,
-            Ok(Err(_)) | Err(_) => return (samples, errors + 1),
+            Ok(Ok(200)) => samples.push(sample),
+            Ok(Ok(_)) => {
+                errors += 1;
+                failed.push(sample);
+            }
+            Ok(Err(_)) | Err(_) => {
+                failed.push(sample);
+                return (samples, failed, errors + 1);
+            }
         }
     }
-    (samples, errors)
+    (samples, failed, errors)
 }
 
 /// Reads one whole answer (head and `Content-Length` body) and returns its

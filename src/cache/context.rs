@@ -248,4 +248,66 @@ impl Call {
     pub(super) fn left(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
+
+    /// How long one step of the call (a command, a re-AUTH on its way) may
+    /// take: its own deadline, but never past the call's.
+    pub(super) fn budget(&self, step: Duration) -> Duration {
+        step.min(self.left())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call may take connect + command, or its window if longer; it
+    /// waits only within the window; a step late in the call (a re-AUTH
+    /// after a wait) gets what is left of the call, not a whole command
+    /// deadline; relaxed maintenance deadlines lengthen new calls.
+    #[tokio::test(start_paused = true)]
+    async fn calls_and_their_steps() {
+        let mut ctx = Context::new(
+            Target {
+                host: "h".into(),
+                port: 1,
+                tls: false,
+                extra_roots: None,
+                deadlines: Deadlines {
+                    token_fetch: Duration::from_secs(5),
+                    connect: Duration::from_secs(2),
+                    command: Duration::from_secs(3),
+                    ride_through: Duration::from_secs(5),
+                },
+            },
+            Auth::AccessKey {
+                user: None,
+                password: Secret::new("k"),
+            },
+            Duration::from_secs(5),
+            Maintenance::default(),
+        );
+        let call = Call::new(&ctx);
+        assert_eq!(call.deadline - call.started, Duration::from_secs(5));
+        assert_eq!(call.wait_until - call.started, Duration::from_secs(5));
+        assert_eq!(call.budget(Duration::from_secs(3)), Duration::from_secs(3));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(
+            call.budget(Duration::from_secs(3)),
+            Duration::from_secs(1),
+            "what is left"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(call.budget(Duration::from_secs(3)), Duration::ZERO);
+        // A window longer than connect + command is the deadline; a shorter
+        // one only limits the waiting.
+        ctx.ride_through = Duration::from_secs(1);
+        let call = Call::new(&ctx);
+        assert_eq!(call.deadline - call.started, Duration::from_secs(5));
+        assert_eq!(call.wait_until - call.started, Duration::from_secs(1));
+        ctx.maintenance.relaxed_changed(true);
+        let relaxed = Call::new(&ctx);
+        assert_eq!(relaxed.deadline - relaxed.started, Duration::from_secs(12));
+        let upkeep = Call::no_wait(&ctx);
+        assert_eq!(upkeep.wait_until, upkeep.started);
+    }
 }

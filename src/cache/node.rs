@@ -241,7 +241,7 @@ impl Node {
             true => command.max(RELAXED_COMMAND),
             false => command,
         };
-        command.min(call.left())
+        call.budget(command)
     }
 
     /// The live connection, or one made or waited for within the call's
@@ -420,8 +420,8 @@ impl Node {
         if let Some(newest) = self.ctx.tokens().and_then(|t| t.newest()) {
             if newest.generation > live.authed_generation.load(Ordering::Acquire) {
                 let _one_at_a_time = self.reauth.lock().await;
-                let deadline = Instant::now() + self.ctx.target.deadlines.command;
-                let _ = self.send_auth(live, &Credentials::Token(newest), false, deadline).await;
+                let call = Call::no_wait(&self.ctx);
+                let _ = self.send_auth(live, &Credentials::Token(newest), false, &call).await;
             }
         }
         super::maintenance::subscribe(&self.ctx, &self.addr, live.conn.clone()).await;
@@ -482,7 +482,7 @@ impl Node {
         let Ok(_one_at_a_time) = self.reauth.try_lock() else {
             return Ok(());
         };
-        self.send_auth(live, creds, true, call.deadline).await
+        self.send_auth(live, creds, true, call).await
     }
 
     /// In the refresh task, before invocations get the new token: re-AUTHs
@@ -494,15 +494,15 @@ impl Node {
             return;
         };
         let _one_at_a_time = self.reauth.lock().await;
-        let deadline = Instant::now() + self.ctx.target.deadlines.command;
-        if let Err(f) = self.send_auth(&live, creds, false, deadline).await {
+        let call = Call::no_wait(&self.ctx);
+        if let Err(f) = self.send_auth(&live, creds, false, &call).await {
             let err = f.into_cache_error();
             tracing::warn!(error = %err, node = %self.addr, connection = live.number, "could not re-authenticate the connection with the new token");
         }
     }
 
     /// Sends `AUTH` with the newer token on the live connection, once,
-    /// before `deadline`.
+    /// within `call` (on an invocation's way, what is left of it).
     ///
     /// If the cache refuses the newer token, the connection keeps the
     /// identity it has (its token is still valid, or the cache would have
@@ -513,7 +513,7 @@ impl Node {
         live: &Arc<Live>,
         creds: &Credentials<'_>,
         respect_backoff: bool,
-        deadline: Instant,
+        call: &Call,
     ) -> Result<(), Failure> {
         if live.authed_generation.load(Ordering::Acquire) >= creds.generation() {
             return Ok(());
@@ -529,12 +529,7 @@ impl Node {
         }
         auth.arg(creds.password());
         let mut conn = live.conn.clone();
-        let budget = self
-            .ctx
-            .target
-            .deadlines
-            .command
-            .min(deadline.saturating_duration_since(Instant::now()));
+        let budget = call.budget(self.ctx.target.deadlines.command);
         match tokio::time::timeout(budget, auth.query_async::<()>(&mut conn)).await {
             Ok(Ok(())) => {
                 live.authed_generation.store(creds.generation(), Ordering::Release);

@@ -1,0 +1,207 @@
+//! The maintenance scenario (`-- --maintenance [--before <handler>]`): the
+//! handler under load at 64 connections through Azure's routine
+//! maintenance, played by real parts: a 2 s restart of the cache, and on a
+//! local 3-master TLS Redis Cluster a planned failover (`CLUSTER
+//! FAILOVER`) and a killed master (its replica elected after the 2 s node
+//! timeout). For the requests in flight during each event it reports how
+//! many failed, p99 and the slowest; with `--before <handler binary>`, the
+//! same for that build in the same run, beside (the handler before the
+//! ride-through work, built from its commit).
+//!
+//! The load is the bench's timed generator (`timed.rs`: `wrk`'s closed
+//! loop, keeping every request's send time, so requests can be split by
+//! when they were in flight), sending `PUT /api/cache/{key}` with 100-byte
+//! values: the stand-in keeps nothing across a restart, so reads would
+//! turn into 404s there, while writes show only what the handler does.
+
+use crate::cluster::ClusterRig;
+use crate::report::group;
+use crate::rig::{Program, Rig, Server};
+use crate::timed::{self, Latency, Request, Sample, TimedRun};
+use std::fmt::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How the scenario runs.
+#[derive(Debug, Clone)]
+pub struct MaintenancePlan {
+    /// Connections of the load.
+    pub conns: u32,
+    /// Load before the fault.
+    pub before_fault: Duration,
+    /// The whole load run (long enough for the slowest event and a settle).
+    pub run: Duration,
+    /// How long the cache is down in a restart.
+    pub down_for: Duration,
+    /// After the cache is back, requests sent this long still count as
+    /// during the event.
+    pub settle: Duration,
+    /// Also the cluster events.
+    pub cluster: bool,
+}
+
+/// One event as one build rode it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// What happened.
+    pub what: &'static str,
+    /// Which handler build.
+    pub build: String,
+    /// When the fault started and when the cache (or the cluster's new
+    /// master) was back, seconds into the run.
+    pub fault_s: f64,
+    pub back_s: f64,
+    /// Requests in flight from the fault until `settle` after it was back.
+    pub during: Latency,
+    /// How many of those failed.
+    pub failed: usize,
+}
+
+impl Event {
+    fn of(what: &'static str, build: &str, run: &TimedRun, fault: Duration, back: Duration, settle: Duration) -> Event {
+        let (from, to) = (fault.as_nanos() as u64, (back + settle).as_nanos() as u64);
+        let overlaps = |s: &&Sample| s.done_ns() >= from && s.sent_ns <= to;
+        let ok: Vec<&Sample> = run.samples.iter().filter(overlaps).collect();
+        let failed: Vec<&Sample> = run.failed.iter().filter(overlaps).collect();
+        Event {
+            what,
+            build: build.to_owned(),
+            fault_s: fault.as_secs_f64(),
+            back_s: back.as_secs_f64(),
+            during: Latency::of(ok.iter().copied().chain(failed.iter().copied())),
+            failed: failed.len(),
+        }
+    }
+}
+
+/// Plays each event under load for each build (`(label, program)`).
+pub fn run(root: &Path, builds: &[(String, Program)], plan: &MaintenancePlan) -> anyhow::Result<Vec<Event>> {
+    let mut events = Vec::new();
+    let rig = Rig::start(root)?;
+    for (label, program) in builds {
+        let server = Server::start(program, root, &rig.app_settings(&rig.identity, 300))?;
+        let (run, fault, back) = under_load(server.port, plan, || {
+            rig.redis.stop();
+            std::thread::sleep(plan.down_for);
+            rig.rt.block_on(rig.redis.start_again())
+        })?;
+        events.push(Event::of("2 s restart", label, &run, fault, back, plan.settle));
+        report(events.last());
+        drop(server);
+    }
+    drop(rig);
+    if !plan.cluster {
+        return Ok(events);
+    }
+    for (label, program) in builds {
+        let rig = ClusterRig::start()?;
+        let server = Server::start(program, root, &rig.app_settings())?;
+        let masters = rig.rt.block_on(rig.cluster.masters())?;
+        let (planned, killed) = (masters[0].index, masters[1].index);
+        let (run, fault, back) = under_load(server.port, plan, || {
+            rig.rt.block_on(rig.cluster.failover(planned)).map(drop)
+        })?;
+        events.push(Event::of(
+            "planned failover (cluster)",
+            label,
+            &run,
+            fault,
+            back,
+            plan.settle,
+        ));
+        report(events.last());
+        let (run, fault, back) = under_load(server.port, plan, || {
+            rig.rt.block_on(rig.cluster.kill_master(killed)).map(drop)
+        })?;
+        events.push(Event::of(
+            "killed master (cluster)",
+            label,
+            &run,
+            fault,
+            back,
+            plan.settle,
+        ));
+        report(events.last());
+        drop(server);
+    }
+    Ok(events)
+}
+
+fn report(event: Option<&Event>) {
+    if let Some(e) = event {
+        eprintln!(
+            "  {:<28} {:<26} {:>7} during, {:>6} failed, p99 {:>7.1} ms, slowest {:>7.1} ms (fault at {:.1} s, back at {:.1} s)",
+            e.what, e.build, e.during.requests, e.failed, e.during.p99_ms, e.during.max_ms, e.fault_s, e.back_s
+        );
+    }
+}
+
+/// Runs the PUT load on `port` for the plan's run; `before_fault` into it,
+/// runs `fault` (which returns once the cache is back). Gives the run and
+/// the fault's start and end, relative to the run's start.
+fn under_load(
+    port: u16,
+    plan: &MaintenancePlan,
+    fault: impl FnOnce() -> anyhow::Result<()> + Send,
+) -> anyhow::Result<(TimedRun, Duration, Duration)> {
+    let origin = Instant::now();
+    let (load, times) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| timed::run(port, plan.conns, plan.run, Request::Put));
+        std::thread::sleep(plan.before_fault);
+        let began = origin.elapsed();
+        let outcome = fault();
+        let back = origin.elapsed();
+        (load.join(), outcome.map(|()| (began, back)))
+    });
+    let run = load.map_err(|_| anyhow::anyhow!("the load panicked"))??;
+    let (began, back) = times?;
+    // The run's clock starts once its connections are open.
+    let offset = run.start.saturating_duration_since(origin);
+    Ok((run, began.saturating_sub(offset), back.saturating_sub(offset)))
+}
+
+/// The "Maintenance" section of BENCHMARKS.md.
+pub fn section(events: &[Event], plan: &MaintenancePlan, command: &str, commit: &str, before: Option<&str>) -> String {
+    let mut md = String::from("## Maintenance\n\n");
+    let _ = writeln!(
+        md,
+        "`{command}` at commit `{commit}`: the handler under {} connections of `PUT /api/cache/{{key}}` \
+         (100-byte values; the bench's timed generator, `wrk`'s closed loop keeping every request's send time) \
+         through a 2 s restart of the TLS redis-server and, on a local 3-master TLS Redis Cluster (a replica \
+         each, 2 s node timeout), a planned `CLUSTER FAILOVER` and a killed master. \"During\" is every request \
+         in flight from the fault until {:.0} s after the cache (or the new master) was back; the default \
+         deadlines (5 s to connect, 5 s per command, a 10 s ride-through window).{}\n",
+        plan.conns,
+        plan.settle.as_secs_f64(),
+        match before {
+            Some(b) => format!(
+                " `before` is the handler built at `{b}`, before the ride-through work (3 quick tries, then 503), \
+                 measured in the same run."
+            ),
+            None => String::new(),
+        }
+    );
+    md.push_str("| event | handler | requests during | failed | p99 (ms) | slowest (ms) | fault → back (s) |\n");
+    md.push_str("|---|---|---:|---:|---:|---:|---|\n");
+    for e in events {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} → {:.1} |",
+            e.what,
+            e.build,
+            group(e.during.requests as u64),
+            group(e.failed as u64),
+            e.during.p99_ms,
+            e.during.max_ms,
+            e.fault_s,
+            e.back_s
+        );
+    }
+    md.push_str(
+        "\nA request that fails fast is cheap, so a handler that fails during an outage answers far more requests \
+         in the same time: compare the failed ones, and the latency a rider pays, not the counts. The slowest \
+         answers during a restart wait for the next reconnect attempt (100 ms doubling to 2 s, so about 1 s after \
+         a 2 s outage); on the cluster, for the replica's election.\n",
+    );
+    md
+}
