@@ -19,9 +19,9 @@
 //! - The I/O task is ours ([`AbortOnDrop`]): aborting it fails every
 //!   command in flight on the connection at once, which is how a connection
 //!   found dead is abandoned.
-//! - Every byte read is counted, so a command that times out can tell a
-//!   silent connection (nothing came back since it was sent) from a slow
-//!   command (other answers kept coming).
+//! - The time of the last read is kept ([`LastRead`]), so a command that
+//!   times out can tell a silent connection (nothing came back for a while)
+//!   from a slow command (other answers kept coming).
 
 use super::error::{classify, CacheError};
 use super::Target;
@@ -59,11 +59,40 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A new connection, the task doing its I/O, and its count of bytes read.
+/// A new connection, the task doing its I/O, and when it last read.
 pub(super) struct Opened {
     pub(super) conn: MultiplexedConnection,
     pub(super) driver: AbortOnDrop,
-    pub(super) bytes_read: Arc<AtomicU64>,
+    pub(super) last_read: LastRead,
+}
+
+/// When a connection last read anything: milliseconds since a
+/// process-wide epoch, updated by the connection's I/O task.
+#[derive(Debug, Clone, Default)]
+pub(super) struct LastRead(Arc<AtomicU64>);
+
+/// The epoch [`LastRead`] counts from.
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+impl LastRead {
+    fn new() -> Self {
+        let last = LastRead::default();
+        last.touch();
+        last
+    }
+
+    fn touch(&self) {
+        self.0.store(epoch().elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long nothing has been read.
+    pub(super) fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.0.load(Ordering::Relaxed));
+        epoch().elapsed().saturating_sub(last)
+    }
 }
 
 /// Who the connection authenticates as, and how it speaks.
@@ -106,10 +135,10 @@ pub(super) async fn open<P: AsyncPushSender>(
     } else {
         Box::new(tcp)
     };
-    let bytes_read = Arc::new(AtomicU64::new(0));
+    let last_read = LastRead::new();
     let counted = Counted {
         inner: stream,
-        read: bytes_read.clone(),
+        last_read: last_read.clone(),
     };
     let mut info = RedisConnectionInfo::default().set_password(handshake.password);
     if let Some(user) = handshake.user {
@@ -132,7 +161,7 @@ pub(super) async fn open<P: AsyncPushSender>(
     Ok(Opened {
         conn,
         driver: AbortOnDrop(tokio::spawn(driver)),
-        bytes_read,
+        last_read,
     })
 }
 
@@ -184,19 +213,18 @@ fn tune(tcp: &tokio::net::TcpStream, target: &Target) {
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
-/// A stream that counts the bytes read from it.
+/// A stream that notes when it last read something.
 struct Counted {
     inner: Box<dyn Stream>,
-    read: Arc<AtomicU64>,
+    last_read: LastRead,
 }
 
 impl AsyncRead for Counted {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.read.fetch_add(n as u64, Ordering::Relaxed);
+        if buf.filled().len() > before {
+            self.last_read.touch();
         }
         polled
     }

@@ -3,7 +3,7 @@
 //! window, see [`super::gate`]), re-authenticated with each new token, and
 //! abandoned when it breaks or goes silent.
 
-use super::connect::{self, AbortOnDrop, Handshake, Opened};
+use super::connect::{self, AbortOnDrop, Handshake, LastRead, Opened};
 use super::context::{Call, Context, Credentials, RELAXED_COMMAND};
 use super::error::{classify, connection_broken, CacheError};
 use super::gate::{Admit, Gate};
@@ -81,7 +81,7 @@ pub(super) struct Live {
     /// Whether it has answered a command: a connection that breaks before
     /// that counts as a failed attempt.
     served: AtomicBool,
-    bytes_read: Arc<AtomicU64>,
+    last_read: LastRead,
     /// Which node it serves (a connection can move to another: the
     /// configured endpoint's becomes a master's), for its pushes.
     owner: Arc<Mutex<Weak<Node>>>,
@@ -187,7 +187,6 @@ impl Node {
         let live = self.connection(call).await?;
         self.ensure_authenticated(&live, &creds, call).await?;
         let budget = self.command_budget(call);
-        let read_before = live.bytes_read.load(Ordering::Relaxed);
         let mut conn = live.conn.clone();
         let outcome = if asking {
             // One write: on a shared connection, another invocation's
@@ -214,11 +213,12 @@ impl Node {
                 Err(failure_of(&e))
             }
             Err(_) => {
-                // Nothing at all came back since this command was written:
-                // the connection is silent (a vanished peer, a partition),
-                // not merely slow. Drop it; the commands in flight on it
-                // fail at once and ride through onto a new one.
-                let silent = live.bytes_read.load(Ordering::Relaxed) == read_before;
+                // Nothing came back for at least half the deadline: the
+                // connection is silent (a vanished peer, a partition), not
+                // merely slow (other answers would keep coming). Drop it;
+                // the commands in flight on it fail at once and ride
+                // through onto a new one.
+                let silent = live.last_read.quiet_for() >= budget / 2;
                 if silent {
                     self.lost(
                         &live,
@@ -381,7 +381,7 @@ impl Node {
         let Opened {
             conn,
             driver,
-            bytes_read,
+            last_read,
         } = connect::open(&self.ctx.target, host, port, handshake).await?;
         let number = self.stats.connects.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(Arc::new(Live {
@@ -390,7 +390,7 @@ impl Node {
             authed_generation: AtomicU64::new(creds.generation()),
             reauth_after: Mutex::new(None),
             served: AtomicBool::new(false),
-            bytes_read,
+            last_read,
             owner,
             driver,
         }))

@@ -60,10 +60,10 @@ pub(super) enum Failure {
     /// The connection broke after the command was written: it may have been
     /// applied.
     Lost(CacheError),
-    /// No answer within the command deadline. `abandoned`: nothing at all
-    /// came back on the connection meanwhile, so it was taken for dead and
-    /// dropped (the command may have been applied); otherwise the command
-    /// itself is slow.
+    /// No answer within the command deadline. `abandoned`: nothing came
+    /// back on the connection for half that deadline, so it was taken for
+    /// dead and dropped (the command may have been applied); otherwise the
+    /// command itself is slow.
     TimedOut {
         /// The command deadline that passed.
         budget: Duration,
