@@ -3,7 +3,7 @@
 //! the time one command may take ([`Call`]).
 
 use super::error::CacheError;
-use super::maintenance::Maintenance;
+use super::maintenance::{Maintenance, RELAXED_COMMAND};
 use crate::secret::Secret;
 use crate::settings::{Deadlines, RedisSettings};
 use crate::token::{Token, TokenManager};
@@ -12,11 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-
-/// How long a command may take on a node in maintenance (a handoff, a
-/// failover or a migration announced by the cache), as redis-py, go-redis
-/// and Jedis relax theirs.
-pub(super) const RELAXED_COMMAND: Duration = Duration::from_secs(10);
 
 /// How the connections authenticate.
 #[derive(Debug)]

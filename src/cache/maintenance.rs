@@ -31,24 +31,26 @@
 //! `AzureRedisEvents` message to every shard), and the latest shows in
 //! Health as `maintenance` until it ends.
 
-use super::context::{Context, RELAXED_COMMAND};
-use super::node::Node;
 use crate::settings::NotificationSetting;
-use redis::aio::MultiplexedConnection;
-use redis::{PushInfo, PushKind, Value};
+use redis::Value;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// The channel Azure Cache for Redis publishes maintenance on.
 pub(crate) const AZURE_CHANNEL: &str = "AzureRedisEvents";
 
+/// How long a command may take on a node in maintenance (a handoff, a
+/// failover or a migration announced by the cache), as redis-py, go-redis
+/// and Jedis relax theirs.
+pub(super) const RELAXED_COMMAND: Duration = Duration::from_secs(10);
+
 /// How long a node stays relaxed after `NodeMaintenanceStarting`/`Start`
 /// when no `NodeMaintenanceEnded` comes (Microsoft: Ended about 3 minutes
 /// after the node is back).
-const AZURE_RELAX_CAP: Duration = Duration::from_secs(300);
+pub(super) const AZURE_RELAX_CAP: Duration = Duration::from_secs(300);
 
 /// How long a notification stays in Health when nothing ends it.
 const SHOWN_FOR: Duration = Duration::from_secs(600);
@@ -122,6 +124,22 @@ impl Maintenance {
         }
     }
 
+    /// Which notifications the connections ask for.
+    pub(super) fn kinds(&self) -> Kinds {
+        self.kinds
+    }
+
+    /// Whether this is the first refused `SUBSCRIBE` (to log it once).
+    pub(super) fn first_refusal_of_subscribe(&self) -> bool {
+        !self.subscribe_refused.swap(true, Ordering::Relaxed)
+    }
+
+    /// Whether this is the first answer to `CLIENT MAINT_NOTIFICATIONS` (to
+    /// log it once).
+    pub(super) fn first_handoff_answer(&self) -> bool {
+        !self.handoffs_answered.swap(true, Ordering::Relaxed)
+    }
+
     /// Whether connections speak RESP3 with a push sender.
     pub(super) fn wants_pushes(&self) -> bool {
         self.kinds.azure_events || self.kinds.handoffs
@@ -152,7 +170,7 @@ impl Maintenance {
     }
 
     /// Whether `text` is new (not seen in the last few minutes); remembers it.
-    fn first_time(&self, text: &str) -> bool {
+    pub(super) fn first_time(&self, text: &str) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.retain(|(at, _)| at.elapsed() < REMEMBERED_FOR);
         if seen.iter().any(|(_, t)| t == text) {
@@ -165,7 +183,7 @@ impl Maintenance {
         true
     }
 
-    fn show(&self, kind: &str, node: &str, start_time: Option<String>) {
+    pub(super) fn show(&self, kind: &str, node: &str, start_time: Option<String>) {
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Notice {
             kind: kind.to_owned(),
             node: node.to_owned(),
@@ -175,7 +193,7 @@ impl Maintenance {
         });
     }
 
-    fn clear(&self) {
+    pub(super) fn clear(&self) {
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
@@ -195,70 +213,8 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Asks a new connection for the notifications the setting names. A
-/// refusal is logged once and changes nothing else.
-pub(super) async fn subscribe(ctx: &Context, addr: &str, mut conn: MultiplexedConnection) {
-    let m = &ctx.maintenance;
-    let budget = ctx.target.deadlines.command;
-    if m.kinds.azure_events {
-        match tokio::time::timeout(budget, conn.subscribe(AZURE_CHANNEL)).await {
-            Ok(Ok(())) => tracing::debug!(node = %addr, "subscribed to {AZURE_CHANNEL}"),
-            Ok(Err(e)) => {
-                if !m.subscribe_refused.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(node = %addr, error = %super::error::classify(&e),
-                        "the cache refused SUBSCRIBE {AZURE_CHANNEL} (the access policy may not include @pubsub); \
-                         Azure's maintenance notifications are off, nothing else changes");
-                }
-            }
-            Err(_) => tracing::debug!(node = %addr, "SUBSCRIBE {AZURE_CHANNEL} got no answer in time"),
-        }
-    }
-    if m.kinds.handoffs {
-        let endpoint_type = match ctx.target.host.parse::<std::net::IpAddr>() {
-            Ok(_) => "external-ip",
-            Err(_) => "external-fqdn",
-        };
-        let mut cmd = redis::cmd("CLIENT");
-        cmd.arg("MAINT_NOTIFICATIONS")
-            .arg("ON")
-            .arg("moving-endpoint-type")
-            .arg(endpoint_type);
-        let answer = tokio::time::timeout(budget, cmd.query_async::<Value>(&mut conn)).await;
-        if !m.handoffs_answered.swap(true, Ordering::Relaxed) {
-            match answer {
-                Ok(Ok(_)) => tracing::info!(node = %addr, "the cache will announce maintenance handoffs"),
-                Ok(Err(e)) => tracing::info!(node = %addr, reply = %super::error::classify(&e),
-                    "the cache does not offer maintenance notifications (CLIENT MAINT_NOTIFICATIONS); carrying on without"),
-                Err(_) => {
-                    tracing::info!(node = %addr, "CLIENT MAINT_NOTIFICATIONS got no answer in time; carrying on without")
-                }
-            }
-        }
-    }
-}
-
-/// A push message on one of `node`'s connections (called by the
-/// connection's I/O task: it never blocks, and spawns what takes time).
-pub(super) fn on_push(node: &Arc<Node>, push: PushInfo) {
-    match &push.kind {
-        PushKind::Message | PushKind::SMessage => {
-            let channel = push.data.first().and_then(text);
-            if channel.as_deref() == Some(AZURE_CHANNEL) {
-                if let Some(message) = push.data.get(1).and_then(text) {
-                    on_azure_event(node, &message);
-                }
-            }
-        }
-        PushKind::Other(kind) => {
-            if let Some(handoff) = parse_handoff(kind, &push.data) {
-                on_handoff(node, handoff);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn text(v: &Value) -> Option<String> {
+/// A push element as text, whatever RESP type carries it.
+pub(super) fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),
@@ -337,46 +293,6 @@ pub(super) fn azure_action(kind: &str) -> AzureAction {
         "NodeMaintenanceScaleComplete" => AzureAction::Reshape,
         "NodeMaintenanceEnded" => AzureAction::End,
         _ => AzureAction::Note,
-    }
-}
-
-fn on_azure_event(node: &Arc<Node>, message: &str) {
-    let ctx = node.context();
-    let m = &ctx.maintenance;
-    let Some(event) = parse_azure_event(message) else {
-        if m.first_time(message) {
-            tracing::info!(node = %node.addr, "an {AZURE_CHANNEL} message without a NotificationType; ignored");
-        }
-        return;
-    };
-    let cluster = ctx.cluster.load(Ordering::Relaxed);
-    let about_this_node = !cluster || event.ssl_port == Some(node.port) || event.non_ssl_port == Some(node.port);
-    let named = match (&event.ip, event.ssl_port) {
-        (Some(ip), Some(port)) => format!("{ip}:{port}"),
-        (Some(ip), None) => ip.clone(),
-        _ => node.addr.clone(),
-    };
-    if m.first_time(message) {
-        tracing::info!(kind = %event.kind, node = %named, start = event.start.as_deref().unwrap_or(""),
-            is_replica = event.is_replica.unwrap_or(false), "maintenance notification from the cache ({AZURE_CHANNEL})");
-        m.show(&event.kind, &named, event.start.clone());
-    }
-    match azure_action(&event.kind) {
-        AzureAction::Note => {}
-        AzureAction::Relax if about_this_node => node.relax(Some(AZURE_RELAX_CAP)),
-        AzureAction::Relax => {}
-        AzureAction::Recheck => {
-            let node = node.clone();
-            tokio::spawn(async move { node.check().await });
-            ctx.want_topology();
-        }
-        AzureAction::Reshape => ctx.want_topology(),
-        AzureAction::End => {
-            if about_this_node {
-                node.relax(None);
-            }
-            m.clear();
-        }
     }
 }
 
@@ -473,42 +389,6 @@ pub(super) fn parse_handoff(kind: &str, data: &[Value]) -> Option<Handoff> {
         "SMIGRATED" => Handoff::SMigrated { seq: seq()? },
         _ => return None,
     })
-}
-
-fn on_handoff(node: &Arc<Node>, handoff: Handoff) {
-    let ctx = node.context();
-    let m = &ctx.maintenance;
-    let (kind, seq) = match &handoff {
-        Handoff::Moving { seq, .. } => ("MOVING", seq),
-        Handoff::Migrating { seq, .. } => ("MIGRATING", seq),
-        Handoff::Migrated { seq } => ("MIGRATED", seq),
-        Handoff::FailingOver { seq, .. } => ("FAILING_OVER", seq),
-        Handoff::FailedOver { seq } => ("FAILED_OVER", seq),
-        Handoff::SMigrating { seq } => ("SMIGRATING", seq),
-        Handoff::SMigrated { seq } => ("SMIGRATED", seq),
-    };
-    if m.first_time(&format!("{kind} {seq} {}", node.addr)) {
-        tracing::info!(kind = %kind, seq, node = %node.addr, "maintenance notification from the cache (handoff)");
-    }
-    match handoff {
-        Handoff::Moving { time, to, .. } => {
-            m.show(kind, &node.addr, None);
-            tokio::spawn(node.clone().hand_off(to, time));
-        }
-        Handoff::Migrating { time, .. } | Handoff::FailingOver { time, .. } => {
-            m.show(kind, &node.addr, None);
-            node.relax(Some((time * 2).max(RELAXED_COMMAND)));
-        }
-        Handoff::Migrated { .. } | Handoff::FailedOver { .. } => {
-            node.relax(None);
-            m.clear();
-        }
-        Handoff::SMigrating { .. } => m.show(kind, &node.addr, None),
-        Handoff::SMigrated { .. } => {
-            ctx.want_topology();
-            m.clear();
-        }
-    }
 }
 
 #[cfg(test)]

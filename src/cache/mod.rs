@@ -22,7 +22,7 @@
 //! - `standalone`: the one-endpoint path.
 //! - `cluster`: routing by slot, redirects, reading the topology.
 //! - `maintenance`: `AzureRedisEvents` and Redis's handoff notifications.
-//! - `reauth` (here): the new token onto every live connection.
+//! - `reauth`: the new token onto every live connection.
 //! - `status`, `error`, `slot`: Health's view, errors, hash slots.
 //!
 //! Whether the cache is a cluster is decided once, from an answer of the
@@ -44,6 +44,7 @@ mod error;
 mod gate;
 mod maintenance;
 mod node;
+mod reauth;
 pub(crate) mod replay;
 mod retry;
 mod slot;
@@ -60,14 +61,12 @@ pub(crate) use slot::same_slot_prefix;
 pub(crate) use status::{CacheStatus, ShardInfo};
 
 use crate::settings::{ClusterMode, NotificationSetting};
-use crate::token::{Token, TokenListener, TokenManager};
+use crate::token::{TokenListener, TokenManager};
 use cluster::Cluster;
-use context::{Call, Context, Credentials};
+use context::{Call, Context};
 use maintenance::Maintenance;
 use node::Node;
 use redis::FromRedisValue;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -365,24 +364,6 @@ impl Cache {
             }
             Err(e) => Err(e),
         }
-    }
-
-    /// In the refresh task, before invocations get `token`: re-AUTHs every
-    /// live connection with it at once (the one connection, or each
-    /// master's, busy or idle), so none outlives its token.
-    async fn reauth_all(&self, token: Arc<Token>) {
-        let creds = Credentials::Token(token);
-        let nodes = match self.mode.get() {
-            Some(Mode::Cluster(cluster)) => cluster.nodes(),
-            _ => vec![self.seed.clone()],
-        };
-        futures_util::future::join_all(nodes.iter().map(|n| n.reauth_live(&creds))).await;
-    }
-}
-
-impl TokenListener for Cache {
-    fn token_ready(&self, token: Arc<Token>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.reauth_all(token))
     }
 }
 

@@ -143,14 +143,17 @@ pub(super) enum Next {
         /// The importing node.
         addr: String,
     },
-    /// Wait, then send again; on a cluster, read the topology meanwhile; on
-    /// one endpoint answering `READONLY` (a replica now), drop the
-    /// connection so the next one reaches the new primary.
+    /// Wait, then send again; on one endpoint answering `READONLY` (a
+    /// replica now), drop the connection first so the next one reaches the
+    /// new primary.
     Pause {
         /// How long.
         pause: Duration,
         /// Drop the connection first (`READONLY` on one endpoint).
         reconnect: bool,
+        /// Read the cluster's topology meanwhile (a failover, a reshard, a
+        /// slot with no master yet).
+        reread: bool,
     },
     /// Answer this error.
     GiveUp(CacheError),
@@ -217,7 +220,12 @@ pub(super) fn decide(
                 return Next::GiveUp(CacheError::Unavailable(msg));
             }
             let reconnect = routing == Routing::Standalone && msg.starts_with("READONLY");
-            Next::Pause { pause, reconnect }
+            let reread = routing != Routing::Standalone;
+            Next::Pause {
+                pause,
+                reconnect,
+                reread,
+            }
         }
     }
 }
@@ -260,9 +268,10 @@ mod tests {
 
     /// Every failure, routed every way: a lost connection rides through
     /// only for a command safe to send twice; a silent connection likewise,
-    /// a slow command never; MOVED and ASK are followed 5 times on a
-    /// cluster and refused elsewhere; "not now" pauses (a standalone
-    /// READONLY reconnects) within the window; final answers end it.
+    /// a slow command never; MOVED (patch the slot) and ASK (the importing
+    /// node, once) are followed 5 times on a cluster and refused elsewhere;
+    /// "not now" pauses within the window, reading the topology again on a
+    /// cluster (a standalone READONLY reconnects); final answers end it.
     #[tokio::test(start_paused = true)]
     async fn decisions() {
         use Failure as F;
@@ -444,6 +453,7 @@ mod tests {
                 next: Next::Pause {
                     pause: ms(100),
                     reconnect: false,
+                    reread: false,
                 },
             },
             Case {
@@ -455,6 +465,7 @@ mod tests {
                 next: Next::Pause {
                     pause: ms(100),
                     reconnect: true,
+                    reread: false,
                 },
             },
             Case {
@@ -466,6 +477,19 @@ mod tests {
                 next: Next::Pause {
                     pause: ms(100),
                     reconnect: false,
+                    reread: true,
+                },
+            },
+            Case {
+                failure: F::NotNow("TRYAGAIN Multiple keys request during rehashing of slot".into()),
+                routing: Cluster,
+                replay_safe: false,
+                left_ms: 5000,
+                redirects: 0,
+                next: Next::Pause {
+                    pause: ms(100),
+                    reconnect: false,
+                    reread: true,
                 },
             },
             Case {

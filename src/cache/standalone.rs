@@ -34,7 +34,7 @@ pub(super) async fn query<T: FromRedisValue>(
         );
         match next {
             Next::Retry => tracing::debug!(node = %node.addr, "trying again after a lost connection"),
-            Next::Pause { pause, reconnect } => {
+            Next::Pause { pause, reconnect, .. } => {
                 if reconnect {
                     node.reconnect("the endpoint answered READONLY: it is a replica now");
                 }

@@ -193,8 +193,10 @@ impl Cluster {
                     self.state.ctx.want_topology();
                 }
                 Next::FollowAsk { addr } => ask = Some(self.state.node_for_ask(&addr)),
-                Next::Pause { pause, .. } => {
-                    self.state.ctx.want_topology();
+                Next::Pause { pause, reread, .. } => {
+                    if reread {
+                        self.state.ctx.want_topology();
+                    }
                     tokio::time::sleep(pause).await;
                 }
                 Next::GiveUp(e) => return Err(e),
