@@ -25,19 +25,19 @@ use azure_identity::{
 use std::sync::Arc;
 
 /// A [`TokenSource`] backed by an `azure_identity` credential and one scope.
-pub struct AzureTokenSource {
+pub(crate) struct AzureTokenSource {
     credential: Arc<dyn TokenCredential>,
     scope: String,
 }
 
 impl AzureTokenSource {
     /// Wraps any credential.
-    pub fn new(credential: Arc<dyn TokenCredential>, scope: String) -> Self {
+    pub(crate) fn new(credential: Arc<dyn TokenCredential>, scope: String) -> Self {
         Self { credential, scope }
     }
 
     /// Builds the credential `choice` names.
-    pub fn from_choice(choice: &CredentialChoice, scope: String) -> Result<Self, TokenError> {
+    pub(crate) fn from_choice(choice: &CredentialChoice, scope: String) -> Result<Self, TokenError> {
         let credential = build(choice).map_err(|e| credential_error(&e))?;
         Ok(Self::new(credential, scope))
     }
@@ -189,5 +189,49 @@ mod tests {
             .err()
             .expect("an error");
         assert!(err.to_string().contains("SSL_CERT_FILE"), "{err}");
+    }
+
+    /// The identity HTTP client trusts the CA the `SSL_CERT_FILE` setting
+    /// names (not in this process's environment, so only the handler's own
+    /// client can know it), and verifies: an endpoint whose CA is not
+    /// trusted is refused before it is reached.
+    #[tokio::test]
+    async fn identity_client_trusts_the_configured_ca_and_verifies() {
+        use devhost::entra::{EntraConfig, EntraEndpoint};
+        crate::tls::install_crypto_provider();
+        let pki = devhost::pki::Pki::generate().unwrap();
+        let cfg = EntraConfig {
+            client_secret: Some("s".into()),
+            ..EntraConfig::default()
+        };
+        let idp = EntraEndpoint::start(&pki, cfg.clone()).await.expect("Entra stand-in");
+        let choice = |ca: &std::path::Path| CredentialChoice::ClientSecret {
+            tenant_id: cfg.principal.tenant_id.clone(),
+            client_id: cfg.client_id.clone(),
+            secret: crate::secret::Secret::new("s"),
+            authority: Authority {
+                host: Some(idp.authority_host()),
+                extra_ca_file: Some(ca.to_owned()),
+            },
+        };
+        let scope = "https://redis.azure.com/.default";
+        let trusted = AzureTokenSource::from_choice(&choice(&pki.ca_path), scope.into()).unwrap();
+        let token = trusted
+            .fetch()
+            .await
+            .expect("a token over TLS trusted through the setting");
+        assert!(idp.claims(token.secret.expose()).is_some());
+
+        let other = devhost::pki::Pki::generate().unwrap();
+        let untrusted = AzureTokenSource::from_choice(&choice(&other.ca_path), scope.into()).unwrap();
+        let err = untrusted
+            .fetch()
+            .await
+            .expect_err("an endpoint signed by an unknown CA is refused");
+        assert_eq!(
+            idp.requests().len(),
+            1,
+            "the refused handshake never reached the endpoint: {err}"
+        );
     }
 }

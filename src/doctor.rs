@@ -29,7 +29,7 @@ type Step = Result<String, String>;
 
 /// Runs every check in order, printing one line per step to `out`; stops at
 /// the first failure. Returns whether all passed.
-pub async fn run(settings: &Settings, out: &mut impl Write) -> bool {
+pub(crate) async fn run(settings: &Settings, out: &mut impl Write) -> bool {
     let redis = &settings.redis;
     let target = match Target::from_settings(redis, settings.deadlines) {
         Ok(t) => t,

@@ -9,7 +9,7 @@
 
 /// Limits glibc to one arena, unless `MALLOC_ARENA_MAX` is set. Call before
 /// any other thread starts. Does nothing on other C libraries.
-pub fn use_one_arena() {
+pub(crate) fn use_one_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         extern "C" {

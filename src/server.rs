@@ -10,12 +10,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Binds `127.0.0.1:port`, never a wider address: only the host should reach it.
-pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(port: u16) -> std::io::Result<TcpListener> {
     TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).await
 }
 
 /// Serves `app` until a signal, then drains for at most `drain`.
-pub async fn serve(listener: TcpListener, app: Router, drain: Duration) -> std::io::Result<()> {
+pub(crate) async fn serve(listener: TcpListener, app: Router, drain: Duration) -> std::io::Result<()> {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let signalled = async move {
         shutdown_signal().await;

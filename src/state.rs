@@ -1,55 +1,18 @@
-//! What the handler is made of at start-up: the settings turned into the
-//! process's one cache handle and the state every function shares, and the
-//! typed error when that cannot be done.
+//! What the handler is made of at start-up: the settings turned into a
+//! cache handle ([`Cache::from_settings`]) and the process's one cache, and
+//! the typed error when that cannot be done.
 //!
-//! The cache lives in a process-wide once-cell ([`process_state`]): the
-//! handler builds it once, and anything in the process that asks again gets
-//! the same connection(s), never a second set. Tests and tools that want a
-//! cache of their own build one with [`build_cache`] and [`AppState::new`].
+//! The binary's cache lives in a process-wide once-cell ([`process_state`]):
+//! the handler builds it once, and anything in the process that asks again
+//! gets the same connection(s), never a second set. A program of its own
+//! builds one with [`Cache::from_settings`] and shares it.
 
 use crate::cache::{Auth, Cache, CacheOptions, Target};
 use crate::credential::AzureTokenSource;
-use crate::functions::cache_health_check::CheckReport;
+use crate::functions::AppState;
 use crate::settings::{AuthSettings, Settings};
 use crate::token::TokenManager;
-use std::sync::{Arc, Mutex, OnceLock};
-
-/// What every handler shares. Cloning is cheap.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The Redis connection(s).
-    pub(crate) cache: Arc<Cache>,
-    /// Largest value a PUT may store.
-    pub(crate) max_value_bytes: usize,
-    /// Names this process (probe keys).
-    pub(crate) worker_id: Arc<str>,
-    /// The last timer check, for Health.
-    pub(crate) last_check: Arc<Mutex<Option<CheckReport>>>,
-}
-
-impl AppState {
-    /// State around `cache`, with the limits `settings` give.
-    pub fn new(cache: Arc<Cache>, settings: &Settings) -> Self {
-        Self {
-            cache,
-            max_value_bytes: settings.max_value_bytes,
-            worker_id: settings.worker_id.as_str().into(),
-            last_check: Arc::default(),
-        }
-    }
-
-    /// Gets a token and connects in the background, so the first
-    /// invocation finds both ready and start-up never waits for either; a
-    /// failure is logged and left to the first invocation.
-    pub fn warm_up(&self) {
-        let cache = self.cache.clone();
-        tokio::spawn(async move {
-            if let Err(e) = cache.warm_up().await {
-                tracing::warn!(error = %e, "warm-up failed; the first invocation will try again");
-            }
-        });
-    }
-}
+use std::sync::{Arc, OnceLock};
 
 /// Why the handler cannot start. The binary prints it on one line and
 /// exits with [`StartupError::exit_code`].
@@ -84,46 +47,69 @@ impl StartupError {
     }
 }
 
-/// Builds a cache handle from the settings (no I/O: nothing connects yet).
-pub fn build_cache(settings: &Settings) -> Result<Arc<Cache>, StartupError> {
-    let target = Target::from_settings(&settings.redis, settings.deadlines).map_err(StartupError::Certificates)?;
-    let auth = match &settings.redis.auth {
-        AuthSettings::AccessKey { user, password } => Auth::AccessKey {
-            user: user.clone(),
-            password: password.clone(),
-        },
-        AuthSettings::Entra(entra) => {
-            let source = AzureTokenSource::from_choice(&entra.credential, entra.scope.clone())
-                .map_err(|e| StartupError::Credential(e.to_string()))?;
-            Auth::Entra(Arc::new(TokenManager::new(
-                Arc::new(source),
-                entra.principal_id.clone(),
-                entra.refresh_offset,
-                settings.deadlines.token_fetch,
-            )))
-        }
-    };
-    Ok(Cache::new(
-        target,
-        auth,
-        CacheOptions {
-            cluster_mode: settings.redis.cluster_mode,
-            ride_through: settings.deadlines.ride_through,
-            notifications: settings.redis.notifications,
-        },
-    ))
+impl Cache {
+    /// A cache handle from `settings` (no I/O: nothing connects until the
+    /// first command). With Entra ID, the credential the settings choose
+    /// fetches the tokens; the handle refreshes and re-AUTHs by itself.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use azure_redis_handler::{redis, Cache, Settings};
+    ///
+    /// // Redis__redisHostName, Redis__port, ... as the handler reads them.
+    /// let settings = Settings::from_env()?;
+    /// let cache = Cache::from_settings(&settings)?;
+    /// let pong: String = cache.query(&redis::cmd("PING")).await?;
+    /// assert_eq!(pong, "PONG");
+    /// # Ok(()) }
+    /// ```
+    pub fn from_settings(settings: &Settings) -> Result<Arc<Cache>, StartupError> {
+        crate::tls::install_crypto_provider();
+        let target = Target::from_settings(&settings.redis, settings.deadlines).map_err(StartupError::Certificates)?;
+        let auth = match &settings.redis.auth {
+            AuthSettings::AccessKey { user, password } => Auth::AccessKey {
+                user: user.clone(),
+                password: password.clone(),
+            },
+            AuthSettings::Entra(entra) => {
+                let source = AzureTokenSource::from_choice(&entra.credential, entra.scope.clone())
+                    .map_err(|e| StartupError::Credential(e.to_string()))?;
+                Auth::Entra(Arc::new(TokenManager::new(
+                    Arc::new(source),
+                    entra.principal_id.clone(),
+                    entra.refresh_offset,
+                    settings.deadlines.token_fetch,
+                )))
+            }
+        };
+        Ok(Cache::new(
+            target,
+            auth,
+            CacheOptions {
+                cluster_mode: settings.redis.cluster_mode,
+                ride_through: settings.deadlines.ride_through,
+                notifications: settings.redis.notifications,
+            },
+        ))
+    }
+
+    /// [`Cache::from_settings`] with the settings of this process's
+    /// environment (the app settings, in Azure).
+    pub fn from_env() -> Result<Arc<Cache>, StartupError> {
+        Self::from_settings(&Settings::from_env()?)
+    }
 }
 
-/// The process's one cache, in a process-wide once-cell.
+/// The process's one cache.
 static PROCESS_CACHE: OnceLock<Arc<Cache>> = OnceLock::new();
 
 /// The state of this process: its cache is built from `settings` on the
 /// first call and kept in the process-wide cell; later calls share it.
-pub fn process_state(settings: &Settings) -> Result<AppState, StartupError> {
+pub(crate) fn process_state(settings: &Settings) -> Result<AppState, StartupError> {
     let cache = match PROCESS_CACHE.get() {
         Some(cache) => cache.clone(),
         None => {
-            let built = build_cache(settings)?;
+            let built = Cache::from_settings(settings)?;
             // A racing first call may have won: use whichever is in the cell.
             PROCESS_CACHE.get_or_init(|| built).clone()
         }

@@ -38,12 +38,12 @@ const GATHER: Duration = Duration::from_millis(1);
 
 /// Writes what is left when dropped; keep it alive for the whole of `main`.
 #[derive(Debug)]
-pub struct LogGuard {
+pub(crate) struct LogGuard {
     _worker: Option<WorkerGuard>,
 }
 
 /// Installs the global subscriber (once; later calls do nothing).
-pub fn init(format: LogFormat) -> LogGuard {
+pub(crate) fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (stdout, guard) = non_blocking(std::io::stdout());
     let writer = std::io::stderr.with_max_level(Level::WARN).or_else(stdout);

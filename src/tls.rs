@@ -27,7 +27,7 @@ const SYSTEM_BUNDLES: &[&str] = &[
 ];
 
 /// Installs the process-wide rustls crypto provider (once; later calls are no-ops).
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 /// A token as a credential hands it over.
 #[derive(Debug, Clone)]
-pub struct FetchedToken {
+pub(crate) struct FetchedToken {
     /// The access token.
     pub secret: Secret,
     /// When it expires.
@@ -52,18 +52,18 @@ pub enum TokenError {
 }
 
 /// A future that yields a token.
-pub type TokenFuture = Pin<Box<dyn Future<Output = Result<FetchedToken, TokenError>> + Send>>;
+pub(crate) type TokenFuture = Pin<Box<dyn Future<Output = Result<FetchedToken, TokenError>> + Send>>;
 
 /// Something that fetches tokens: an `azure_identity` credential in
 /// production, a scripted fake in unit tests.
-pub trait TokenSource: Send + Sync + 'static {
+pub(crate) trait TokenSource: Send + Sync + 'static {
     /// Fetches a token (no deadline of its own: the manager adds one).
     fn fetch(&self) -> TokenFuture;
 }
 
 /// A token in use, with the instants derived from it.
 #[derive(Debug)]
-pub struct Token {
+pub(crate) struct Token {
     /// The access token, sent as the AUTH password.
     pub secret: Secret,
     /// The Redis user name: `Redis__principalId` or the token's `oid`.
@@ -79,7 +79,7 @@ pub struct Token {
 
 impl Token {
     /// Time left before expiry (zero once expired).
-    pub fn expires_in(&self) -> Duration {
+    pub(crate) fn expires_in(&self) -> Duration {
         self.expires_at.saturating_duration_since(Instant::now())
     }
 

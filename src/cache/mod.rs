@@ -52,9 +52,10 @@ mod standalone;
 mod status;
 
 pub(crate) use context::{Auth, Target};
-pub(crate) use error::{classify, CacheError};
+pub(crate) use error::classify;
+pub use error::CacheError;
 pub(crate) use maintenance::{Kinds, Notice};
-pub(crate) use replay::Replay;
+pub use replay::Replay;
 #[cfg(test)]
 pub(crate) use slot::key_slot;
 pub(crate) use slot::same_slot_prefix;
@@ -91,7 +92,10 @@ enum Mode {
     Cluster(Cluster),
 }
 
-/// The shared connection(s), made on first use.
+/// The connection(s) every invocation shares, made on first use: one
+/// Entra ID–authenticated, TLS connection to the cache, or on a cluster one
+/// per master; re-AUTHed with each new token, ridden through when lost.
+/// Build one with [`Cache::from_settings`]; share it (an `Arc`).
 pub struct Cache {
     ctx: Arc<Context>,
     cluster_mode: ClusterMode,
@@ -252,17 +256,25 @@ impl Cache {
     /// deadline. On a cluster it goes to the master that owns its key (any
     /// master for a keyless command), following `MOVED` and `ASK`. A
     /// command that may have reached Redis before its connection broke is
-    /// sent again only if it is safe to send twice ([`replay`]).
-    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
+    /// sent again only if it is safe to send twice (by its name, see
+    /// [`Replay`]; [`Cache::query_with`] says otherwise).
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: &azure_redis_handler::Cache) -> Result<(), azure_redis_handler::CacheError> {
+    /// use azure_redis_handler::redis;
+    ///
+    /// let () = cache.query(redis::cmd("SET").arg("greeting").arg("hello").arg("EX").arg(60)).await?;
+    /// let greeting: Option<String> = cache.query(redis::cmd("GET").arg("greeting")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
         self.query_with(cmd, Replay::ByCommand).await
     }
 
-    /// [`Cache::query`], saying whether `cmd` is safe to send twice.
-    pub(crate) async fn query_with<T: FromRedisValue>(
-        &self,
-        cmd: &redis::Cmd,
-        replay: Replay,
-    ) -> Result<T, CacheError> {
+    /// [`Cache::query`], saying whether `cmd` is safe to send twice after
+    /// its connection broke (a script of yours that records what it did,
+    /// say: [`Replay::Safe`]).
+    pub async fn query_with<T: FromRedisValue>(&self, cmd: &redis::Cmd, replay: Replay) -> Result<T, CacheError> {
         let call = Call::new(&self.ctx);
         // Known after the first call: read without awaiting the cell.
         let mode = match self.mode.get() {

@@ -15,10 +15,14 @@
 //! A command that was never written (no connection, a redirect, `LOADING`
 //! and the other "not now" answers) may always be sent again.
 
-/// Whether a command may be sent again after it may have been applied.
+/// Whether a command may be sent again after its connection broke once it
+/// was written, when nobody knows whether Redis ran it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Replay {
-    /// Decide from the command's name ([`replay_safe`]).
+pub enum Replay {
+    /// Decide from the command's name: reads, `PING`, `INFO`, `CLIENT
+    /// LIST`, `CLUSTER ...`, `MSET` and plain `SET key value [EX s]` are
+    /// sent again; everything else (`INCR`, `DEL`, `SET ... NX`, scripts,
+    /// ...) is not.
     ByCommand,
     /// Sending it twice does what sending it once does (the caller made sure).
     Safe,

@@ -15,8 +15,8 @@
 use super::{elapsed_ms, Function, Trigger};
 use crate::cache::ShardInfo;
 use crate::error::AppError;
+use crate::functions::AppState;
 use crate::host::{binding, InvocationRequest, InvocationResponse, TimerInfo};
-use crate::state::AppState;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -216,7 +216,7 @@ pub(crate) async fn invoke(
     let timer: TimerInfo = binding(&request.data, None)
         .ok_or_else(|| AppError::BadRequest("the invocation has no timer trigger value (TimerInfo) in Data".into()))?;
     let report = run_check(state, &timer).await;
-    *state.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+    *state.last_check.lock().unwrap_or_else(|p| p.into_inner()) = serde_json::to_value(&report).ok();
     let summary = format!(
         "CacheHealthCheck {}: ping {} ms, round trip {} ms, {} clients, token expires in {} s{}",
         if report.ok { "passed" } else { "FAILED" },

@@ -14,7 +14,7 @@ use super::cache_item::validate_key;
 use super::once::{self, ClientRetry, Incremented};
 use super::{Endpoint, Function, HttpMethod, Trigger};
 use crate::error::AppError;
-use crate::state::AppState;
+use crate::functions::AppState;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};

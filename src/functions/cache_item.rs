@@ -6,7 +6,7 @@
 
 use super::{Endpoint, Function, HttpMethod, Trigger};
 use crate::error::AppError;
-use crate::state::AppState;
+use crate::functions::AppState;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};

@@ -18,10 +18,12 @@ pub(crate) mod health;
 pub(crate) mod once;
 pub(crate) mod ping;
 pub(crate) mod quickstart;
+mod state;
+
+pub use state::AppState;
 
 use crate::error::AppError;
 use crate::host::InvocationRequest;
-use crate::state::AppState;
 use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter};
 use std::future::Future;
@@ -154,15 +156,15 @@ impl Function {
     }
 }
 
-/// The function named `name` (the envelope's path).
-pub(crate) fn by_name(name: &str) -> Option<&'static Function> {
-    FUNCTIONS.iter().find(|f| f.name == name)
+/// The function of `functions` named `name` (the envelope's path).
+pub(crate) fn by_name<'a>(functions: &'a [Function], name: &str) -> Option<&'a Function> {
+    functions.iter().find(|f| f.name == name)
 }
 
-/// The function serving a matched axum path (`/api/cache/{key}`), or an
-/// envelope path (`/CacheHealthCheck`).
-pub(crate) fn by_path(path: &str) -> Option<&'static Function> {
-    FUNCTIONS.iter().find(|f| {
+/// The function of `functions` serving a matched axum path
+/// (`/api/cache/{key}`), or an envelope path (`/CacheHealthCheck`).
+pub(crate) fn by_path<'a>(functions: &'a [Function], path: &str) -> Option<&'a Function> {
+    functions.iter().find(|f| {
         let served = match f.trigger {
             Trigger::Http { route, also, .. } => match path.strip_prefix("/api/") {
                 Some(rest) => rest == route || also.iter().any(|(p, _)| *p == path),

@@ -2,7 +2,7 @@
 
 use super::{elapsed_ms, Endpoint, Function, HttpMethod, Trigger};
 use crate::error::AppError;
-use crate::state::AppState;
+use crate::functions::AppState;
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;

@@ -5,11 +5,8 @@
 //! [`InvocationRequest`] and expects an [`InvocationResponse`] (AZURE-FACTS.md,
 //! "The Functions host and a custom handler"). Strings and numbers inside
 //! `Data` and `Metadata` arrive JSON-encoded a second time, so binding values
-//! are read leniently through [`binding`].
-
-mod envelope;
-
-pub(crate) use envelope::envelope;
+//! are read leniently through [`binding`]. (The adapter that answers the
+//! envelope sits next to the router: `router/envelope.rs`.)
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -29,7 +26,7 @@ pub struct InvocationRequest {
 
 /// The answer to an invocation: output bindings, log lines, return value.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub(crate) struct InvocationResponse {
+pub struct InvocationResponse {
     /// Output binding values by binding name (case-sensitive).
     #[serde(rename = "Outputs")]
     pub outputs: Map<String, Value>,

@@ -67,7 +67,7 @@ fn any_json() -> impl Strategy<Value = Value> {
 /// `POST /<Name>` of every function in the registry: the envelopes the
 /// host may send.
 fn envelope_path(which: usize) -> String {
-    let functions = azure_redis_handler::functions::FUNCTIONS;
+    let functions = azure_redis_handler::FUNCTIONS;
     format!("/{}", functions[which % functions.len()].name)
 }
 

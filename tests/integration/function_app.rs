@@ -5,10 +5,12 @@
 
 use crate::support;
 
-use azure_redis_handler::functions::{Trigger, FUNCTIONS};
+use azure_redis_handler::{Trigger, FUNCTIONS};
+use reqwest::Method;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -145,4 +147,30 @@ fn host_json_configures_the_custom_handler() {
     );
     assert_eq!(host["extensionBundle"]["version"], "[4.*, 5.0.0)");
     assert_eq!(host["extensions"]["http"]["routePrefix"], "api");
+}
+
+/// `examples/visits.rs`, a function app of its own on the library's public
+/// face, serves its `Visits` function beside the built-in ones, over the
+/// same Entra ID connection, and logs it under its name. (`cargo test`
+/// builds the examples; the binary is found beside the test target.)
+#[tokio::test]
+async fn the_example_app_serves_its_own_function() {
+    let example = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory")
+        .join("debug/examples/visits");
+    assert!(example.is_file(), "no example at {}", example.display());
+    let app = support::spawn_app(support::Options::default()).await;
+    let visits = devhost::functions_host::HandlerProcess::spawn(&example, support::app_root(), &app.env)
+        .await
+        .expect("the example starts");
+    for want in [1, 2] {
+        let (s, b) = support::call_handler(&visits, Method::POST, "/api/visits/home", None).await;
+        assert_eq!((s, b["visits"].as_i64()), (200, Some(want)), "{b}");
+    }
+    let (s, b) = support::call_handler(&visits, Method::GET, "/api/visits/home", None).await;
+    assert_eq!((s, b["visits"].as_i64()), (200, Some(2)), "{b}");
+    let (s, b) = support::call_handler(&visits, Method::GET, "/api/ping", None).await;
+    assert_eq!((s, b["pong"].as_bool()), (200, Some(true)), "the built-ins too: {b}");
+    support::wait_for_handler_output(&visits, "function=\"Visits\"", Duration::from_secs(5)).await;
 }

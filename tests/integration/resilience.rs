@@ -80,7 +80,7 @@ async fn gateway_enforces_tokens_and_expiry() {
         };
         redis::Client::build_with_tls(info, certs).unwrap()
     };
-    azure_redis_handler::tls::install_crypto_provider();
+    crate::support::install_crypto_provider();
     let wrong = client(&app.oid, "eyJ.not.valid")
         .get_multiplexed_async_connection()
         .await;

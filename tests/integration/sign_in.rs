@@ -6,12 +6,11 @@
 //! same source again and re-authenticates the same connection.
 //!
 //! What cannot be pointed at a stand-in is not here: IMDS
-//! (`http://169.254.169.254` is a constant in azure_identity 1.0.0).
+//! (`http://169.254.169.254` is a constant in azure_identity 1.0.0). The
+//! identity client's trust of `SSL_CERT_FILE` is a unit test of
+//! `credential.rs`.
 
 use crate::support::{app_root, handler_binary, unix_ms, wait_until};
-use azure_redis_handler::credential::AzureTokenSource;
-use azure_redis_handler::settings::{Authority, CredentialChoice};
-use azure_redis_handler::token::TokenSource;
 use devhost::entra::{
     CliConfig, DeveloperCli, EntraConfig, EntraEndpoint, FederatedCredential, Presented, Principal, Tool,
 };
@@ -397,47 +396,5 @@ async fn sovereign_cloud_authority_and_scope() {
     assert_eq!(
         calls[0].args,
         ["account", "get-access-token", "-o", "json", "--scope", scope.as_str()]
-    );
-}
-
-/// The identity HTTP client trusts the CA the `SSL_CERT_FILE` setting names
-/// (here not in this process's environment, so only the handler's own client
-/// can know it), and verifies: an endpoint whose CA is not trusted is
-/// refused.
-#[tokio::test]
-async fn identity_client_trusts_the_configured_ca_and_verifies() {
-    azure_redis_handler::tls::install_crypto_provider();
-    let pki = Pki::generate().unwrap();
-    let cfg = EntraConfig {
-        client_secret: Some("s".into()),
-        ..EntraConfig::default()
-    };
-    let idp = EntraEndpoint::start(&pki, cfg.clone()).await.expect("Entra stand-in");
-    let choice = |ca: &std::path::Path| CredentialChoice::ClientSecret {
-        tenant_id: cfg.principal.tenant_id.clone(),
-        client_id: cfg.client_id.clone(),
-        secret: azure_redis_handler::secret::Secret::new("s"),
-        authority: Authority {
-            host: Some(idp.authority_host()),
-            extra_ca_file: Some(ca.to_owned()),
-        },
-    };
-    let trusted = AzureTokenSource::from_choice(&choice(&pki.ca_path), REDIS_SCOPE.into()).unwrap();
-    let token = trusted
-        .fetch()
-        .await
-        .expect("a token over TLS trusted through the setting");
-    assert!(idp.claims(token.secret.expose()).is_some());
-
-    let other = Pki::generate().unwrap();
-    let untrusted = AzureTokenSource::from_choice(&choice(&other.ca_path), REDIS_SCOPE.into()).unwrap();
-    let err = untrusted
-        .fetch()
-        .await
-        .expect_err("an endpoint signed by an unknown CA is refused");
-    assert_eq!(
-        idp.requests().len(),
-        1,
-        "the refused handshake never reached the endpoint: {err}"
     );
 }

@@ -107,7 +107,7 @@ pub async fn spawn_cluster_app(opts: ClusterAppOptions) -> ClusterApp {
 impl ClusterRig {
     /// Starts everything but the handler (see [`spawn_cluster_app`]).
     pub async fn start(opts: &ClusterAppOptions) -> ClusterRig {
-        azure_redis_handler::tls::install_crypto_provider();
+        crate::support::install_crypto_provider();
         let pki = Pki::generate_for_hosts(&[HOST]).expect("test PKI naming a host name only");
         let cluster = RedisCluster::start(&pki, opts.cluster)
             .await

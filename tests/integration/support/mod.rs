@@ -119,16 +119,24 @@ pub fn app_root() -> &'static Path {
 /// Redis call fails fast (503), so tests of parsing and routing need no
 /// servers. `max_value_bytes` sets `CACHE_MAX_VALUE_BYTES`.
 pub fn router_without_cache(max_value_bytes: usize) -> axum::Router {
-    use azure_redis_handler::router::router;
-    use azure_redis_handler::state::{build_cache, AppState};
-    let settings = azure_redis_handler::settings::Settings::from_lookup(|k| match k {
+    use azure_redis_handler::{router, AppState, Cache, Settings};
+    let settings = Settings::from_lookup(|k| match k {
         "Redis" => Some("127.0.0.1:1,password=k,ssl=False".into()),
         "Redis__connectTimeoutSeconds" | "Redis__commandTimeoutSeconds" => Some("0.2".into()),
         "CACHE_MAX_VALUE_BYTES" => Some(max_value_bytes.to_string()),
         _ => None,
     })
     .expect("settings for a router without a cache");
-    router(AppState::new(build_cache(&settings).expect("cache handle"), &settings))
+    router(AppState::new(
+        Cache::from_settings(&settings).expect("cache handle"),
+        &settings,
+    ))
+}
+
+/// Installs rustls's crypto provider for the tests' own TLS clients (once;
+/// later calls do nothing).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// Starts Redis, the identity endpoint and the handler; returns once the

@@ -3,10 +3,10 @@
 //! function (a timer's body, or the same `/api/...` route the proxy
 //! reaches) and its answer wrapped for the host (`Outputs.res`).
 
-use super::{binding, HttpRequestData, HttpResponseData, InvocationRequest, InvocationResponse};
 use crate::error::AppError;
+use crate::functions::AppState;
 use crate::functions::{self, Trigger};
-use crate::state::AppState;
+use crate::host::{binding, HttpRequestData, HttpResponseData, InvocationRequest, InvocationResponse};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, Method};
@@ -20,8 +20,8 @@ pub(crate) async fn envelope(
     Path(function): Path<String>,
     body: Body,
 ) -> Result<Response, AppError> {
-    let spec =
-        functions::by_name(&function).ok_or_else(|| AppError::NotFound(format!("no function named {function:?}")))?;
+    let spec = functions::by_name(state.functions(), &function)
+        .ok_or_else(|| AppError::NotFound(format!("no function named {function:?}")))?;
     let limit = state.max_value_bytes.saturating_mul(2).saturating_add(64 * 1024);
     let bytes = axum::body::to_bytes(body, limit)
         .await

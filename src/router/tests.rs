@@ -2,48 +2,27 @@
 //! answered before Redis is touched, or meets a cache that is not there.
 
 use super::*;
-use crate::cache::{Auth, Cache, CacheOptions, Target};
-use crate::secret::Secret;
-use crate::settings::Deadlines;
+use crate::cache::Cache;
 use axum::body::Body;
 use http_body_util::BodyExt;
-use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
 /// A handler whose cache is a closed port: every Redis call fails fast.
 fn test_app(max_value_bytes: usize) -> Router {
-    let target = Target {
-        host: "127.0.0.1".into(),
-        port: 1,
-        tls: false,
-        extra_roots: None,
-        deadlines: Deadlines {
-            token_fetch: Duration::from_secs(1),
-            connect: Duration::from_millis(300),
-            command: Duration::from_millis(300),
-            ride_through: Duration::ZERO,
-        },
-    };
-    let cache = Cache::new(
-        target,
-        Auth::AccessKey {
-            user: None,
-            password: Secret::new("k"),
-        },
-        CacheOptions {
-            cluster_mode: crate::settings::ClusterMode::Standalone,
-            ride_through: Duration::ZERO,
-            notifications: crate::settings::NotificationSetting::Off,
-        },
-    );
-    let state = AppState {
-        cache,
-        max_value_bytes,
-        worker_id: "test".into(),
-        last_check: Arc::default(),
-    };
-    router(state)
+    let settings = crate::settings::Settings::from_lookup(|k| match k {
+        "Redis" => Some("127.0.0.1:1,password=k,ssl=False".into()),
+        "Redis__connectTimeoutSeconds" | "Redis__commandTimeoutSeconds" => Some("0.3".into()),
+        "Redis__rideThroughSeconds" => Some("0".into()),
+        "Redis__clusterMode" => Some("standalone".into()),
+        "Redis__maintenanceNotifications" => Some("off".into()),
+        "CACHE_MAX_VALUE_BYTES" => Some(max_value_bytes.to_string()),
+        "FUNCTIONS_CUSTOMHANDLER_WORKER_ID" => Some("test".into()),
+        _ => None,
+    })
+    .expect("settings for a router without a cache");
+    let cache = Cache::from_settings(&settings).expect("a cache handle");
+    router(AppState::new(cache, &settings))
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: impl Into<Body>) -> (u16, serde_json::Value) {
@@ -183,7 +162,7 @@ async fn unreachable_cache_is_503() {
 #[tokio::test]
 async fn http_envelope_wraps_the_answer() {
     let app = test_app(10);
-    let envelope = include_str!("../tests/data/http_put_envelope.json");
+    let envelope = include_str!("../../tests/data/http_put_envelope.json");
     let (status, json) = call(&app, "POST", "/CacheItem", Body::from(envelope)).await;
     assert_eq!(status, 200, "{json}");
     // The value is 13 bytes, over this app's 10-byte limit.
@@ -196,7 +175,7 @@ async fn http_envelope_wraps_the_answer() {
 #[tokio::test]
 async fn failed_timer_check_is_500_with_reasons() {
     let app = test_app(10);
-    let envelope = include_str!("../tests/data/timer_null_status.json");
+    let envelope = include_str!("../../tests/data/timer_null_status.json");
     let (status, json) = call(&app, "POST", "/CacheHealthCheck", Body::from(envelope)).await;
     assert_eq!(status, 500, "{json}");
     assert_eq!(json["ReturnValue"]["ok"], false);

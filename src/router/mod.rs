@@ -8,28 +8,34 @@
 //! the same router (or runs as a timer). Routes come from the function
 //! registry, [`functions::FUNCTIONS`].
 //!
+//! Functions added with [`AppState::with_functions`] are served the same
+//! way as the built-in ones.
+//!
 //! Whichever way, the invocation id comes in a header
 //! (`X-Azure-Functions-InvocationId`, and from the proxy `x-ms-invocation-id`
 //! too) and every log line of the invocation carries it: the proxy's answer
 //! has no `Logs` array for the host to file under the invocation.
 
+mod envelope;
+
 use crate::error::AppError;
-use crate::functions::{self, Trigger};
-use crate::state::AppState;
-use axum::extract::{MatchedPath, Request};
+use crate::functions::AppState;
+use crate::functions::{self, Function, Trigger};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-/// The `/api/...` routes alone, one per HTTP function of the registry
+/// The `/api/...` routes alone, one per HTTP function of the state
 /// (what proxying and forwarding reach, and what envelopes are turned into).
-pub(crate) fn api_router(state: AppState) -> Router {
+fn api_router(state: AppState) -> Router {
     let mut router = Router::new();
-    for function in functions::FUNCTIONS {
+    for function in state.functions() {
         let (Some(path), Some(methods)) = (function.api_path(), function.method_router()) else {
             continue;
         };
@@ -46,18 +52,33 @@ pub(crate) fn api_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The whole handler: readiness, `/api/...`, envelopes, logging.
+/// The whole handler for `state`'s functions: readiness (`GET /`), the
+/// HTTP functions at `/api/...`, the host's envelopes (`POST /<Name>`), and
+/// one log line per invocation. [`crate::run`] serves it; a program of its
+/// own can serve it, or merge it into a router of its own.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use azure_redis_handler::{router, AppState, Cache, Settings};
+///
+/// let settings = Settings::from_env()?;
+/// let state = AppState::new(Cache::from_settings(&settings)?, &settings);
+/// let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.listen_port)).await?;
+/// axum::serve(listener, router(state)).await?;
+/// # Ok(()) }
+/// ```
 pub fn router(state: AppState) -> Router {
+    let functions: Arc<[Function]> = state.functions().into();
     let api = api_router(state.clone());
     let envelopes = Router::new()
-        .route("/{function}", post(crate::host::envelope).fallback(method_not_allowed))
+        .route("/{function}", post(envelope::envelope).fallback(method_not_allowed))
         .with_state((state, api.clone()));
     Router::new()
         .route("/", get(ready).head(ready))
         .merge(api)
         .merge(envelopes)
         .fallback(not_found)
-        .layer(middleware::from_fn(log_invocation))
+        .layer(middleware::from_fn_with_state(functions, log_invocation))
 }
 
 /// `GET /`: the host polls this every 25 ms until it answers.
@@ -93,7 +114,7 @@ pub(crate) fn invocation_id(headers: &axum::http::HeaderMap) -> &str {
 /// Runs the invocation in a span holding the function name and invocation
 /// id, so that every line it logs carries both, and logs one line when it is
 /// done: function, invocation id, status, duration.
-async fn log_invocation(request: Request, next: Next) -> Response {
+async fn log_invocation(State(functions): State<Arc<[Function]>>, request: Request, next: Next) -> Response {
     let path = request
         .extensions()
         .get::<MatchedPath>()
@@ -101,9 +122,11 @@ async fn log_invocation(request: Request, next: Next) -> Response {
     if path == "/" {
         return next.run(request).await;
     }
-    let function = match functions::by_path(path) {
+    let function = match functions::by_path(&functions, path) {
         Some(f) => f.name,
-        None if path == "/{function}" => functions::by_path(request.uri().path()).map_or("unknown", |f| f.name),
+        None if path == "/{function}" => {
+            functions::by_path(&functions, request.uri().path()).map_or("unknown", |f| f.name)
+        }
         None => "unknown",
     };
     // Borrowed: the span formats it right away.
@@ -120,5 +143,4 @@ async fn log_invocation(request: Request, next: Next) -> Response {
 }
 
 #[cfg(test)]
-#[path = "router_tests.rs"]
 mod tests;

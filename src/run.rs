@@ -1,0 +1,112 @@
+//! The handler as a program: read the settings, set up logging, bind,
+//! serve until SIGTERM. [`crate::run`] is the whole `main` of the `handler`
+//! binary, and of a function app of one's own that adds its functions to
+//! the built-in ones; `handler doctor` runs the first-run check instead.
+
+use crate::functions::Function;
+use crate::settings::Settings;
+use crate::state::{process_state, StartupError};
+use crate::{doctor, malloc, router, server, telemetry, tls};
+use std::process::ExitCode;
+
+/// Runs the function app: the built-in functions and `extra` ones, served
+/// as the Functions host expects of a custom handler (`127.0.0.1` on the
+/// port the host gives, ready at once, one Entra ID–authenticated
+/// connection per process, a drain on SIGTERM), until the host stops it.
+/// With the argument `doctor`, checks the connection it would make instead
+/// and exits. Exit codes: 0 after a clean stop, 1 on a runtime failure, 2
+/// for a bad setting.
+///
+/// ```no_run
+/// use azure_redis_handler::axum::extract::{Path, State};
+/// use azure_redis_handler::axum::{routing, Json};
+/// use azure_redis_handler::{redis, AppError, AppState, Endpoint, Function, HttpMethod, Trigger};
+///
+/// /// `POST /api/visits/{page}`: counts a page's visits.
+/// const VISITS: Function = Function {
+///     name: "Visits",
+///     trigger: Trigger::Http {
+///         route: "visits/{page}",
+///         endpoints: &[Endpoint { method: HttpMethod::Post, handler: |on| routing::on(on, visit) }],
+///         also: &[],
+///     },
+/// };
+///
+/// async fn visit(State(state): State<AppState>, Path(page): Path<String>) -> Result<Json<i64>, AppError> {
+///     Ok(Json(state.cache().query(redis::cmd("INCR").arg(format!("visits:{page}"))).await?))
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     azure_redis_handler::run(&[VISITS])
+/// }
+/// ```
+pub fn run(extra: &[Function]) -> ExitCode {
+    malloc::use_one_arena();
+    let check = std::env::args().nth(1).is_some_and(|a| a == "doctor");
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) if check => runtime.block_on(check_only()),
+        Ok(runtime) => runtime.block_on(serve(extra)),
+        Err(e) => {
+            eprintln!("handler: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(extra: &[Function]) -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => return fail(&e.into()),
+    };
+    // Held to the end: dropping it writes the log lines still waiting.
+    let _log = telemetry::init(settings.log_format);
+    tls::install_crypto_provider();
+    let state = match process_state(&settings) {
+        Ok(state) => state.with_functions(extra),
+        Err(e) => return fail(&e),
+    };
+    let listener = match server::bind(settings.listen_port).await {
+        Ok(l) => l,
+        Err(source) => {
+            return fail(&StartupError::Listen {
+                port: settings.listen_port,
+                source,
+            })
+        }
+    };
+    tracing::info!(port = settings.listen_port, cache = %format!("{}:{}", settings.redis.host, settings.redis.port), "handler listening on 127.0.0.1");
+    state.warm_up();
+    match server::serve(listener, router(state), settings.drain).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("handler: server error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints why the handler cannot start, on one line, and gives its exit code.
+fn fail(e: &StartupError) -> ExitCode {
+    eprintln!("handler: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+/// `handler doctor`: each step of the connection, printed; exit 0 when all
+/// pass, 1 when one fails, 2 for bad settings (as the handler itself).
+async fn check_only() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("  FAILED  settings        {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tls::install_crypto_provider();
+    println!("handler doctor: the connection the handler would make with these settings");
+    if doctor::run(&settings, &mut std::io::stdout()).await {
+        println!("all checks passed");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
