@@ -39,6 +39,7 @@
 //!   data).
 //! - `functions`: one file per function, and the registry of them all.
 //! - `body`: reading request bodies within a limit.
+//! - `clock`: the time of day as answers write it.
 //! - `error`: the error every function answers with.
 //! - `state`: start-up wiring: a cache from the settings, the process's one
 //!   (a process-wide once-cell), the state functions share, the typed
@@ -58,6 +59,7 @@
 
 mod body;
 mod cache;
+mod clock;
 mod credential;
 mod doctor;
 mod error;

@@ -188,7 +188,7 @@ impl Maintenance {
             kind: kind.to_owned(),
             node: node.to_owned(),
             start_time,
-            received_at: now_rfc3339(),
+            received_at: crate::clock::now_rfc3339(),
             received: Some(Instant::now()),
         });
     }
@@ -205,12 +205,6 @@ impl Maintenance {
             *current = None;
         }
     }
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// A push element as text, whatever RESP type carries it.

@@ -107,7 +107,7 @@ pub(crate) async fn run_check(state: &AppState, timer: &TimerInfo) -> CheckRepor
         .collect();
     CheckReport {
         ok: failures.is_empty(),
-        checked_at: now_rfc3339(),
+        checked_at: crate::clock::now_rfc3339(),
         ping_ms: slowest(|c| c.ping_ms),
         round_trip_ms: slowest(|c| c.round_trip_ms),
         probe_key: checks.first().map(|c| c.probe_key.clone()).unwrap_or_default(),
@@ -248,10 +248,4 @@ pub(crate) async fn invoke(
 
 fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
