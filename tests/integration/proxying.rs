@@ -10,8 +10,9 @@ use crate::support;
 use crate::support::{spawn_app, Options, TestApp};
 use devhost::app_manifest::{AppManifest, HttpMode};
 use devhost::local::console::{Invocation, Outcome};
-use devhost::local::http::{router, Shared};
+use devhost::local::http::router;
 use devhost::local::routes::RouteTable;
+use devhost::local::state::HostState;
 use devhost::local::{console::InvocationLog, timer};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -40,7 +41,7 @@ async fn local_host(app: &TestApp, mode: HttpMode) -> LocalHost {
     manifest.host.forwarding = mode != HttpMode::Envelope;
     let timers = timer::plan(&manifest, &[], |_| None).expect("timer schedules");
     let log = InvocationLog::default();
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(HostState {
         routes: RouteTable::new(&manifest),
         manifest,
         handler: app.handler.client(),

@@ -104,16 +104,8 @@ async fn token(State(s): State<Arc<Shared>>, Path(tenant): Path<String>, headers
 
 /// Entra ID's error body.
 fn error_response(authority: &str, r: Refusal) -> Response {
-    let now = time::OffsetDateTime::now_utc();
-    let timestamp = format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    );
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    let timestamp = time::OffsetDateTime::now_utc().format(&format).unwrap_or_default();
     let (trace_id, correlation_id) = (uuid_v4(), uuid_v4());
     let body = json!({
         "error": r.error,

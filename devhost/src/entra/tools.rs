@@ -167,15 +167,8 @@ fn one_default_scope<'a>(scopes: &[&'a str]) -> Option<&'a str> {
 /// Unix seconds as RFC 3339 in UTC, `2026-01-02T03:04:05Z`.
 fn rfc3339(unix: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// Unix seconds as az prints `expiresOn`: local time, microseconds, no zone.

@@ -3,7 +3,7 @@
 //! (one [`super::HandlerProcess`] started, or one found by `devhost invoke`).
 //!
 //! Follows AZURE-FACTS "The Functions host and a custom handler" (proxying
-//! is in [`super::proxy`]): forwarding keeps method, `/api/...` path and
+//! is in `proxy.rs`): forwarding keeps method, `/api/...` path and
 //! query and adds `X-Azure-Functions-InvocationId` and
 //! `X-Azure-Functions-HostVersion`, the
 //! body only when non-empty, redirects not followed; other invocations are
@@ -49,7 +49,7 @@ impl HandlerClient {
                 .redirect(reqwest::redirect::Policy::none())
         };
         let client = builder().timeout(REQUEST_TIMEOUT).build()?;
-        let proxy = builder().read_timeout(super::proxy::ACTIVITY_TIMEOUT).build()?;
+        let proxy = builder().read_timeout(super::ACTIVITY_TIMEOUT).build()?;
         let base_url = base_url.into().trim_end_matches('/').to_string();
         Ok(HandlerClient {
             client,

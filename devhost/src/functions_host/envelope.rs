@@ -154,23 +154,15 @@ fn flat(pairs: &[(&str, &str)]) -> Map<String, Value> {
 
 /// .NET's `DateTimeOffset` text in UTC, `2024-05-01T10:15:00+00:00`.
 pub fn dotnet_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+00:00");
+    t.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
 }
 
 /// .NET's UTC `DateTime` text with 7 fractional digits, `…T10:15:00.1234567Z`.
 fn utc_now_dotnet() -> String {
-    let t = OffsetDateTime::now_utc();
-    let base = dotnet_time(t);
-    format!("{}.{:07}Z", &base[..19], t.nanosecond() / 100)
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z");
+    OffsetDateTime::now_utc().format(&format).unwrap_or_default()
 }
 
 #[cfg(test)]

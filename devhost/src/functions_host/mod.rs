@@ -38,6 +38,9 @@ use tokio::process::{Child, Command};
 /// The host version the emulator claims (headers and User-Agent).
 pub const HOST_VERSION: &str = "4.1037.0.0";
 
+/// A proxied answer silent this long is cut (YARP `ActivityTimeout`).
+pub const ACTIVITY_TIMEOUT: Duration = Duration::from_secs(240);
+
 /// How long the host waits for `GET /` to answer (`initializationTimeout`).
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -39,8 +39,7 @@ pub const FIRST_DELAY: Duration = Duration::from_millis(50);
 /// The longest wait between two tries.
 pub const MAX_DELAY: Duration = Duration::from_millis(250);
 
-/// A proxied answer silent this long is cut (YARP `ActivityTimeout`).
-pub const ACTIVITY_TIMEOUT: Duration = Duration::from_secs(240);
+pub use super::ACTIVITY_TIMEOUT;
 
 /// The invocation id header YARP adds next to the host's own.
 pub const MS_INVOCATION_ID: &str = "x-ms-invocation-id";

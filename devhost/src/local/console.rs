@@ -8,17 +8,9 @@ use tokio::sync::broadcast;
 
 /// UTC now as `2024-05-01T10:15:00.123Z`, the stamp `func start` prints.
 pub fn stamp() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    time::OffsetDateTime::now_utc().format(&format).unwrap_or_default()
 }
 
 /// How an invocation ended.
@@ -70,6 +62,17 @@ impl InvocationLog {
     /// loses the oldest).
     pub fn follow(&self) -> broadcast::Receiver<Invocation> {
         self.followers.subscribe()
+    }
+
+    /// Records an invocation that ended with `outcome`, started at `started`.
+    pub fn record_outcome(&self, function: &str, what: &str, outcome: Outcome, started: std::time::Instant, id: &str) {
+        self.record(Invocation {
+            function: function.to_string(),
+            what: what.to_string(),
+            outcome,
+            elapsed: started.elapsed(),
+            id: id.to_string(),
+        });
     }
 
     /// Prints `[stamp] <function> <what> -> <status> (<ms> ms) id=<short id>`

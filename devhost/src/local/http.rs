@@ -15,10 +15,10 @@
 //! `ReturnValue` for `$return`). Function keys are not checked, as with
 //! `func start`.
 
-use super::console::{self, Invocation, InvocationLog, Outcome};
-use super::routes::{RouteMatch, RouteTable};
-use super::timer::Timer;
-use crate::app_manifest::{AppManifest, Function, HttpMode, HttpTrigger, Trigger};
+use super::console::{self, Outcome};
+use super::routes::RouteMatch;
+use super::state::HostState;
+use crate::app_manifest::{Function, HttpMode, HttpTrigger, Trigger};
 use crate::functions_host::{http_envelope_metadata, http_envelope_request, new_invocation_id, HandlerClient};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -45,37 +45,8 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// What the HTTP front and the timers share.
-pub struct Shared {
-    /// The app.
-    pub manifest: AppManifest,
-    /// Its HTTP routes.
-    pub routes: RouteTable,
-    /// The running handler.
-    pub handler: HandlerClient,
-    /// Its timer functions.
-    pub timers: Vec<Arc<Timer>>,
-    /// Where finished invocations are printed.
-    pub log: InvocationLog,
-    /// The built-in cache, which `devhost maintenance` plays against.
-    pub local: Option<Arc<super::stack::LocalCache>>,
-}
-
-impl Shared {
-    /// Prints a finished invocation (see [`InvocationLog::record`]).
-    pub fn record(&self, function: &str, what: &str, outcome: Outcome, started: Instant, id: &str) {
-        self.log.record(Invocation {
-            function: function.to_string(),
-            what: what.to_string(),
-            outcome,
-            elapsed: started.elapsed(),
-            id: id.to_string(),
-        });
-    }
-}
-
 /// The local host's routes.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: Arc<HostState>) -> Router {
     Router::new()
         .route("/admin/host/status", get(host_status))
         .route("/admin/functions/{name}", post(admin_invoke))
@@ -90,7 +61,7 @@ async fn host_status() -> Json<Value> {
 
 /// The admin API's manual run of a non-HTTP function: 202 at once, the
 /// invocation printed when it ends.
-async fn admin_invoke(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> Response {
+async fn admin_invoke(State(s): State<Arc<HostState>>, Path(name): Path<String>, body: Bytes) -> Response {
     let Some(f) = s.manifest.function(&name).cloned() else {
         return (StatusCode::NOT_FOUND, format!("no function named {name}\n")).into_response();
     };
@@ -99,7 +70,7 @@ async fn admin_invoke(State(s): State<Arc<Shared>>, Path(name): Path<String>, bo
         Trigger::Http(_) => (StatusCode::BAD_REQUEST, "HTTP functions are called at their URL\n").into_response(),
         Trigger::Timer(_) => {
             if let Some(t) = s.timers.iter().find(|t| t.function == f.name).cloned() {
-                tokio::spawn(async move { t.fire(&s, "timer (admin)", None).await });
+                tokio::spawn(async move { t.fire(&s.handler, &s.log, "timer (admin)", None).await });
             }
             StatusCode::ACCEPTED.into_response()
         }
@@ -120,7 +91,7 @@ async fn admin_invoke(State(s): State<Arc<Shared>>, Path(name): Path<String>, bo
 
 /// `devhost maintenance <play>`: plays it against the built-in cache and
 /// answers its steps when done.
-async fn maintenance(State(s): State<Arc<Shared>>, Path(play): Path<String>) -> Response {
+async fn maintenance(State(s): State<Arc<HostState>>, Path(play): Path<String>) -> Response {
     let Some(play) = super::maintenance::Play::parse(&play) else {
         return (
             StatusCode::NOT_FOUND,
@@ -141,7 +112,7 @@ async fn maintenance(State(s): State<Arc<Shared>>, Path(play): Path<String>) -> 
     }
 }
 
-async fn any(State(s): State<Arc<Shared>>, req: Request) -> Response {
+async fn any(State(s): State<Arc<HostState>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let Some(RouteMatch { function, params }) = s.routes.find(req.method().as_str(), &path) else {
         if path == "/" && req.method() == Method::GET {
@@ -193,22 +164,8 @@ async fn any(State(s): State<Arc<Shared>>, req: Request) -> Response {
             s.record(&f.name, &what, Outcome::Status(rsp.status().as_u16()), started, &id);
             rsp
         }
-        Err(e) => failed(&s, &f.name, &what, &e, started, &id),
+        Err(e) => s.failed(&f.name, &what, &e, started, &id),
     }
-}
-
-/// Records a failed invocation and answers 500, as the host does when an
-/// invocation fails without an answer.
-pub(super) fn failed(
-    s: &Shared,
-    function: &str,
-    what: &str,
-    e: &anyhow::Error,
-    started: Instant,
-    id: &str,
-) -> Response {
-    s.record(function, what, Outcome::Failed(format!("{e:#}")), started, id);
-    (StatusCode::INTERNAL_SERVER_ERROR, format!("devhost: {e:#}\n")).into_response()
 }
 
 /// One incoming request, parsed.

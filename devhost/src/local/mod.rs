@@ -20,6 +20,7 @@ mod proxy;
 pub mod routes;
 pub mod run_file;
 pub mod stack;
+pub mod state;
 pub mod timer;
 
 use crate::app_manifest::AppManifest;
@@ -83,7 +84,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     let described: Vec<(String, String)> = timers.iter().map(|t| (t.function.clone(), t.describe())).collect();
     console::functions(&manifest, &base_url, &described);
 
-    let shared = Arc::new(http::Shared {
+    let shared = Arc::new(state::HostState {
         routes: routes::RouteTable::new(&manifest),
         manifest,
         handler: stack.handler.client(),
@@ -104,7 +105,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         .iter()
         .map(|t| {
             let (t, s, stop) = (t.clone(), shared.clone(), stop_rx.clone());
-            tokio::spawn(async move { t.run(&s, stop).await })
+            tokio::spawn(async move { t.run(&s.handler, &s.log, stop).await })
         })
         .collect();
     let run_file = run_file::RunFile::write(

@@ -13,7 +13,7 @@
 //! prints the invocation as [`Outcome::CallerGone`].
 
 use super::console::Outcome;
-use super::http::{failed, Shared};
+use super::state::HostState;
 use crate::functions_host::proxy::passes;
 use crate::functions_host::{Origin, ProxyRequest};
 use axum::body::{Body, Bytes};
@@ -30,7 +30,7 @@ use std::time::Instant;
 /// Proxies one invocation of `function` and answers with the handler's
 /// streamed answer; the invocation is printed when that answer ends.
 pub(super) async fn proxy(
-    s: &Arc<Shared>,
+    s: &Arc<HostState>,
     function: &str,
     what: String,
     id: String,
@@ -57,7 +57,7 @@ pub(super) async fn proxy(
         Ok(r) => r,
         Err(e) => {
             let e = anyhow::Error::new(e).context("proxying the request to the handler");
-            return failed(s, function, &what, &e, started, &id);
+            return s.failed(function, &what, &e, started, &id);
         }
     };
     let status = rsp.status();
@@ -95,7 +95,7 @@ pub(super) async fn proxy(
 
 /// What is printed when the answer ends.
 struct End {
-    shared: Arc<Shared>,
+    shared: Arc<HostState>,
     function: String,
     what: String,
     id: String,

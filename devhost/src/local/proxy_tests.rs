@@ -2,8 +2,9 @@
 //! reached it and when, so each test waits on the event it is about.
 
 use super::super::console::{Invocation, InvocationLog, Outcome};
-use super::super::http::{router, Shared};
+use super::super::http::router;
 use super::super::routes::RouteTable;
+use super::super::state::HostState;
 use crate::app_manifest::{AppManifest, Function, HostSettings};
 use crate::functions_host::HandlerClient;
 use axum::body::{Body, Bytes};
@@ -167,7 +168,7 @@ async fn local_host(flags: Value, handler_url: &str) -> (String, InvocationLog) 
         functions: vec![function("Echo"), function("Endless"), function("Gated")],
     };
     let log = InvocationLog::default();
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(HostState {
         routes: RouteTable::new(&manifest),
         manifest,
         handler: HandlerClient::new(handler_url).unwrap(),

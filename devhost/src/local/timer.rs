@@ -9,10 +9,9 @@
 //! occurrence firing now; `LastUpdated` = when it was written), and null when
 //! `useMonitor` is false or the schedule fires more than once a minute.
 
-use super::console::{self, Outcome};
-use super::http::Shared;
+use super::console::{self, InvocationLog, Outcome};
 use crate::app_manifest::{expand_settings, AppManifest, Trigger};
-use crate::functions_host::{new_invocation_id, timer_info_with_status, ScheduleStatus};
+use crate::functions_host::{new_invocation_id, timer_info_with_status, HandlerClient, ScheduleStatus};
 use crate::schedule::Schedule;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -98,16 +97,22 @@ impl Timer {
 
     /// Sends one invocation, prints it, and (for a `scheduled` run) records
     /// the run in the schedule status.
-    pub async fn fire(&self, shared: &Shared, what: &str, scheduled: Option<DateTime<Utc>>) {
+    pub async fn fire(
+        &self,
+        handler: &HandlerClient,
+        log: &InvocationLog,
+        what: &str,
+        scheduled: Option<DateTime<Utc>>,
+    ) {
         let id = new_invocation_id();
         let data = json!({ &self.binding: self.timer_info(false) });
         let started = Instant::now();
-        let result = shared.handler.invoke_as(&id, &self.function, data, json!({})).await;
+        let result = handler.invoke_as(&id, &self.function, data, json!({})).await;
         match result {
             Ok(rsp) => {
                 let status = rsp.status().as_u16();
                 let body: Value = rsp.json().await.unwrap_or(Value::Null);
-                shared.record(&self.function, what, Outcome::Status(status), started, &id);
+                log.record_outcome(&self.function, what, Outcome::Status(status), started, &id);
                 if (200..300).contains(&status) {
                     let logs: Vec<String> = body["Logs"]
                         .as_array()
@@ -118,7 +123,7 @@ impl Timer {
                     console::logs(&self.function, &[format!("answer: {body}")]);
                 }
             }
-            Err(e) => shared.record(&self.function, what, Outcome::Failed(e.to_string()), started, &id),
+            Err(e) => log.record_outcome(&self.function, what, Outcome::Failed(e.to_string()), started, &id),
         }
         if let Some(at) = scheduled {
             let now = Utc::now();
@@ -134,7 +139,7 @@ impl Timer {
 
     /// Fires on schedule (and once at start with `runOnStartup`) until
     /// `stop` turns true; an invocation in flight is finished first.
-    pub async fn run(&self, shared: &Shared, mut stop: watch::Receiver<bool>) {
+    pub async fn run(&self, handler: &HandlerClient, log: &InvocationLog, mut stop: watch::Receiver<bool>) {
         let Ok(first) = self.schedule.next_after(Utc::now()) else {
             return;
         };
@@ -144,7 +149,7 @@ impl Timer {
             last_updated: to_time(Utc::now()),
         });
         if self.run_on_startup {
-            self.fire(shared, "timer (runOnStartup)", None).await;
+            self.fire(handler, log, "timer (runOnStartup)", None).await;
         }
         let mut next = first;
         loop {
@@ -157,7 +162,7 @@ impl Timer {
                 return;
             }
             let what = format!("timer (scheduled {})", next.format("%H:%M:%S"));
-            self.fire(shared, &what, Some(next)).await;
+            self.fire(handler, log, &what, Some(next)).await;
             match self.schedule.next_after(next.max(Utc::now())) {
                 Ok(n) => next = n,
                 Err(_) => return,
