@@ -323,10 +323,10 @@ impl TokenManager {
         state.in_flight = Some(rx.clone());
         drop(state);
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
-        let me = self.clone();
+        let source = self.clone();
         tokio::spawn(async move {
-            let outcome = me.fetch_and_install().await;
-            me.refresh.lock().unwrap_or_else(|p| p.into_inner()).in_flight = None;
+            let outcome = source.fetch_and_install().await;
+            source.refresh.lock().unwrap_or_else(|p| p.into_inner()).in_flight = None;
             tx.send_replace(Some(outcome));
         });
         Refresh::InFlight(rx)

@@ -21,9 +21,9 @@
 //! while the handler verifies every node against `Redis__redisHostName`.
 
 use crate::load::{self, BenchTarget, LoadResult};
-use crate::report::{group, median};
 use crate::rig::{key, Program, Server, BENCH_USER, KEYSPACE, VALUE_BYTES};
 use crate::scenarios::{print_point, Op, Side, Timing};
+use crate::stats::{group, median};
 use anyhow::{ensure, Context};
 use devhost::identity::{IdentityConfig, IdentityEndpoint};
 use devhost::pki::Pki;

@@ -44,6 +44,7 @@ mod report;
 mod rig;
 mod scenarios;
 mod slow_identity;
+mod stats;
 mod timed;
 mod tools;
 

@@ -15,8 +15,8 @@
 //! turn into 404s there, while writes show only what the handler does.
 
 use crate::cluster::ClusterRig;
-use crate::report::group;
 use crate::rig::{Program, Rig, Server};
+use crate::stats::group;
 use crate::timed::{self, Latency, Request, Sample, TimedRun};
 use std::fmt::Write;
 use std::path::Path;

@@ -2,8 +2,8 @@
 //! that the durations, counts and token settings it states are the ones
 //! used.
 
-use crate::report::group;
 use crate::rig::{KEYSPACE, VALUE_BYTES};
+use crate::stats::group;
 use crate::Plan;
 
 /// The Method section for a report of `full` (the full run), describing

@@ -15,8 +15,8 @@
 //! gives when each fetch was in flight, so requests can be split into
 //! those in flight during a fetch and the rest.
 
-use crate::report::{group, Target};
 use crate::rig::{Rig, Server};
+use crate::stats::{group, Target};
 use crate::timed::{self, Latency, Sample, TimedRun};
 use anyhow::ensure;
 use devhost::identity::TokenRequest;

@@ -69,10 +69,10 @@ pub(crate) struct Kinds {
 }
 
 impl Kinds {
-    /// What `setting` means for a cache at `host`.
-    pub(crate) fn for_host(setting: NotificationSetting, host: &str) -> Kinds {
+    /// What `Redis__maintenanceNotifications` = `wanted` means for a cache at `host`.
+    pub(crate) fn for_host(wanted: NotificationSetting, host: &str) -> Kinds {
         let host = host.to_ascii_lowercase();
-        match setting {
+        match wanted {
             NotificationSetting::Off => Kinds::default(),
             NotificationSetting::On => Kinds {
                 azure_events: true,

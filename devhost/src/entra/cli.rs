@@ -9,7 +9,7 @@
 //! answers are in `tools.rs`.
 
 use super::issuer::{Issuer, Principal};
-use super::tools::{self, Answer};
+use super::tools::{self, Account, Answer, Tool};
 use crate::identity::Claims;
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -26,25 +26,6 @@ const REQUEST_LIMIT: Duration = Duration::from_secs(5);
 
 /// Largest request a stand-in may send (its arguments and directory).
 const MAX_REQUEST: u64 = 64 * 1024;
-
-/// The developer tool a call ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tool {
-    /// The Azure CLI, `az`.
-    Az,
-    /// The Azure Developer CLI, `azd`.
-    Azd,
-}
-
-impl Tool {
-    /// The executable's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Tool::Az => "az",
-            Tool::Azd => "azd",
-        }
-    }
-}
 
 /// Who is signed in to the tools, and where.
 #[derive(Debug, Clone)]
@@ -78,18 +59,23 @@ pub struct CliCall {
     pub exit_code: i32,
 }
 
-/// State shared by the broker and the owner.
-pub(super) struct CliShared {
-    pub(super) issuer: Arc<Issuer>,
-    pub(super) subscription_id: String,
+/// What the broker and its owner share: the sign-ins and the calls.
+struct CliState {
+    issuer: Arc<Issuer>,
+    subscription_id: String,
     /// Whether `az` and `azd` are signed in.
     signed_in: Mutex<[bool; 2]>,
     calls: Mutex<Vec<CliCall>>,
 }
 
-impl CliShared {
-    pub(super) fn signed_in(&self, tool: Tool) -> bool {
-        self.signed_in.lock().unwrap()[tool as usize]
+impl CliState {
+    /// What `tool` answers from now.
+    fn account(&self, tool: Tool) -> Account<'_> {
+        Account {
+            issuer: &self.issuer,
+            subscription_id: &self.subscription_id,
+            signed_in: self.signed_in.lock().unwrap()[tool as usize],
+        }
     }
 }
 
@@ -97,7 +83,7 @@ impl CliShared {
 /// broker go away on drop.
 pub struct DeveloperCli {
     dir: tempfile::TempDir,
-    shared: Arc<CliShared>,
+    shared: Arc<CliState>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -122,7 +108,7 @@ impl DeveloperCli {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
         }
         let issuer = Issuer::new(cfg.principal);
-        let shared = Arc::new(CliShared {
+        let shared = Arc::new(CliState {
             issuer: issuer.clone(),
             subscription_id: cfg.subscription_id,
             signed_in: Mutex::new([true, true]),
@@ -224,15 +210,15 @@ exit "$code"
 }
 
 /// Reads one request, answers it, records the call.
-async fn serve(stream: TcpStream, s: Arc<CliShared>) {
+async fn serve(stream: TcpStream, s: Arc<CliState>) {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read.take(MAX_REQUEST));
     let Ok(Ok((tool, cwd, args))) = tokio::time::timeout(REQUEST_LIMIT, read_request(&mut read)).await else {
         return;
     };
     let answer: Answer = match tool {
-        Tool::Az => tools::az(&s, &args).await,
-        Tool::Azd => tools::azd(&s, &args).await,
+        Tool::Az => tools::az(s.account(tool), &args).await,
+        Tool::Azd => tools::azd(s.account(tool), &args).await,
     };
     s.calls.lock().unwrap().push(CliCall {
         tool,

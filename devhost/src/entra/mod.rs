@@ -21,15 +21,17 @@
 //! each becomes that user's password before it is handed out and stops
 //! being one when it expires (AZURE-FACTS "Entra ID and Azure Redis").
 //!
-//! Layout: `endpoint.rs` (the endpoint's configuration and life),
-//! `token.rs` (its checks and answers), `https.rs` (TLS for axum),
-//! `cli.rs` (the scripts and their broker), `tools.rs` (what `az` and `azd`
-//! answer), `issuer.rs` (minting and Redis passwords).
+//! Layout: `endpoint.rs` (the endpoint's life), `model.rs` (its
+//! configuration and request record), `token.rs` (its checks and answers),
+//! `https.rs` (TLS for axum), `cli.rs` (the scripts and their broker),
+//! `tools.rs` (what `az` and `azd` answer), `issuer.rs` (minting and Redis
+//! passwords).
 
 mod cli;
 mod endpoint;
 mod https;
 mod issuer;
+mod model;
 mod token;
 mod tools;
 
@@ -38,8 +40,8 @@ mod cli_tests;
 #[cfg(test)]
 mod tests;
 
-pub use cli::{CliCall, CliConfig, DeveloperCli, Tool};
-pub use endpoint::{
-    EntraConfig, EntraEndpoint, EntraRequest, FederatedClaims, FederatedCredential, Presented, TOKEN_EXCHANGE_AUDIENCE,
-};
+pub use cli::{CliCall, CliConfig, DeveloperCli};
+pub use endpoint::EntraEndpoint;
 pub use issuer::Principal;
+pub use model::{EntraConfig, EntraRequest, FederatedClaims, FederatedCredential, Presented, TOKEN_EXCHANGE_AUDIENCE};
+pub use tools::Tool;

@@ -10,7 +10,7 @@
 //! checks and error codes below are Entra ID's own (`AADSTS…`), with its
 //! error body shape.
 
-use super::endpoint::{EntraRequest, FederatedClaims, Presented, Shared, TOKEN_EXCHANGE_AUDIENCE};
+use super::model::{EntraRequest, EntraState, FederatedClaims, Presented, TOKEN_EXCHANGE_AUDIENCE};
 use crate::identity::verify_jwt_signature;
 use crate::util::{unix_now, uuid_v4};
 use axum::body::Bytes;
@@ -26,7 +26,7 @@ use std::sync::Arc;
 /// `client_assertion_type` of a JWT assertion.
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-pub(super) fn router(shared: Arc<Shared>) -> Router {
+pub(super) fn router(shared: Arc<EntraState>) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .with_state(shared)
@@ -59,7 +59,12 @@ fn missing(name: &str) -> Refusal {
 }
 
 /// Checks the request, mints a token on success, logs it, answers.
-async fn token(State(s): State<Arc<Shared>>, Path(tenant): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn token(
+    State(s): State<Arc<EntraState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form: BTreeMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let presented = if form.contains_key("client_secret") {
         Presented::Secret
@@ -123,7 +128,12 @@ fn error_response(authority: &str, r: Refusal) -> Response {
 }
 
 /// Checks what Entra ID checks, in its order; the resource on success.
-fn check(s: &Shared, tenant: &str, headers: &HeaderMap, form: &BTreeMap<String, String>) -> Result<String, Refusal> {
+fn check(
+    s: &EntraState,
+    tenant: &str,
+    headers: &HeaderMap,
+    form: &BTreeMap<String, String>,
+) -> Result<String, Refusal> {
     let cfg = &s.cfg;
     if tenant != cfg.principal.tenant_id {
         return Err(refuse(
@@ -184,7 +194,7 @@ fn check(s: &Shared, tenant: &str, headers: &HeaderMap, form: &BTreeMap<String, 
 }
 
 /// The client secret, or the federated assertion, the app accepts.
-fn check_credential(s: &Shared, form: &BTreeMap<String, String>) -> Result<(), Refusal> {
+fn check_credential(s: &EntraState, form: &BTreeMap<String, String>) -> Result<(), Refusal> {
     let invalid_client = |code, message: &str| refuse(StatusCode::UNAUTHORIZED, "invalid_client", code, message);
     if let Some(secret) = form.get("client_secret") {
         return match &s.cfg.client_secret {

@@ -11,8 +11,34 @@
 //! (RFC 3339, UTC). Signed out, `az` prints "Please run 'az login' to setup
 //! account." and `azd` a JSON console message, both exiting 1.
 
-use super::cli::CliShared;
-use super::Tool;
+use super::issuer::Issuer;
+
+/// The developer tool a call ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// The Azure CLI, `az`.
+    Az,
+    /// The Azure Developer CLI, `azd`.
+    Azd,
+}
+
+impl Tool {
+    /// The executable's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Az => "az",
+            Tool::Azd => "azd",
+        }
+    }
+}
+
+/// What a tool answers from: the signed-in account.
+pub(super) struct Account<'a> {
+    pub(super) issuer: &'a Issuer,
+    pub(super) subscription_id: &'a str,
+    /// Whether this tool is signed in.
+    pub(super) signed_in: bool,
+}
 
 /// The exit code and the text for stdout (code 0) or stderr (otherwise).
 pub(super) struct Answer {
@@ -52,7 +78,7 @@ fn values<'a>(flags: &[(&'a str, Option<&'a str>)], names: &[&str]) -> Vec<&'a s
 }
 
 /// `az account get-access-token …`.
-pub(super) async fn az(s: &CliShared, args: &[String]) -> Answer {
+pub(super) async fn az(s: Account<'_>, args: &[String]) -> Answer {
     let rest = match args {
         [a, b, rest @ ..] if a == "account" && b == "get-access-token" => rest,
         _ => {
@@ -67,7 +93,7 @@ pub(super) async fn az(s: &CliShared, args: &[String]) -> Answer {
         Ok(f) => f,
         Err(arg) => return fail(2, format!("ERROR: unrecognized arguments: {arg}\n")),
     };
-    if !s.signed_in(Tool::Az) {
+    if !s.signed_in {
         return fail(1, "ERROR: Please run 'az login' to setup account.\n");
     }
     let p = s.issuer.principal();
@@ -108,7 +134,7 @@ pub(super) async fn az(s: &CliShared, args: &[String]) -> Answer {
 }
 
 /// `azd auth token …`.
-pub(super) async fn azd(s: &CliShared, args: &[String]) -> Answer {
+pub(super) async fn azd(s: Account<'_>, args: &[String]) -> Answer {
     let console = |message: &str| {
         let line = serde_json::json!({
             "type": "consoleMessage",
@@ -130,7 +156,7 @@ pub(super) async fn azd(s: &CliShared, args: &[String]) -> Answer {
         Ok(f) => f,
         Err(arg) => return console(&format!("\nERROR: unknown flag: {arg}\n")),
     };
-    if !s.signed_in(Tool::Azd) {
+    if !s.signed_in {
         return console("\nERROR: not logged in, run `azd auth login` to login\n");
     }
     let p = s.issuer.principal();

@@ -127,7 +127,9 @@ struct ConnState {
     changed: Notify,
 }
 
-struct Shared {
+/// What the gateway's connections and its owner share: the faults armed,
+/// the open connections and the counts.
+struct GatewayState {
     config: GatewayConfig,
     reject_all: AtomicBool,
     refuse: AtomicBool,
@@ -153,7 +155,7 @@ struct Shared {
 /// A running gateway; stops accepting and closes its connections when dropped.
 pub struct Gateway {
     port: u16,
-    shared: Arc<Shared>,
+    shared: Arc<GatewayState>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -196,7 +198,7 @@ impl Gateway {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let port = listener.local_addr()?.port();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(GatewayState {
             config,
             reject_all: AtomicBool::new(false),
             refuse: AtomicBool::new(false),
@@ -387,7 +389,7 @@ fn unix_now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-async fn serve(client: tokio_rustls::server::TlsStream<TcpStream>, s: Arc<Shared>) {
+async fn serve(client: tokio_rustls::server::TlsStream<TcpStream>, s: Arc<GatewayState>) {
     s.stats.connections.fetch_add(1, Ordering::SeqCst);
     s.stats.open.fetch_add(1, Ordering::SeqCst);
     if let Ok(backend) = TcpStream::connect(("127.0.0.1", s.config.backend_port)).await {
@@ -441,7 +443,7 @@ async fn watch_expiry(expiry: &AtomicI64, changed: &Notify) {
 
 /// Reads commands from the client, rewrites AUTH and HELLO AUTH, forwards;
 /// cuts where asked. Ends when the client closes or a cut ends it.
-async fn commands<R, W>(client: &mut R, backend: &mut W, s: &Shared, state: &ConnState) -> std::io::Result<()>
+async fn commands<R, W>(client: &mut R, backend: &mut W, s: &GatewayState, state: &ConnState) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -508,7 +510,7 @@ where
 
 /// The command that makes Redis answer the armed error, if this command
 /// (upper case) is to get it.
-fn error_instead(name: &[u8], s: &Shared) -> Option<Vec<u8>> {
+fn error_instead(name: &[u8], s: &GatewayState) -> Option<Vec<u8>> {
     if matches!(name, b"HELLO" | b"AUTH" | b"CLIENT" | b"SUBSCRIBE" | b"ASKING") {
         return None;
     }
@@ -528,7 +530,7 @@ fn error_instead(name: &[u8], s: &Shared) -> Option<Vec<u8>> {
 }
 
 /// Whether this command (upper case) is one to cut the connection after.
-fn cut_after_here(name: &[u8], s: &Shared) -> bool {
+fn cut_after_here(name: &[u8], s: &GatewayState) -> bool {
     let mut armed = s.cut_after.lock().unwrap();
     let Some(cut) = armed.as_mut() else {
         return false;
@@ -556,7 +558,7 @@ async fn replies<R, W>(
     backend: &mut R,
     client: &mut W,
     mut injected: mpsc::UnboundedReceiver<Vec<u8>>,
-    s: &Shared,
+    s: &GatewayState,
     state: &ConnState,
 ) -> std::io::Result<()>
 where
@@ -613,7 +615,7 @@ where
 }
 
 /// A rewritten frame for AUTH/HELLO-with-AUTH, or `None` to pass it on.
-fn rewrite(args: &[Vec<u8>], s: &Shared, state: &ConnState) -> Option<Vec<u8>> {
+fn rewrite(args: &[Vec<u8>], s: &GatewayState, state: &ConnState) -> Option<Vec<u8>> {
     let name = args.first()?.to_ascii_uppercase();
     // Where the user name (if any) and the token stand.
     let (user_at, token_at) = match name.as_slice() {

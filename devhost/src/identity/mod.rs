@@ -122,7 +122,7 @@ pub struct TokenRequest {
 }
 
 /// State shared by the HTTP handler, the sweeper and the owner.
-struct Shared {
+struct IdentityState {
     cfg: IdentityConfig,
     key: Vec<u8>,
     secret: String,
@@ -145,7 +145,7 @@ struct Shared {
 /// A running managed-identity endpoint on 127.0.0.1; stops on drop.
 pub struct IdentityEndpoint {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<IdentityState>,
     mode_tx: watch::Sender<IdentityMode>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -165,7 +165,7 @@ impl IdentityEndpoint {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let (mode_tx, mode) = watch::channel(IdentityMode::Normal);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(IdentityState {
             lifetime: Mutex::new(cfg.token_lifetime),
             delay: Mutex::new(Duration::ZERO),
             log: Mutex::new(Vec::new()),

@@ -5,7 +5,7 @@
 //! Every request is logged on arrival and again when answered, so a caller
 //! can see when a fetch was in flight.
 
-use super::{jwt, Claims, IdentityMode, Shared, TokenRequest};
+use super::{jwt, Claims, IdentityMode, IdentityState, TokenRequest};
 use crate::util::{unix_now, uuid_v4};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -24,7 +24,7 @@ const API_VERSION: &str = "2019-08-01";
 /// Longest a `Hang` request is held.
 const HANG_LIMIT: Duration = Duration::from_secs(600);
 
-pub(super) fn router(shared: Arc<Shared>) -> Router {
+pub(super) fn router(shared: Arc<IdentityState>) -> Router {
     Router::new().route("/msi/token", get(token)).with_state(shared)
 }
 
@@ -40,7 +40,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 /// Waits while the mode is `Hang`; `None` if the endpoint went away or the
 /// hang limit passed.
-async fn mode_after_hang(s: &Shared) -> Option<IdentityMode> {
+async fn mode_after_hang(s: &IdentityState) -> Option<IdentityMode> {
     let mut rx = s.mode.clone();
     let limit = tokio::time::sleep(HANG_LIMIT);
     tokio::pin!(limit);
@@ -59,7 +59,7 @@ async fn mode_after_hang(s: &Shared) -> Option<IdentityMode> {
 /// Logs the request, holds it for the configured delay, answers it, and
 /// logs the answer.
 async fn token(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<IdentityState>>,
     Query(q): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
@@ -92,7 +92,11 @@ async fn token(
 
 /// The answer per the mode and the request: a minted token and its `exp`,
 /// or an error response.
-async fn answer(s: &Shared, q: &BTreeMap<String, String>, headers: &HeaderMap) -> Result<(Response, i64), Response> {
+async fn answer(
+    s: &IdentityState,
+    q: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<(Response, i64), Response> {
     match mode_after_hang(s).await {
         None => return Err(error(StatusCode::SERVICE_UNAVAILABLE, "endpoint shutting down")),
         Some(IdentityMode::Fail500) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "injected failure")),
@@ -161,7 +165,7 @@ async fn answer(s: &Shared, q: &BTreeMap<String, String>, headers: &HeaderMap) -
 
 /// Removes the Redis passwords of tokens whose `exp` has passed. Entries
 /// whose removal failed (Redis down) are kept and retried next time.
-pub(super) async fn sweep(s: &Shared) -> anyhow::Result<()> {
+pub(super) async fn sweep(s: &IdentityState) -> anyhow::Result<()> {
     let Some(redis) = s.cfg.acl_target() else {
         return Ok(());
     };
@@ -197,7 +201,7 @@ pub(super) async fn sweep(s: &Shared) -> anyhow::Result<()> {
 }
 
 /// Runs [`sweep`] every 250 ms, for as long as the endpoint lives.
-pub(super) async fn sweep_forever(s: Arc<Shared>) {
+pub(super) async fn sweep_forever(s: Arc<IdentityState>) {
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let _ = sweep(&s).await;

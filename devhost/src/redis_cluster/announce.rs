@@ -12,21 +12,11 @@
 //! stay on the TLS ports and are not affected.
 
 use super::settle;
-use super::topology::{admin_cmd, admin_conn};
+use super::topology::{admin_cmd, admin_conn, slot_nodes, AnnouncedNode};
 use super::RedisCluster;
 use anyhow::Context;
 use redis::Value;
 use std::collections::BTreeMap;
-
-/// One node as a plain client is told about it: id, announced plain port
-/// and, from `CLUSTER SHARDS`, the TLS port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AnnouncedNode {
-    /// The node id.
-    pub id: String,
-    /// The port `CLUSTER SLOTS` names to a plain client.
-    pub port: u16,
-}
 
 impl RedisCluster {
     /// Sets `cluster-announce-port` of node `i` to `ports[i]` (one port per
@@ -119,31 +109,6 @@ impl RedisCluster {
             .context("CLUSTER SHARDS")?;
         Ok(shard_node_ports(&reply))
     }
-}
-
-/// The nodes of a `CLUSTER SLOTS` reply (`[[start, end, [ip, port, id, …],
-/// …], …]`), in order.
-pub(super) fn slot_nodes(reply: &Value) -> Vec<AnnouncedNode> {
-    let Value::Array(ranges) = reply else {
-        return Vec::new();
-    };
-    let nodes = ranges.iter().filter_map(|r| match r {
-        Value::Array(fields) => Some(fields.iter().skip(2)),
-        _ => None,
-    });
-    nodes
-        .flatten()
-        .filter_map(|node| match node {
-            Value::Array(f) => match (f.get(1), f.get(2)) {
-                (Some(Value::Int(port)), Some(Value::BulkString(id))) => Some(AnnouncedNode {
-                    id: String::from_utf8_lossy(id).into_owned(),
-                    port: u16::try_from(*port).ok()?,
-                }),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
 }
 
 /// Each node's `port` and `tls-port` in a `CLUSTER SHARDS` reply (a list

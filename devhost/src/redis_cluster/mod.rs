@@ -45,9 +45,9 @@ mod topology;
 
 pub(crate) use admin::AclTarget;
 pub use admin::ClusterAdmin;
-pub use announce::AnnouncedNode;
 pub use migrate::SlotMigration;
 pub use slots::{key_slot, slot_tag, SLOTS};
+pub use topology::AnnouncedNode;
 
 use crate::pki::Pki;
 use crate::redis_server::{ClientInfo, RedisOptions, RedisServer};

@@ -24,8 +24,8 @@ pub(super) fn unsettled(reports: &[Report], total: usize, down: &[&str]) -> Opti
             return Some(why);
         }
         if agreed(r) != reference {
-            let me = r.myself().map_or("?", |m| m.id.as_str());
-            return Some(format!("{me} disagrees on the topology"));
+            let reporter = r.myself().map_or("?", |m| m.id.as_str());
+            return Some(format!("{reporter} disagrees on the topology"));
         }
     }
     let covered: usize = first.nodes.iter().flat_map(|n| &n.slots).map(|s| s.len()).sum();
@@ -38,32 +38,43 @@ pub(super) fn unsettled(reports: &[Report], total: usize, down: &[&str]) -> Opti
 /// master and every replica that is up; and, for a replica whose master
 /// runs, in sync.
 fn node_unsettled(r: &Report, total: usize, down: &[&str]) -> Option<String> {
-    let me = r.myself().map_or("?", |m| m.id.as_str());
+    let reporter = r.myself().map_or("?", |m| m.id.as_str());
     if r.info.get("cluster_state").map(String::as_str) != Some("ok") {
-        return Some(format!("{me} says cluster_state:{:?}", r.info.get("cluster_state")));
+        return Some(format!(
+            "{reporter} says cluster_state:{:?}",
+            r.info.get("cluster_state")
+        ));
     }
     if r.nodes.len() != total {
-        return Some(format!("{me} knows {} of {total} nodes", r.nodes.len()));
+        return Some(format!("{reporter} knows {} of {total} nodes", r.nodes.len()));
     }
     for n in &r.nodes {
         let is_down = down.contains(&n.id.as_str());
         let bad = ["fail?", "fail", "handshake", "noaddr"].iter().any(|f| n.has(f));
         if is_down && !n.has("fail") {
-            return Some(format!("{me} does not yet see {} as failed ({:?})", n.id, n.flags));
+            return Some(format!(
+                "{reporter} does not yet see {} as failed ({:?})",
+                n.id, n.flags
+            ));
         }
         if !is_down && (bad || n.migrating || !(n.connected || n.has("myself"))) {
-            return Some(format!("{me} sees {} as {:?}, linked: {}", n.id, n.flags, n.connected));
+            return Some(format!(
+                "{reporter} sees {} as {:?}, linked: {}",
+                n.id, n.flags, n.connected
+            ));
         }
     }
     if r.slot_ids != r.expected_slot_ids() {
-        return Some(format!("{me}'s CLUSTER SLOTS does not name every serving node yet"));
+        return Some(format!(
+            "{reporter}'s CLUSTER SLOTS does not name every serving node yet"
+        ));
     }
     let master_down = r
         .myself()
         .and_then(|m| m.master_id.as_deref())
         .is_some_and(|m| down.contains(&m));
     if r.myself().is_some_and(|m| m.has("slave")) && !master_down && !r.replica_in_sync() {
-        return Some(format!("replica {me} is not in sync with its master"));
+        return Some(format!("replica {reporter} is not in sync with its master"));
     }
     None
 }

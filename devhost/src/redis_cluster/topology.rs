@@ -184,7 +184,41 @@ impl Report {
 /// The node ids in a `CLUSTER SLOTS` reply (`[[start, end, [ip, port, id,
 /// …], …], …]`).
 fn slot_ids(reply: &Value) -> BTreeSet<String> {
-    super::announce::slot_nodes(reply).into_iter().map(|n| n.id).collect()
+    slot_nodes(reply).into_iter().map(|n| n.id).collect()
+}
+
+/// One node as a plain client is told about it in `CLUSTER SLOTS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnouncedNode {
+    /// The node id.
+    pub id: String,
+    /// The port `CLUSTER SLOTS` names to a plain client.
+    pub port: u16,
+}
+
+/// The nodes of a `CLUSTER SLOTS` reply (`[[start, end, [ip, port, id, …],
+/// …], …]`), in order.
+pub(super) fn slot_nodes(reply: &Value) -> Vec<AnnouncedNode> {
+    let Value::Array(ranges) = reply else {
+        return Vec::new();
+    };
+    let nodes = ranges.iter().filter_map(|r| match r {
+        Value::Array(fields) => Some(fields.iter().skip(2)),
+        _ => None,
+    });
+    nodes
+        .flatten()
+        .filter_map(|node| match node {
+            Value::Array(f) => match (f.get(1), f.get(2)) {
+                (Some(Value::Int(port)), Some(Value::BulkString(id))) => Some(AnnouncedNode {
+                    id: String::from_utf8_lossy(id).into_owned(),
+                    port: u16::try_from(*port).ok()?,
+                }),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
