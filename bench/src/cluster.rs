@@ -80,11 +80,11 @@ impl ClusterRig {
             .block_on(RedisCluster::start(&pki, opts))
             .context("starting the local Redis Cluster")?;
         let identity = rt.block_on(IdentityEndpoint::start(IdentityConfig {
-            redis_cluster: Some(cluster.admin_handle()),
+            redis_cluster: Some(cluster.admin().clone()),
             ..IdentityConfig::default()
         }))?;
         let bench_password = format!("bench-{}", std::process::id());
-        rt.block_on(cluster.acl_add_password(BENCH_USER, &bench_password))?;
+        rt.block_on(cluster.admin().acl_add_password(BENCH_USER, &bench_password))?;
         rt.block_on(async {
             for m in cluster.masters().await? {
                 let mut pipe = redis::pipe();
@@ -95,7 +95,7 @@ impl ClusterRig {
                 for k in mine {
                     pipe.cmd("SET").arg(k).arg("x".repeat(VALUE_BYTES)).ignore();
                 }
-                let mut conn = cluster.node(m.index).admin().await?;
+                let mut conn = cluster.node(m.index).admin().connection().await?;
                 pipe.query_async::<()>(&mut conn).await?;
             }
             anyhow::Ok(())

@@ -50,14 +50,14 @@ impl Rig {
         let redis = rt.block_on(RedisServer::start_with(&pki, RedisOptions { die_with_parent: true }))?;
         let identity = rt.block_on(Self::identity_on(&redis, Duration::from_secs(3600)))?;
         let bench_password = format!("bench-{}", std::process::id());
-        rt.block_on(redis.acl_add_password(BENCH_USER, &bench_password))?;
+        rt.block_on(redis.admin().acl_add_password(BENCH_USER, &bench_password))?;
         rt.block_on(async {
             let mut pipe = redis::pipe();
             for i in 0..KEYSPACE {
                 pipe.cmd("SET").arg(key(i)).arg("x".repeat(VALUE_BYTES)).ignore();
             }
-            redis.admin_cmd::<()>(&redis::cmd("FLUSHALL")).await?;
-            let mut conn = redis.admin().await?;
+            redis.admin().cmd::<()>(&redis::cmd("FLUSHALL")).await?;
+            let mut conn = redis.admin().connection().await?;
             pipe.query_async::<()>(&mut conn).await?;
             anyhow::Ok(())
         })?;
@@ -78,7 +78,7 @@ impl Rig {
 
     async fn identity_on(redis: &RedisServer, lifetime: Duration) -> anyhow::Result<IdentityEndpoint> {
         IdentityEndpoint::start(IdentityConfig {
-            redis: Some(redis.admin_handle()),
+            redis: Some(redis.admin().clone()),
             token_lifetime: lifetime,
             ..IdentityConfig::default()
         })
@@ -88,7 +88,7 @@ impl Rig {
     /// Connections the identity's user has open on Redis now.
     pub fn identity_connections(&self) -> anyhow::Result<usize> {
         let oid = self.identity.oid().to_owned();
-        let clients = self.rt.block_on(self.redis.client_list())?;
+        let clients = self.rt.block_on(self.redis.admin().client_list())?;
         Ok(clients.iter().filter(|c| c.user == oid).count())
     }
 

@@ -148,7 +148,7 @@ async fn tls_query<T: redis::FromRedisValue>(rig: &ClusterRig, i: usize, cmd: &r
         .unwrap();
     redis::cmd("AUTH")
         .arg("default")
-        .arg(node.admin_password())
+        .arg(node.admin().password())
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
@@ -1036,7 +1036,7 @@ async fn a_master_moving_to_a_new_address_is_followed() {
         let new = support::gateway::Gateway::start(
             &app.pki,
             node.plain_port(),
-            node.admin_password(),
+            node.admin().password(),
             support::verify_with(app.identity.clone()),
         )
         .await;
@@ -1156,7 +1156,7 @@ async fn a_configured_endpoint_that_is_no_master_is_let_go() {
         let endpoint = support::gateway::Gateway::start(
             &rig.pki,
             node.plain_port(),
-            node.admin_password(),
+            node.admin().password(),
             support::verify_with(rig.identity.clone()),
         )
         .await;
@@ -1214,7 +1214,7 @@ async fn a_node_with_an_untrusted_certificate_gets_no_token() {
         let node = rig.cluster.node(bad);
         let impostor = support::gateway::Gateway::start_with(support::gateway::GatewayConfig {
             backend_port: node.plain_port(),
-            backend_password: node.admin_password().to_owned(),
+            backend_password: node.admin().password().to_owned(),
             verify: support::verify_with(rig.identity.clone()),
             pass_through_auth: false,
             cert: untrusted.server_cert(),

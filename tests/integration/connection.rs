@@ -87,7 +87,7 @@ async fn killed_connection_is_remade() {
     let app = spawn_app(Options::default()).await;
     assert_eq!(app.get("/api/ping").await.0, 200);
     let before = app.handler_connections().await;
-    assert_eq!(app.redis.client_kill_user(&app.oid).await.unwrap(), 1);
+    assert_eq!(app.redis.admin().client_kill_user(&app.oid).await.unwrap(), 1);
     let (s, b) = app.call(Method::PUT, "/api/cache/after-kill", Some(b"v")).await;
     assert_eq!(s, 200, "{b}");
     let after = app.handler_connections().await;
@@ -112,9 +112,14 @@ async fn connection_lost_after_expiry_uses_a_fresh_token() {
     let old_token = app.identity.last_token().unwrap();
     sleep_until_unix_ms(app.last_token_exp_ms() + 100).await;
     app.identity.sweep_expired().await.unwrap();
-    let still_a_password = app.redis.acl_remove_password(&app.oid, &old_token).await.unwrap();
+    let still_a_password = app
+        .redis
+        .admin()
+        .acl_remove_password(&app.oid, &old_token)
+        .await
+        .unwrap();
     assert!(!still_a_password, "the expired token is no longer a valid password");
-    app.redis.client_kill_user(&app.oid).await.unwrap();
+    app.redis.admin().client_kill_user(&app.oid).await.unwrap();
     let (s, b) = app.get("/api/ping").await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(app.identity.requests(), 2);
@@ -148,7 +153,7 @@ async fn secrets_never_reach_the_logs() {
         assert_eq!(app.get("/api/health").await.0, 200);
         tokens.push(app.identity.last_token().unwrap());
         if round == 1 {
-            app.redis.client_kill_user(&app.oid).await.unwrap();
+            app.redis.admin().client_kill_user(&app.oid).await.unwrap();
         }
         sleep_until(start, Duration::from_millis(2600 * (round + 1))).await;
     }

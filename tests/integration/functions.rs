@@ -36,14 +36,14 @@ async fn cache_item_round_trip() {
     assert_eq!((s, &b), (200, &json!({"key": "greeting", "stored": true})));
     let (s, b) = app.get("/api/cache/greeting").await;
     assert_eq!((s, &b), (200, &json!({"key": "greeting", "value": "hello world"})));
-    let ttl: i64 = app.redis.admin_cmd(redis::cmd("TTL").arg("greeting")).await.unwrap();
+    let ttl: i64 = app.redis.admin().cmd(redis::cmd("TTL").arg("greeting")).await.unwrap();
     assert_eq!(ttl, -1, "no ttl unless asked");
 
     let (s, _) = app
         .call(Method::PUT, "/api/cache/short?ttl=100&code=functionkey", Some(b"v"))
         .await;
     assert_eq!(s, 200);
-    let ttl: i64 = app.redis.admin_cmd(redis::cmd("TTL").arg("short")).await.unwrap();
+    let ttl: i64 = app.redis.admin().cmd(redis::cmd("TTL").arg("short")).await.unwrap();
     assert!((1..=100).contains(&ttl), "ttl {ttl}");
 
     let (s, b) = app.call(Method::DELETE, "/api/cache/greeting", None).await;
@@ -72,7 +72,7 @@ async fn unusual_keys_and_values_are_kept_exactly() {
             .call(Method::PUT, &format!("/api/cache/{encoded}"), Some(value.as_bytes()))
             .await;
         assert_eq!(s, 200, "{encoded}: {b}");
-        let stored: Option<String> = app.redis.admin_cmd(redis::cmd("GET").arg(raw)).await.unwrap();
+        let stored: Option<String> = app.redis.admin().cmd(redis::cmd("GET").arg(raw)).await.unwrap();
         assert_eq!(
             stored.as_deref(),
             Some(value.as_str()),
@@ -90,7 +90,7 @@ async fn unusual_keys_and_values_are_kept_exactly() {
     let max = 1024 * 1024;
     let (s, _) = app.call(Method::PUT, "/api/cache/big", Some(&vec![b'x'; max])).await;
     assert_eq!(s, 200);
-    let len: usize = app.redis.admin_cmd(redis::cmd("STRLEN").arg("big")).await.unwrap();
+    let len: usize = app.redis.admin().cmd(redis::cmd("STRLEN").arg("big")).await.unwrap();
     assert_eq!(len, max);
 }
 
@@ -109,7 +109,8 @@ async fn non_utf8_value_comes_back_as_base64() {
     ] {
         let _: () = app
             .redis
-            .admin_cmd(redis::cmd("SET").arg(key).arg(&bytes))
+            .admin()
+            .cmd(redis::cmd("SET").arg(key).arg(&bytes))
             .await
             .unwrap();
         let (s, b) = app.get(&format!("/api/cache/{key}")).await;
@@ -124,7 +125,8 @@ async fn non_utf8_value_comes_back_as_base64() {
     }
     let _: () = app
         .redis
-        .admin_cmd(redis::cmd("SET").arg("text").arg("café ☃"))
+        .admin()
+        .cmd(redis::cmd("SET").arg("text").arg("café ☃"))
         .await
         .unwrap();
     let (s, b) = app.get("/api/cache/text").await;
@@ -211,7 +213,7 @@ async fn contract_errors() {
         assert_eq!(b["code"], code, "{method} {path}: {b}");
         assert!(!b["error"].as_str().unwrap_or("").is_empty(), "{b}");
     }
-    let keys: Vec<String> = app.redis.admin_cmd(redis::cmd("KEYS").arg("*")).await.unwrap();
+    let keys: Vec<String> = app.redis.admin().cmd(redis::cmd("KEYS").arg("*")).await.unwrap();
     assert!(keys.is_empty(), "bad input changed nothing: {keys:?}");
 }
 
@@ -255,7 +257,8 @@ async fn cache_incr_counts_atomically() {
     assert_eq!(app.get("/api/cache/big").await.1["value"], i64::MAX.to_string());
     let _: () = app
         .redis
-        .admin_cmd(redis::cmd("LPUSH").arg("alist").arg("x"))
+        .admin()
+        .cmd(redis::cmd("LPUSH").arg("alist").arg("x"))
         .await
         .unwrap();
     let (s, b) = app.call(Method::POST, "/api/cache/alist/incr", None).await;
@@ -357,7 +360,8 @@ async fn wrong_type_is_409() {
     let app = app().await;
     let _: () = app
         .redis
-        .admin_cmd(redis::cmd("LPUSH").arg("alist").arg("x"))
+        .admin()
+        .cmd(redis::cmd("LPUSH").arg("alist").arg("x"))
         .await
         .unwrap();
     let (s, b) = app.get("/api/cache/alist").await;
@@ -372,11 +376,11 @@ async fn cache_refusing_a_command_is_502() {
     let app = app().await;
     assert_eq!(app.get("/api/ping").await.0, 200);
     let set_maxmemory = |bytes: &'static str| redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(bytes).clone();
-    let _: () = app.redis.admin_cmd(&set_maxmemory("1")).await.unwrap();
+    let _: () = app.redis.admin().cmd(&set_maxmemory("1")).await.unwrap();
     let (s, b) = app.call(Method::PUT, "/api/cache/full", Some(b"v")).await;
     assert_eq!((s, b["code"].as_str()), (502, Some("cache_error")), "{b}");
     assert!(b["error"].as_str().unwrap().contains("OOM"), "{b}");
-    let _: () = app.redis.admin_cmd(&set_maxmemory("0")).await.unwrap();
+    let _: () = app.redis.admin().cmd(&set_maxmemory("0")).await.unwrap();
     let (s, b) = app.call(Method::PUT, "/api/cache/full", Some(b"v")).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(app.handler_connections().await.len(), 1, "the same one connection");
@@ -410,7 +414,7 @@ async fn quickstart_scenario() {
     assert_eq!(b["set"]["result"], true);
     assert_eq!(b["get"]["result"], "Hello, The cache is working with Rust!");
     assert!(b["client_list"]["count"].as_u64().unwrap() >= 1);
-    let stored: String = app.redis.admin_cmd(redis::cmd("GET").arg("Message")).await.unwrap();
+    let stored: String = app.redis.admin().cmd(redis::cmd("GET").arg("Message")).await.unwrap();
     assert_eq!(stored, "Hello, The cache is working with Rust!");
 }
 
@@ -440,7 +444,7 @@ async fn timer_check_and_health() {
         assert!(r["client_count"].as_u64().unwrap() >= 1);
         assert!(r["token_expires_in_s"].as_u64().unwrap() > 3000);
         let probe = r["probe_key"].as_str().unwrap();
-        let ttl: i64 = app.redis.admin_cmd(redis::cmd("TTL").arg(probe)).await.unwrap();
+        let ttl: i64 = app.redis.admin().cmd(redis::cmd("TTL").arg(probe)).await.unwrap();
         assert!((1..=60).contains(&ttl), "probe key has a short ttl: {ttl}");
     }
     let (s, h) = app.get("/api/health").await;
@@ -482,7 +486,7 @@ async fn http_functions_through_the_envelope() {
     assert_eq!(res.status(), 200);
     let b: serde_json::Value = res.json().await.unwrap();
     assert_eq!(b["Outputs"]["res"]["statusCode"], 200, "{b}");
-    let stored: String = app.redis.admin_cmd(redis::cmd("GET").arg("env key")).await.unwrap();
+    let stored: String = app.redis.admin().cmd(redis::cmd("GET").arg("env key")).await.unwrap();
     assert_eq!(stored, "enveloped");
 
     let get = http_envelope_request(
@@ -565,7 +569,7 @@ async fn access_key_connection_string() {
     assert_eq!(h["token"], serde_json::Value::Null);
     assert_eq!(app.identity.requests(), 0, "no token with an access key");
     assert!(
-        !app.output().contains(app.redis.admin_password()),
+        !app.output().contains(app.redis.admin().password()),
         "the access key leaked into the logs"
     );
 }
@@ -598,7 +602,8 @@ async fn generated_keys_round_trip_exactly() {
             .await;
         let stored: Option<Vec<u8>> = app
             .redis
-            .admin_cmd(redis::cmd("GET").arg(key.as_bytes()))
+            .admin()
+            .cmd(redis::cmd("GET").arg(key.as_bytes()))
             .await
             .unwrap();
         if key.len() > 1024 {
@@ -646,7 +651,7 @@ async fn slow_cache_is_504_at_the_deadline() {
             &app.redis.plain_port().to_string(),
             "--no-auth-warning",
             "-a",
-            app.redis.admin_password(),
+            app.redis.admin().password(),
         ])
         .args(["DEBUG", "SLEEP", "2"])
         .output();

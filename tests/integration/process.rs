@@ -24,7 +24,7 @@ async fn start_up_never_waits_for_identity_or_redis() {
     let pki = devhost::pki::Pki::generate().unwrap();
     let redis = devhost::redis_server::RedisServer::start(&pki).await.unwrap();
     let identity = devhost::identity::IdentityEndpoint::start(devhost::identity::IdentityConfig {
-        redis: Some(redis.admin_handle()),
+        redis: Some(redis.admin().clone()),
         ..Default::default()
     })
     .await
@@ -170,7 +170,7 @@ async fn sigterm_drains_and_exits_zero() {
         Some(200),
         "the in-flight invocation finished before the exit"
     );
-    let stored: Option<String> = app.redis.admin_cmd(redis::cmd("GET").arg("drained")).await.unwrap();
+    let stored: Option<String> = app.redis.admin().cmd(redis::cmd("GET").arg("drained")).await.unwrap();
     assert_eq!(stored.as_deref(), Some("v"));
     let out = app.output();
     let (shutdown, done) = (
@@ -247,7 +247,7 @@ async fn logs_split_by_level_and_json_lines() {
             .unwrap();
         assert_eq!(ok.status(), 200);
         // A full cache refuses the write: a 502, logged as a warning.
-        let _: () = app.redis.admin_cmd(&maxmemory("1")).await.unwrap();
+        let _: () = app.redis.admin().cmd(&maxmemory("1")).await.unwrap();
         let failed = client
             .forward_as(
                 "logs-fail",
@@ -259,7 +259,7 @@ async fn logs_split_by_level_and_json_lines() {
             .await
             .unwrap();
         assert_eq!(failed.status(), 502);
-        let _: () = app.redis.admin_cmd(&maxmemory("0")).await.unwrap();
+        let _: () = app.redis.admin().cmd(&maxmemory("0")).await.unwrap();
         // Wait for the three lines on either stream, then check which stream each is on.
         let done = |id: &'static str| move |l: &str| l.contains(id) && l.contains("invocation done");
         let warned = |l: &str| l.contains("logs-fail") && l.contains("502") && !l.contains("invocation done");
@@ -359,7 +359,7 @@ async fn client_id_selects_the_user_assigned_identity() {
     let redis = devhost::redis_server::RedisServer::start(&pki).await.unwrap();
     let assigned = "5b1f0c3e-0000-4000-8000-0000000a5517";
     let identity = devhost::identity::IdentityEndpoint::start(devhost::identity::IdentityConfig {
-        redis: Some(redis.admin_handle()),
+        redis: Some(redis.admin().clone()),
         client_id: Some(assigned.into()),
         ..Default::default()
     })
@@ -403,7 +403,8 @@ fn maxmemory(bytes: &str) -> redis::Cmd {
 async fn hold_writes(app: &TestApp) {
     let _: () = app
         .redis
-        .admin_cmd(redis::cmd("CLIENT").arg("PAUSE").arg(600_000).arg("WRITE"))
+        .admin()
+        .cmd(redis::cmd("CLIENT").arg("PAUSE").arg(600_000).arg("WRITE"))
         .await
         .unwrap();
 }
@@ -411,7 +412,8 @@ async fn hold_writes(app: &TestApp) {
 /// Ends [`hold_writes`].
 async fn release_writes(redis: &devhost::redis_server::RedisServer) {
     let _: () = redis
-        .admin_cmd(&redis::cmd("CLIENT").arg("UNPAUSE").clone())
+        .admin()
+        .cmd(&redis::cmd("CLIENT").arg("UNPAUSE").clone())
         .await
         .unwrap();
 }

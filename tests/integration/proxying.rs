@@ -111,7 +111,7 @@ async fn every_mode_serves_the_functions_and_the_timer() {
             .body("hello");
         let (s, b) = send(put).await;
         assert_eq!((s, &b), (200, &json!({"key": key, "stored": true})), "{mode:?}");
-        let ttl: i64 = app.redis.admin_cmd(redis::cmd("TTL").arg(&key)).await.unwrap();
+        let ttl: i64 = app.redis.admin().cmd(redis::cmd("TTL").arg(&key)).await.unwrap();
         assert!((1..=60).contains(&ttl), "{mode:?}: ttl {ttl}");
         let put = recorded(&mut log, "CacheItem").await;
         assert_eq!(put.outcome, Outcome::Status(200), "{mode:?}");

@@ -609,7 +609,7 @@ async fn no_secret_leaks_through_any_fault() {
     );
     assert!(!seen.contains(client_secret), "the client secret leaked");
     assert!(
-        !seen.contains(app.redis.admin_password()),
+        !seen.contains(app.redis.admin().password()),
         "the backend's password leaked"
     );
 }

@@ -618,14 +618,15 @@ async fn a_refused_subscription_changes_nothing() {
     assert_eq!(app.get("/api/ping").await.0, 200);
     let _: () = app
         .redis
-        .admin_cmd(redis::cmd("ACL").arg("SETUSER").arg(&app.oid).arg("-@pubsub"))
+        .admin()
+        .cmd(redis::cmd("ACL").arg("SETUSER").arg(&app.oid).arg("-@pubsub"))
         .await
         .unwrap();
-    app.redis.client_kill_user(&app.oid).await.unwrap();
+    app.redis.admin().client_kill_user(&app.oid).await.unwrap();
     assert_eq!(app.get("/api/ping").await.0, 200);
     app.wait_for_output("the cache refused SUBSCRIBE", Duration::from_secs(5))
         .await;
-    app.redis.client_kill_user(&app.oid).await.unwrap();
+    app.redis.admin().client_kill_user(&app.oid).await.unwrap();
     for _ in 0..20 {
         assert_eq!(app.call(Method::PUT, "/api/cache/k", Some(b"v")).await.0, 200);
     }
@@ -662,7 +663,7 @@ async fn handoff_pushes_are_followed() {
     let new = devhost::gateway::Gateway::start(
         &app.pki,
         app.redis.plain_port(),
-        app.redis.admin_password(),
+        app.redis.admin().password(),
         crate::support::verify_with(app.identity.clone()),
     )
     .await;
@@ -734,7 +735,7 @@ async fn an_untrusted_certificate_gets_no_token() {
     ] {
         let gw = devhost::gateway::Gateway::start_with(devhost::gateway::GatewayConfig {
             backend_port: app.redis.plain_port(),
-            backend_password: app.redis.admin_password().to_owned(),
+            backend_password: app.redis.admin().password().to_owned(),
             verify: crate::support::verify_with(app.identity.clone()),
             pass_through_auth: false,
             cert,

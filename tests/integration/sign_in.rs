@@ -103,7 +103,7 @@ impl Cache {
     /// The signed-in principal, its tokens valid passwords here.
     fn principal(&self) -> Principal {
         Principal {
-            redis: Some(self.redis.admin_handle()),
+            redis: Some(self.redis.admin().clone()),
             token_lifetime: LIFETIME,
             ..Principal::default()
         }
@@ -132,7 +132,7 @@ impl Cache {
 
     /// The handler's connections: those authenticated as `oid`.
     async fn connections_of(&self, oid: &str) -> Vec<devhost::redis_server::ClientInfo> {
-        let all = self.redis.client_list().await.expect("CLIENT LIST");
+        let all = self.redis.admin().client_list().await.expect("CLIENT LIST");
         all.into_iter().filter(|c| c.user == oid).collect()
     }
 }

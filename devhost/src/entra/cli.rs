@@ -8,9 +8,10 @@
 //! the broker sees the same arguments and `/bin` as working directory. The
 //! answers are in `tools.rs`.
 
-use super::issuer::{Issuer, Principal};
+use super::model::Principal;
 use super::tools::{self, Account, Answer, Tool};
 use crate::identity::Claims;
+use crate::identity::Issuer;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -107,7 +108,7 @@ impl DeveloperCli {
             std::fs::write(&path, script(tool, addr)).with_context(|| format!("writing {}", path.display()))?;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
         }
-        let issuer = Issuer::new(cfg.principal);
+        let issuer = cfg.principal.issuer();
         let shared = Arc::new(CliState {
             issuer: issuer.clone(),
             subscription_id: cfg.subscription_id,

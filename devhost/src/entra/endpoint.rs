@@ -7,7 +7,6 @@
 //! request record in `model.rs`; this file holds the server's life and what
 //! a test reads back.
 
-use super::issuer::Issuer;
 use super::model::{EntraConfig, EntraRequest, EntraState, FederatedClaims, TOKEN_EXCHANGE_AUDIENCE};
 use super::token;
 use crate::identity::{mint_jwt, Claims};
@@ -39,7 +38,7 @@ impl EntraEndpoint {
     pub async fn start(pki: &Pki, cfg: EntraConfig) -> anyhow::Result<EntraEndpoint> {
         let (listener, accept) = super::https::bind(pki).await?;
         let addr = axum::serve::Listener::local_addr(&listener)?;
-        let issuer = Issuer::new(cfg.principal.clone());
+        let issuer = cfg.principal.issuer();
         let shared = Arc::new(EntraState {
             cfg,
             issuer: issuer.clone(),
@@ -89,7 +88,7 @@ impl EntraEndpoint {
         self.shared.issuer.set_lifetime(lifetime);
     }
 
-    /// A federated token the registered [`FederatedCredential`] accepts,
+    /// A federated token the registered [`FederatedCredential`](super::FederatedCredential) accepts,
     /// valid for an hour: what a Kubernetes cluster projects into
     /// `AZURE_FEDERATED_TOKEN_FILE`. Panics without a federated credential.
     pub fn federated_token(&self) -> String {

@@ -24,13 +24,12 @@
 //! Layout: `endpoint.rs` (the endpoint's life), `model.rs` (its
 //! configuration and request record), `token.rs` (its checks and answers),
 //! `https.rs` (TLS for axum), `cli.rs` (the scripts and their broker),
-//! `tools.rs` (what `az` and `azd` answer), `issuer.rs` (minting and Redis
-//! passwords).
+//! `tools.rs` (what `az` and `azd` answer); tokens are minted by
+//! [`crate::identity`]'s issuer, as the managed-identity endpoint's are.
 
 mod cli;
 mod endpoint;
 mod https;
-mod issuer;
 mod model;
 mod token;
 mod tools;
@@ -42,6 +41,7 @@ mod tests;
 
 pub use cli::{CliCall, CliConfig, DeveloperCli};
 pub use endpoint::EntraEndpoint;
-pub use issuer::Principal;
-pub use model::{EntraConfig, EntraRequest, FederatedClaims, FederatedCredential, Presented, TOKEN_EXCHANGE_AUDIENCE};
+pub use model::{
+    EntraConfig, EntraRequest, FederatedClaims, FederatedCredential, Presented, Principal, TOKEN_EXCHANGE_AUDIENCE,
+};
 pub use tools::Tool;

@@ -1,10 +1,53 @@
-//! What the Entra ID token endpoint is configured with, what it records of
+//! Who the Entra ID stand-ins sign in, what the token endpoint is
+//! configured with, what it records of
 //! each request, and the state its route and its owner share.
 
-use super::issuer::{Issuer, Principal};
-use crate::identity::REDIS_AUDIENCE;
+use crate::identity::{Issuer, REDIS_AUDIENCE};
+use crate::redis_cluster::AclTarget;
+use crate::redis_server::RedisAdmin;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Who the tokens are for and what they open.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Object id: the `oid` claim and the Redis user name.
+    pub oid: String,
+    /// Tenant id: the `tid` claim and part of `iss`.
+    pub tenant_id: String,
+    /// Lifetime of each token, rounded up to whole seconds (`exp` is whole
+    /// Unix seconds).
+    pub token_lifetime: Duration,
+    /// When set, each token becomes a password of user `oid` before it is
+    /// handed out, and is removed after it expires.
+    pub redis: Option<RedisAdmin>,
+}
+
+impl Default for Principal {
+    /// Fixed GUID-like ids, 1 h tokens (ordinary Entra tokens live 60-90
+    /// min), no Redis.
+    fn default() -> Self {
+        Principal {
+            oid: "00000000-0000-4000-8000-0000000e0a1d".into(),
+            tenant_id: "00000000-0000-4000-8000-0000000007e1".into(),
+            token_lifetime: Duration::from_secs(3600),
+            redis: None,
+        }
+    }
+}
+
+impl Principal {
+    /// An issuer of this principal's tokens.
+    pub(crate) fn issuer(&self) -> Arc<Issuer> {
+        Issuer::new(
+            self.oid.clone(),
+            self.tenant_id.clone(),
+            self.token_lifetime,
+            self.redis.clone().map(AclTarget::Server),
+        )
+    }
+}
 
 /// The audience a federated token must carry for Entra ID to take it as a
 /// client assertion (workload identity).

@@ -11,7 +11,7 @@
 //! (RFC 3339, UTC). Signed out, `az` prints "Please run 'az login' to setup
 //! account." and `azd` a JSON console message, both exiting 1.
 
-use super::issuer::Issuer;
+use crate::identity::Issuer;
 
 /// The developer tool a call ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,11 +96,13 @@ pub(super) async fn az(s: Account<'_>, args: &[String]) -> Answer {
     if !s.signed_in {
         return fail(1, "ERROR: Please run 'az login' to setup account.\n");
     }
-    let p = s.issuer.principal();
     if values(&f, &["-o", "--output"]) != ["json"] {
         return fail(2, "ERROR: devhost's az answers `-o json` only\n");
     }
-    if let Some(t) = values(&f, &["--tenant", "-t"]).into_iter().find(|t| *t != p.tenant_id) {
+    if let Some(t) = values(&f, &["--tenant", "-t"])
+        .into_iter()
+        .find(|t| *t != s.issuer.tenant_id())
+    {
         return fail(1, format!("ERROR: AADSTS90002: Tenant '{t}' not found.\n"));
     }
     if let Some(sub) = values(&f, &["--subscription"])
@@ -124,7 +126,7 @@ pub(super) async fn az(s: Account<'_>, args: &[String]) -> Answer {
         "expiresOn": local_time(issued.exp),
         "expires_on": issued.exp,
         "subscription": s.subscription_id,
-        "tenant": p.tenant_id,
+        "tenant": s.issuer.tenant_id(),
         "tokenType": "Bearer",
     });
     Answer {
@@ -159,11 +161,13 @@ pub(super) async fn azd(s: Account<'_>, args: &[String]) -> Answer {
     if !s.signed_in {
         return console("\nERROR: not logged in, run `azd auth login` to login\n");
     }
-    let p = s.issuer.principal();
     if values(&f, &["-o", "--output"]) != ["json"] {
         return console("\nERROR: devhost's azd answers `-o json` only\n");
     }
-    if let Some(t) = values(&f, &["--tenant-id"]).into_iter().find(|t| *t != p.tenant_id) {
+    if let Some(t) = values(&f, &["--tenant-id"])
+        .into_iter()
+        .find(|t| *t != s.issuer.tenant_id())
+    {
         return console(&format!(
             "\nERROR: fetching token: AADSTS90002: Tenant '{t}' not found.\n"
         ));

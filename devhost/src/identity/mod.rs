@@ -20,13 +20,16 @@
 //! "Entra ID and Azure Redis" says the connection closes when its token
 //! expires, so a refresh has to arrive before then however long it takes.
 
+mod issuer;
 mod jwt;
 mod server;
 #[cfg(test)]
 mod tests;
 
+// The Entra ID stand-ins (`crate::entra`) mint with the same issuer.
+pub(crate) use issuer::{Issued, Issuer};
 pub use jwt::{Claims, VerifyError, REDIS_AUDIENCE};
-// The Entra ID stand-ins (`crate::entra`) mint the same tokens.
+// Federated (workload identity) assertions are signed and read the same way.
 pub(crate) use jwt::{mint as mint_jwt, verify_signature as verify_jwt_signature};
 
 use crate::redis_cluster::{AclTarget, ClusterAdmin};
@@ -80,10 +83,10 @@ pub struct IdentityConfig {
 
 impl IdentityConfig {
     /// Where tokens become passwords: the cluster's nodes, else the server.
-    pub(crate) fn acl_target(&self) -> Option<AclTarget<'_>> {
+    fn acl_target(&self) -> Option<AclTarget> {
         match (&self.redis_cluster, &self.redis) {
-            (Some(c), _) => Some(AclTarget::Cluster(c)),
-            (None, Some(s)) => Some(AclTarget::Server(s)),
+            (Some(c), _) => Some(AclTarget::Cluster(c.clone())),
+            (None, Some(s)) => Some(AclTarget::Server(s.clone())),
             (None, None) => None,
         }
     }
@@ -121,24 +124,17 @@ pub struct TokenRequest {
     pub exp: Option<i64>,
 }
 
-/// State shared by the HTTP handler, the sweeper and the owner.
+/// What the HTTP handler and the endpoint's owner share.
 struct IdentityState {
     cfg: IdentityConfig,
-    key: Vec<u8>,
+    issuer: Arc<Issuer>,
     secret: String,
-    lifetime: Mutex<Duration>,
     /// How long each request is held before it is answered (zero: at once).
     delay: Mutex<Duration>,
     /// Every request received, in order of arrival.
     log: Mutex<Vec<TokenRequest>>,
     requests: AtomicUsize,
-    minted: AtomicUsize,
-    last_token: Mutex<Option<String>>,
     last_query: Mutex<Option<BTreeMap<String, String>>>,
-    /// Tokens registered as Redis passwords, with their expiry.
-    live: tokio::sync::Mutex<Vec<(String, i64)>>,
-    /// Tokens minted while Redis was unreachable, registered by the sweeper.
-    pending: tokio::sync::Mutex<Vec<(String, i64)>>,
     mode: watch::Receiver<IdentityMode>,
 }
 
@@ -165,26 +161,27 @@ impl IdentityEndpoint {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let (mode_tx, mode) = watch::channel(IdentityMode::Normal);
+        let issuer = Issuer::new(
+            cfg.oid.clone(),
+            cfg.tenant_id.clone(),
+            cfg.token_lifetime,
+            cfg.acl_target(),
+        );
+        let sweeper = issuer.spawn_sweeper();
         let shared = Arc::new(IdentityState {
-            lifetime: Mutex::new(cfg.token_lifetime),
+            issuer,
             delay: Mutex::new(Duration::ZERO),
             log: Mutex::new(Vec::new()),
             cfg,
-            key: crate::util::random_bytes(32),
             secret: crate::util::random_hex(16),
             requests: AtomicUsize::new(0),
-            minted: AtomicUsize::new(0),
-            last_token: Mutex::new(None),
             last_query: Mutex::new(None),
-            live: tokio::sync::Mutex::new(Vec::new()),
-            pending: tokio::sync::Mutex::new(Vec::new()),
             mode,
         });
         let app = server::router(shared.clone());
         let serve = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let sweeper = tokio::spawn(server::sweep_forever(shared.clone()));
         Ok(IdentityEndpoint {
             addr,
             shared,
@@ -218,12 +215,12 @@ impl IdentityEndpoint {
 
     /// Tokens minted and answered with 200.
     pub fn tokens_minted(&self) -> usize {
-        self.shared.minted.load(Ordering::SeqCst)
+        self.shared.issuer.minted()
     }
 
     /// The most recently minted token.
     pub fn last_token(&self) -> Option<String> {
-        self.shared.last_token.lock().unwrap().clone()
+        self.shared.issuer.last_token()
     }
 
     /// The query parameters of the most recent request (e.g. `client_id`).
@@ -233,7 +230,7 @@ impl IdentityEndpoint {
 
     /// Changes the lifetime of tokens minted from now on.
     pub fn set_lifetime(&self, lifetime: Duration) {
-        *self.shared.lifetime.lock().unwrap() = lifetime;
+        self.shared.issuer.set_lifetime(lifetime);
     }
 
     /// Holds every token request that arrives from now on for `delay`
@@ -268,13 +265,13 @@ impl IdentityEndpoint {
     /// Checks a token minted by this endpoint: signature, `aud`
     /// (`https://redis.azure.com`) and `exp` (not yet passed).
     pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
-        jwt::verify(&self.shared.key, token, crate::util::unix_now())
+        self.shared.issuer.verify(token, crate::util::unix_now())
     }
 
     /// Removes the Redis passwords of expired tokens now (the sweeper also
     /// does this every 250 ms).
     pub async fn sweep_expired(&self) -> anyhow::Result<()> {
-        server::sweep(&self.shared).await
+        self.shared.issuer.sweep().await
     }
 }
 

@@ -1,12 +1,12 @@
-//! The HTTP side of the identity endpoint and the expired-password sweeper.
+//! The HTTP side of the identity endpoint.
 //!
 //! Follows AZURE-FACTS "azure_identity 1.0.0" (request and response shape;
 //! 400 means "identity not assigned", other errors surface their body).
 //! Every request is logged on arrival and again when answered, so a caller
 //! can see when a fetch was in flight.
 
-use super::{jwt, Claims, IdentityMode, IdentityState, TokenRequest};
-use crate::util::{unix_now, uuid_v4};
+use super::{IdentityMode, IdentityState, Issued, TokenRequest};
+use crate::util::uuid_v4;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -126,33 +126,7 @@ async fn answer(
         ));
     }
 
-    let now = unix_now();
-    let lifetime = *s.lifetime.lock().unwrap();
-    let exp = now + lifetime.as_secs_f64().ceil() as i64;
-    let claims = Claims {
-        aud: resource.clone(),
-        iss: format!("https://sts.windows.net/{}/", cfg.tenant_id),
-        oid: cfg.oid.clone(),
-        tid: cfg.tenant_id.clone(),
-        iat: now,
-        nbf: now,
-        exp,
-        uti: crate::util::random_hex(12),
-    };
-    let token = jwt::mint(&s.key, &claims);
-    if let Some(redis) = cfg.acl_target() {
-        let mut live = s.live.lock().await;
-        // Entra ID does not depend on the cache: with Redis down the token
-        // is still issued, and the sweeper registers it once Redis is back
-        // (as an access policy assignment outlives a cache restart).
-        match redis.acl_add_password(&cfg.oid, &token).await {
-            Ok(()) => live.push((token.clone(), exp)),
-            Err(_) => s.pending.lock().await.push((token.clone(), exp)),
-        }
-    }
-    let _ = sweep(s).await;
-    s.minted.fetch_add(1, Ordering::SeqCst);
-    *s.last_token.lock().unwrap() = Some(token.clone());
+    let Issued { token, exp, .. } = s.issuer.issue(resource).await;
     let body = json!({
         "access_token": token,
         "expires_on": exp.to_string(),
@@ -161,49 +135,4 @@ async fn answer(
         "client_id": cfg.client_id.clone().unwrap_or_else(|| "00000000-0000-4000-8000-0000000c11e7".into()),
     });
     Ok(((StatusCode::OK, Json(body)).into_response(), exp))
-}
-
-/// Removes the Redis passwords of tokens whose `exp` has passed. Entries
-/// whose removal failed (Redis down) are kept and retried next time.
-pub(super) async fn sweep(s: &IdentityState) -> anyhow::Result<()> {
-    let Some(redis) = s.cfg.acl_target() else {
-        return Ok(());
-    };
-    let now = unix_now();
-    let mut live = s.live.lock().await;
-    let mut pending = s.pending.lock().await;
-    let waiting = std::mem::take(&mut *pending);
-    for (token, exp) in waiting {
-        if exp <= now {
-            continue;
-        }
-        match redis.acl_add_password(&s.cfg.oid, &token).await {
-            Ok(()) => live.push((token, exp)),
-            Err(_) => pending.push((token, exp)),
-        }
-    }
-    drop(pending);
-    if live.iter().all(|(_, exp)| *exp > now) {
-        return Ok(());
-    }
-    let mut first_err = None;
-    let mut keep = Vec::with_capacity(live.len());
-    for (token, exp) in live.drain(..) {
-        if exp > now {
-            keep.push((token, exp));
-        } else if let Err(e) = redis.acl_remove_password(&s.cfg.oid, &token).await {
-            first_err.get_or_insert(e);
-            keep.push((token, exp));
-        }
-    }
-    *live = keep;
-    first_err.map_or(Ok(()), Err)
-}
-
-/// Runs [`sweep`] every 250 ms, for as long as the endpoint lives.
-pub(super) async fn sweep_forever(s: Arc<IdentityState>) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let _ = sweep(&s).await;
-    }
 }

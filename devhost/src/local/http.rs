@@ -6,7 +6,7 @@
 //! mode host.json picks ([`HttpMode`]) for a function with exactly one
 //! httpTrigger and one http out: with `enableProxyingHttpRequest` (which
 //! wins when both flags are set) the host's YARP proxy streams the request
-//! and the answer ([`super::proxy`]); with `enableForwardingHttpRequest`
+//! and the answer (`proxy.rs`); with `enableForwardingHttpRequest`
 //! (legacy) the handler gets the original request (path with prefix, query
 //! with repeated keys comma-joined, all headers plus invocation id and host
 //! version, the body only when Content-Length > 0) and its answer goes back

@@ -186,7 +186,7 @@ async fn start_local_cache(topology: LocalTopology) -> anyhow::Result<LocalCache
                 .await
                 .context("starting the local redis-server")?;
             let config = IdentityConfig {
-                redis: Some(redis.admin_handle()),
+                redis: Some(redis.admin().clone()),
                 ..IdentityConfig::default()
             };
             (pki, LocalRedis::Single(redis), config)
@@ -204,7 +204,7 @@ async fn start_local_cache(topology: LocalTopology) -> anyhow::Result<LocalCache
                 .await
                 .context("starting the local Redis Cluster")?;
             let config = IdentityConfig {
-                redis_cluster: Some(cluster.admin_handle()),
+                redis_cluster: Some(cluster.admin().clone()),
                 ..IdentityConfig::default()
             };
             (pki, LocalRedis::Cluster(cluster), config)
@@ -226,7 +226,7 @@ async fn start_local_cache(topology: LocalTopology) -> anyhow::Result<LocalCache
                 });
             let config = GatewayConfig {
                 backend_port: r.plain_port(),
-                backend_password: r.admin_password().to_owned(),
+                backend_password: r.admin().password().to_owned(),
                 verify,
                 pass_through_auth: true,
                 cert: pki.server_cert(),

@@ -79,19 +79,19 @@ impl ClusterAdmin {
     }
 }
 
-/// Where the identity endpoint turns tokens into passwords: one server, or
+/// Where a token stand-in turns tokens into passwords: one server, or
 /// every node of a cluster.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum AclTarget<'a> {
+#[derive(Debug, Clone)]
+pub(crate) enum AclTarget {
     /// A single `redis-server`.
-    Server(&'a RedisAdmin),
+    Server(RedisAdmin),
     /// Every node of a [`super::RedisCluster`].
-    Cluster(&'a ClusterAdmin),
+    Cluster(ClusterAdmin),
 }
 
-impl AclTarget<'_> {
+impl AclTarget {
     /// Adds `password` to `user` (creating the user) on the target.
-    pub(crate) async fn acl_add_password(self, user: &str, password: &str) -> anyhow::Result<()> {
+    pub(crate) async fn acl_add_password(&self, user: &str, password: &str) -> anyhow::Result<()> {
         match self {
             AclTarget::Server(a) => a.acl_add_password(user, password).await,
             AclTarget::Cluster(a) => a.acl_add_password(user, password).await,
@@ -100,7 +100,7 @@ impl AclTarget<'_> {
 
     /// Removes `password` from `user` on the target; `Ok(false)` when it
     /// was not there.
-    pub(crate) async fn acl_remove_password(self, user: &str, password: &str) -> anyhow::Result<bool> {
+    pub(crate) async fn acl_remove_password(&self, user: &str, password: &str) -> anyhow::Result<bool> {
         match self {
             AclTarget::Server(a) => a.acl_remove_password(user, password).await,
             AclTarget::Cluster(a) => a.acl_remove_password(user, password).await,

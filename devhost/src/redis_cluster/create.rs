@@ -30,7 +30,7 @@ pub(super) async fn start(pki: &Pki, opts: ClusterOptions) -> anyhow::Result<Red
         nodes.push(node);
         bus_ports.push(bus);
     }
-    let admin = ClusterAdmin::new(nodes.iter().map(RedisServer::admin_handle).collect());
+    let admin = ClusterAdmin::new(nodes.iter().map(|n| n.admin().clone()).collect());
     let mut ids = Vec::with_capacity(count);
     for a in admin.nodes() {
         ids.push(admin_cmd::<String>(a, redis::cmd("CLUSTER").arg("MYID")).await?);

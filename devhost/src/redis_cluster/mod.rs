@@ -178,19 +178,10 @@ impl RedisCluster {
             .collect()
     }
 
-    /// A cloneable handle changing ACL users on every node.
-    pub fn admin_handle(&self) -> ClusterAdmin {
-        self.admin.clone()
-    }
-
-    /// See [`ClusterAdmin::acl_add_password`].
-    pub async fn acl_add_password(&self, user: &str, password: &str) -> anyhow::Result<()> {
-        self.admin.acl_add_password(user, password).await
-    }
-
-    /// See [`ClusterAdmin::acl_remove_password`].
-    pub async fn acl_remove_password(&self, user: &str, password: &str) -> anyhow::Result<bool> {
-        self.admin.acl_remove_password(user, password).await
+    /// ACL changes on every node; clone it to keep one (for
+    /// [`crate::identity::IdentityConfig::redis_cluster`]).
+    pub fn admin(&self) -> &ClusterAdmin {
+        &self.admin
     }
 
     /// `CLIENT LIST` of every running node, with its index (the asking admin
@@ -199,7 +190,7 @@ impl RedisCluster {
     pub async fn client_lists(&self) -> anyhow::Result<Vec<(usize, Vec<ClientInfo>)>> {
         let mut lists = Vec::new();
         for i in self.running() {
-            lists.push((i, self.nodes[i].client_list().await?));
+            lists.push((i, self.nodes[i].admin().client_list().await?));
         }
         Ok(lists)
     }

@@ -16,8 +16,6 @@ pub use admin::{ClientInfo, RedisAdmin};
 
 use crate::pki::Pki;
 use anyhow::Context;
-use redis::aio::MultiplexedConnection;
-use redis::FromRedisValue;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -229,54 +227,11 @@ impl RedisServer {
         self.child.lock().unwrap().as_ref().map(Child::id)
     }
 
-    /// A cloneable admin handle (give it to [`crate::identity::IdentityConfig`]).
-    pub fn admin_handle(&self) -> RedisAdmin {
-        self.admin.clone()
-    }
-
-    /// A new admin connection: plain TCP, authenticated as `default`.
-    pub async fn admin(&self) -> anyhow::Result<MultiplexedConnection> {
-        self.admin.connection().await
-    }
-
-    /// Runs one command on a fresh admin connection.
-    pub async fn admin_cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
-        self.admin.cmd(cmd).await
-    }
-
-    /// The `default` user's password (an access key, for key-based tests).
-    pub fn admin_password(&self) -> &str {
-        self.admin.password()
-    }
-
-    /// See [`RedisAdmin::acl_add_password`].
-    pub async fn acl_add_password(&self, user: &str, password: &str) -> anyhow::Result<()> {
-        self.admin.acl_add_password(user, password).await
-    }
-
-    /// See [`RedisAdmin::acl_remove_password`].
-    pub async fn acl_remove_password(&self, user: &str, password: &str) -> anyhow::Result<bool> {
-        self.admin.acl_remove_password(user, password).await
-    }
-
-    /// See [`RedisAdmin::acl_disable_user`].
-    pub async fn acl_disable_user(&self, user: &str) -> anyhow::Result<()> {
-        self.admin.acl_disable_user(user).await
-    }
-
-    /// See [`RedisAdmin::acl_enable_user`].
-    pub async fn acl_enable_user(&self, user: &str) -> anyhow::Result<()> {
-        self.admin.acl_enable_user(user).await
-    }
-
-    /// See [`RedisAdmin::client_list`] (the asking admin connection excluded).
-    pub async fn client_list(&self) -> anyhow::Result<Vec<ClientInfo>> {
-        self.admin.client_list().await
-    }
-
-    /// See [`RedisAdmin::client_kill_user`].
-    pub async fn client_kill_user(&self, user: &str) -> anyhow::Result<usize> {
-        self.admin.client_kill_user(user).await
+    /// Admin commands on this server, each on a short-lived plain
+    /// connection as `default`; clone it to keep one (for
+    /// [`crate::identity::IdentityConfig::redis`], or past this server).
+    pub fn admin(&self) -> &RedisAdmin {
+        &self.admin
     }
 
     /// The server's working directory (its log is `redis.log` in it).

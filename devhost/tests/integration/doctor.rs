@@ -75,7 +75,7 @@ async fn checks_with_local_settings_and_the_environment_wins() {
     let pki = Pki::generate().unwrap();
     let redis = RedisServer::start(&pki).await.unwrap();
     let identity = IdentityEndpoint::start(IdentityConfig {
-        redis: Some(redis.admin_handle()),
+        redis: Some(redis.admin().clone()),
         ..IdentityConfig::default()
     })
     .await

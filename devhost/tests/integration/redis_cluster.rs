@@ -76,7 +76,7 @@ impl Rig {
 
     /// A connection as `default`, verifying every node against the host name.
     async fn client(&self) -> ClusterConnection {
-        let password = self.cluster.node(0).admin_password().to_string();
+        let password = self.cluster.node(0).admin().password().to_string();
         let builder = self.mapped(self.builder(HOST, "default", &password));
         builder.build().unwrap().get_async_connection().await.unwrap()
     }
@@ -192,7 +192,7 @@ async fn comes_up_with_three_masters_and_a_replica_each() {
         let mut conn = rig.node_conn(0).await;
         let () = redis::cmd("AUTH")
             .arg("default")
-            .arg(c.node(0).admin_password())
+            .arg(c.node(0).admin().password())
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -226,7 +226,7 @@ async fn comes_up_with_three_masters_and_a_replica_each() {
 async fn tls_verifies_against_the_host_name_and_fails_against_the_ip() {
     bounded(Duration::from_secs(45), async {
         let rig = rig().await;
-        let password = rig.cluster.node(0).admin_password().to_string();
+        let password = rig.cluster.node(0).admin().password().to_string();
         let mut conn = rig.client().await;
         for m in rig.cluster.masters().await.unwrap() {
             let key = format!("{}tls", slot_tag(*m.slots[0].start()));
@@ -265,7 +265,7 @@ async fn acl_users_and_tokens_authenticate_on_every_node() {
     bounded(Duration::from_secs(45), async {
         let rig = rig().await;
         let c = &rig.cluster;
-        c.acl_add_password("oid-a", "pw-a").await.unwrap();
+        c.admin().acl_add_password("oid-a", "pw-a").await.unwrap();
         for i in 0..c.len() {
             rig.auth_on(i, "oid-a", "pw-a").await.unwrap();
             let wrong = rig.auth_on(i, "oid-a", "pw-b").await.unwrap_err();
@@ -277,14 +277,14 @@ async fn acl_users_and_tokens_authenticate_on_every_node() {
             let key = format!("{}acl", slot_tag(*m.slots[0].start()));
             let () = conn.set(&key, "v").await.unwrap();
         }
-        assert!(c.acl_remove_password("oid-a", "pw-a").await.unwrap());
+        assert!(c.admin().acl_remove_password("oid-a", "pw-a").await.unwrap());
         for i in 0..c.len() {
             let gone = rig.auth_on(i, "oid-a", "pw-a").await.unwrap_err();
             assert_eq!(gone.code(), Some("WRONGPASS"), "node {i}: {gone}");
         }
 
         let idp = IdentityEndpoint::start(IdentityConfig {
-            redis_cluster: Some(c.admin_handle()),
+            redis_cluster: Some(c.admin().clone()),
             token_lifetime: Duration::from_secs(4),
             ..IdentityConfig::default()
         })
@@ -330,7 +330,7 @@ async fn keys_over_all_slots_are_stored_and_read_back() {
         for slot in (0..SLOTS).step_by(1021) {
             let key = format!("{}x", slot_tag(slot));
             let cmd = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&key).clone();
-            assert_eq!(c.node(0).admin_cmd::<u16>(&cmd).await.unwrap(), slot);
+            assert_eq!(c.node(0).admin().cmd::<u16>(&cmd).await.unwrap(), slot);
             assert_eq!(key_slot(key.as_bytes()), slot);
         }
         let keys = keys_in(0..=SLOTS - 1, 1);
@@ -339,7 +339,7 @@ async fn keys_over_all_slots_are_stored_and_read_back() {
         check_all(&conn, &keys).await;
         for m in c.masters().await.unwrap() {
             let owned: usize = m.slots.iter().map(|r| r.len()).sum();
-            let held: usize = c.node(m.index).admin_cmd(&redis::cmd("DBSIZE")).await.unwrap();
+            let held: usize = c.node(m.index).admin().cmd(&redis::cmd("DBSIZE")).await.unwrap();
             assert_eq!(held, owned, "master {}", m.index);
         }
     })
@@ -420,7 +420,7 @@ async fn slot_migration_asks_then_moves_and_keeps_every_key() {
         let mut source = rig.node_conn(from.index).await;
         let () = redis::cmd("AUTH")
             .arg("default")
-            .arg(c.node(0).admin_password())
+            .arg(c.node(0).admin().password())
             .query_async(&mut source)
             .await
             .unwrap();

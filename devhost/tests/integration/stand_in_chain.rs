@@ -108,7 +108,7 @@ async fn minted_token_is_a_redis_password_over_tls() {
     let pki = Pki::generate().unwrap();
     let redis = RedisServer::start(&pki).await.unwrap();
     let cfg = IdentityConfig {
-        redis: Some(redis.admin_handle()),
+        redis: Some(redis.admin().clone()),
         ..IdentityConfig::default()
     };
     let oid = cfg.oid.clone();
@@ -127,7 +127,7 @@ async fn minted_token_is_a_redis_password_over_tls() {
     let mut conn = tls_conn(&pki, redis.tls_port(), &oid, &token).await.unwrap();
     let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
     assert_eq!(pong, "PONG");
-    let clients = redis.client_list().await.unwrap();
+    let clients = redis.admin().client_list().await.unwrap();
     let tls_port = format!(":{}", redis.tls_port());
     assert!(
         clients.iter().any(|c| c.user == oid && c.laddr.ends_with(&tls_port)),
@@ -161,7 +161,7 @@ async fn minted_token_is_a_redis_password_over_tls() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(redis.admin_handle().acl_password_count(&oid).await.unwrap(), 2);
+    assert_eq!(redis.admin().clone().acl_password_count(&oid).await.unwrap(), 2);
     tls_conn(&pki, redis.tls_port(), &oid, &short).await.unwrap();
     while !matches!(idp.verify(&short), Err(VerifyError::Expired(_))) {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -169,12 +169,12 @@ async fn minted_token_is_a_redis_password_over_tls() {
     idp.sweep_expired().await.unwrap();
     let err = tls_conn(&pki, redis.tls_port(), &oid, &short).await.unwrap_err();
     assert_eq!(err.kind(), redis::ErrorKind::AuthenticationFailed, "{err}");
-    assert_eq!(redis.admin_handle().acl_password_count(&oid).await.unwrap(), 1);
+    assert_eq!(redis.admin().clone().acl_password_count(&oid).await.unwrap(), 1);
 
     // Losing the access policy: disable the user, kill its connections.
-    redis.acl_disable_user(&oid).await.unwrap();
-    assert!(redis.client_kill_user(&oid).await.unwrap() >= 1);
+    redis.admin().acl_disable_user(&oid).await.unwrap();
+    assert!(redis.admin().client_kill_user(&oid).await.unwrap() >= 1);
     assert!(tls_conn(&pki, redis.tls_port(), &oid, &token).await.is_err());
-    redis.acl_enable_user(&oid).await.unwrap();
+    redis.admin().acl_enable_user(&oid).await.unwrap();
     tls_conn(&pki, redis.tls_port(), &oid, &token).await.unwrap();
 }

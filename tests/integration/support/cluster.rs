@@ -122,7 +122,7 @@ impl ClusterRig {
         for i in 0..cluster.len() {
             let node = cluster.node(i);
             let verify = verify_with(identity.clone());
-            gateways.push(Gateway::start(&pki, node.plain_port(), node.admin_password(), verify).await);
+            gateways.push(Gateway::start(&pki, node.plain_port(), node.admin().password(), verify).await);
         }
         let ports: Vec<u16> = gateways.iter().map(Gateway::port).collect();
         cluster
@@ -204,7 +204,7 @@ impl ClusterRig {
         let node = self.cluster.node(i);
         let url = format!(
             "redis://default:{}@127.0.0.1:{}/",
-            node.admin_password(),
+            node.admin().password(),
             node.plain_port()
         );
         redis::Client::open(url.as_str())

@@ -145,7 +145,7 @@ pub async fn spawn_app(opts: Options) -> TestApp {
     let pki = Pki::generate().expect("test PKI");
     let redis = RedisServer::start(&pki).await.expect("redis-server with TLS");
     let cfg = IdentityConfig {
-        redis: Some(redis.admin_handle()),
+        redis: Some(redis.admin().clone()),
         token_lifetime: opts.token_lifetime,
         ..IdentityConfig::default()
     };
@@ -154,7 +154,7 @@ pub async fn spawn_app(opts: Options) -> TestApp {
     identity.set_mode(opts.identity_mode);
     let gateway = if opts.gateway {
         let verify = verify_with(identity.clone());
-        Some(Gateway::start(&pki, redis.plain_port(), redis.admin_password(), verify).await)
+        Some(Gateway::start(&pki, redis.plain_port(), redis.admin().password(), verify).await)
     } else {
         None
     };
@@ -167,7 +167,7 @@ pub async fn spawn_app(opts: Options) -> TestApp {
         let conn = format!(
             "127.0.0.1:{},password={},ssl=True,abortConnect=False",
             redis.tls_port(),
-            redis.admin_password()
+            redis.admin().password()
         );
         env.push(("Redis".into(), conn));
     } else {
@@ -219,7 +219,7 @@ impl TestApp {
 
     /// Connections the handler's identity has open on Redis.
     pub async fn handler_connections(&self) -> Vec<ClientInfo> {
-        let all = self.redis.client_list().await.expect("CLIENT LIST");
+        let all = self.redis.admin().client_list().await.expect("CLIENT LIST");
         all.into_iter().filter(|c| c.user == self.oid).collect()
     }
 

@@ -1,47 +1,24 @@
-//! Access tokens for the Entra ID stand-ins: the same signed JWTs as the
-//! managed-identity endpoint's (`identity/jwt.rs`), and with a Redis
-//! attached, passwords of the user named by their `oid` from before they are
-//! handed out until they expire.
+//! Minting for every token stand-in (the managed-identity endpoint, the
+//! Entra ID token endpoint, `az` and `azd`): signed JWTs for one principal
+//! and, with a Redis attached, each token a password of the user named by
+//! its `oid` from before it is handed out until it expires.
 //!
-//! Follows AZURE-FACTS "Entra ID and Azure Redis": the Redis user is the
+//! Follows docs/azure.md "Entra ID and Azure Redis": the Redis user is the
 //! token's `oid`, the password is the token, and an expired token no longer
-//! authenticates (`WRONGPASS`).
+//! authenticates (`WRONGPASS`). Entra ID does not depend on the cache: with
+//! Redis down a token is still issued, and registered once Redis is back (as
+//! an access policy assignment outlives a cache restart).
 
-use crate::identity::{mint_jwt, verify_jwt_signature, Claims};
-use crate::redis_server::RedisAdmin;
+use super::jwt::{self, Claims, VerifyError};
+use crate::redis_cluster::AclTarget;
 use crate::util::unix_now;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// Who the tokens are for and what they open.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    /// Object id: the `oid` claim and the Redis user name.
-    pub oid: String,
-    /// Tenant id: the `tid` claim and part of `iss`.
-    pub tenant_id: String,
-    /// Lifetime of each token, rounded up to whole seconds (`exp` is whole
-    /// Unix seconds).
-    pub token_lifetime: Duration,
-    /// When set, each token becomes a password of user `oid` before it is
-    /// handed out, and is removed after it expires.
-    pub redis: Option<RedisAdmin>,
-}
-
-impl Default for Principal {
-    /// Fixed GUID-like ids, 1 h tokens (ordinary Entra tokens live 60-90
-    /// min), no Redis.
-    fn default() -> Self {
-        Principal {
-            oid: "00000000-0000-4000-8000-0000000e0a1d".into(),
-            tenant_id: "00000000-0000-4000-8000-0000000007e1".into(),
-            token_lifetime: Duration::from_secs(3600),
-            redis: None,
-        }
-    }
-}
+/// How often the sweeper registers pending tokens and removes expired ones.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// A token handed out: the JWT, its `exp` and its lifetime in seconds.
 pub(crate) struct Issued {
@@ -50,9 +27,11 @@ pub(crate) struct Issued {
     pub(crate) lifetime_s: i64,
 }
 
-/// Mints tokens for one [`Principal`] and keeps their Redis passwords.
+/// Mints tokens for one principal and keeps their Redis passwords.
 pub(crate) struct Issuer {
-    principal: Principal,
+    oid: String,
+    tenant_id: String,
+    redis: Option<AclTarget>,
     key: Vec<u8>,
     lifetime: Mutex<Duration>,
     minted: AtomicUsize,
@@ -64,11 +43,15 @@ pub(crate) struct Issuer {
 }
 
 impl Issuer {
-    pub(crate) fn new(principal: Principal) -> Arc<Issuer> {
+    /// An issuer for object id `oid` in `tenant_id`, with a fresh signing
+    /// key; `redis`, when set, is where its tokens become passwords.
+    pub(crate) fn new(oid: String, tenant_id: String, lifetime: Duration, redis: Option<AclTarget>) -> Arc<Issuer> {
         Arc::new(Issuer {
-            lifetime: Mutex::new(principal.token_lifetime),
-            principal,
+            oid,
+            tenant_id,
+            redis,
             key: crate::util::random_bytes(32),
+            lifetime: Mutex::new(lifetime),
             minted: AtomicUsize::new(0),
             last: Mutex::new(None),
             live: tokio::sync::Mutex::new(Vec::new()),
@@ -76,33 +59,32 @@ impl Issuer {
         })
     }
 
-    pub(crate) fn principal(&self) -> &Principal {
-        &self.principal
+    /// The tenant tokens are issued in.
+    pub(crate) fn tenant_id(&self) -> &str {
+        &self.tenant_id
     }
 
     /// Mints a token for `audience` (the resource: the scope without
-    /// `/.default`) and registers it with Redis before returning it. Entra ID
-    /// does not depend on the cache: with Redis down the token is still
-    /// issued and registered once Redis is back.
+    /// `/.default`), living the current lifetime rounded up to whole
+    /// seconds, and registers it with Redis before returning it.
     pub(crate) async fn issue(&self, audience: &str) -> Issued {
         let now = unix_now();
         let lifetime_s = self.lifetime.lock().unwrap().as_secs_f64().ceil() as i64;
         let exp = now + lifetime_s;
-        let p = &self.principal;
         let claims = Claims {
             aud: audience.to_owned(),
-            iss: format!("https://sts.windows.net/{}/", p.tenant_id),
-            oid: p.oid.clone(),
-            tid: p.tenant_id.clone(),
+            iss: format!("https://sts.windows.net/{}/", self.tenant_id),
+            oid: self.oid.clone(),
+            tid: self.tenant_id.clone(),
             iat: now,
             nbf: now,
             exp,
             uti: crate::util::random_hex(12),
         };
-        let token = mint_jwt(&self.key, &claims);
-        if let Some(redis) = &p.redis {
+        let token = jwt::mint(&self.key, &claims);
+        if let Some(redis) = &self.redis {
             let mut live = self.live.lock().await;
-            match redis.acl_add_password(&p.oid, &token).await {
+            match redis.acl_add_password(&self.oid, &token).await {
                 Ok(()) => live.push((token.clone(), exp)),
                 Err(_) => self.pending.lock().await.push((token.clone(), exp)),
             }
@@ -116,17 +98,26 @@ impl Issuer {
     /// The claims of a token this issuer minted (signature checked; any
     /// audience, even expired); `None` for anything else.
     pub(crate) fn claims(&self, token: &str) -> Option<Claims> {
-        verify_jwt_signature(&self.key, token).ok()
+        jwt::verify_signature(&self.key, token).ok()
     }
 
+    /// Checks a token this issuer minted: signature, Redis audience, and an
+    /// `exp` after `now`.
+    pub(crate) fn verify(&self, token: &str, now: i64) -> Result<Claims, VerifyError> {
+        jwt::verify(&self.key, token, now)
+    }
+
+    /// Tokens minted so far.
     pub(crate) fn minted(&self) -> usize {
         self.minted.load(Ordering::SeqCst)
     }
 
+    /// The most recent token minted.
     pub(crate) fn last_token(&self) -> Option<String> {
         self.last.lock().unwrap().clone()
     }
 
+    /// Changes the lifetime of tokens minted from now on.
     pub(crate) fn set_lifetime(&self, lifetime: Duration) {
         *self.lifetime.lock().unwrap() = lifetime;
     }
@@ -134,10 +125,9 @@ impl Issuer {
     /// Registers pending tokens and removes the passwords of expired ones;
     /// what fails (Redis down) is kept for the next sweep.
     pub(crate) async fn sweep(&self) -> anyhow::Result<()> {
-        let Some(redis) = &self.principal.redis else {
+        let Some(redis) = &self.redis else {
             return Ok(());
         };
-        let oid = &self.principal.oid;
         let now = unix_now();
         let mut live = self.live.lock().await;
         let mut pending = self.pending.lock().await;
@@ -145,18 +135,21 @@ impl Issuer {
             if exp <= now {
                 continue;
             }
-            match redis.acl_add_password(oid, &token).await {
+            match redis.acl_add_password(&self.oid, &token).await {
                 Ok(()) => live.push((token, exp)),
                 Err(_) => pending.push((token, exp)),
             }
         }
         drop(pending);
+        if live.iter().all(|(_, exp)| *exp > now) {
+            return Ok(());
+        }
         let mut first_err = None;
         let mut keep = Vec::with_capacity(live.len());
         for (token, exp) in live.drain(..) {
             if exp > now {
                 keep.push((token, exp));
-            } else if let Err(e) = redis.acl_remove_password(oid, &token).await {
+            } else if let Err(e) = redis.acl_remove_password(&self.oid, &token).await {
                 first_err.get_or_insert(e);
                 keep.push((token, exp));
             }
@@ -170,7 +163,7 @@ impl Issuer {
         let issuer = self.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(SWEEP_EVERY).await;
                 let _ = issuer.sweep().await;
             }
         })
