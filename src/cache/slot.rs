@@ -3,7 +3,9 @@
 //!
 //! The slot is CRC16 (XMODEM) of the key, or of the text between the first
 //! `{` and the next `}` when that is not empty (a hash tag), modulo 16384, as
-//! the Redis Cluster specification says.
+//! the Redis Cluster specification says. The test tools (`devhost`) keep a
+//! copy of their own on purpose, so tests check routing against an
+//! independent reference.
 
 /// How many hash slots a Redis Cluster has.
 pub(crate) const SLOTS: u16 = 16384;

@@ -3,8 +3,12 @@
 //!
 //! The slot is CRC16 (XMODEM) of the key, or of the text between the first
 //! `{` and the next `}` when that is not empty (a hash tag), modulo 16384, as
-//! in the Redis Cluster specification. Computed here so the library needs no
-//! cluster client.
+//! in the Redis Cluster specification.
+//!
+//! The handler has its own copy (`src/cache/slot.rs`). This second one is
+//! on purpose: tests that place keys on a chosen shard and check where the
+//! handler sent them must not take the handler's own routing as the
+//! reference, or a wrong slot would agree with itself.
 
 use std::sync::OnceLock;
 
