@@ -12,82 +12,122 @@
 //! local settings; in Azure it can be run from the app's console, where it
 //! gets the app settings.
 
-use crate::cache::{open_connection, Auth, Cache, CacheError, CacheOptions, Target};
+use crate::cache::{open_connection, Auth, Cache, CacheError, CacheOptions, DoctorConnection, Target};
 use crate::credential::AzureTokenSource;
 use crate::secret::Secret;
 use crate::settings::{AuthSettings, ClusterMode, CredentialChoice, EntraSettings, Settings};
 use crate::token::{oid_from_jwt, FetchedToken, TokenError, TokenSource};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 /// One step's outcome: what was found, or one sentence on what is wrong.
-type Step = Result<String, String>;
+type Step = Result<Found<()>, String>;
 
 /// Runs every check in order, printing one line per step to `out`; stops at
 /// the first failure. Returns whether all passed.
 pub(crate) async fn run(settings: &Settings, out: &mut impl Write) -> bool {
+    checks(settings, &mut Checklist { out }).await.is_some()
+}
+
+/// The steps, in order; `None` at the first that fails.
+async fn checks(settings: &Settings, list: &mut Checklist<'_, impl Write>) -> Option<()> {
     let redis = &settings.redis;
-    let target = match Target::from_settings(redis, settings.deadlines) {
-        Ok(t) => t,
-        Err(e) => return report(out, "settings", Err(e), Duration::ZERO),
+    let target = list.step("settings", async { settings_step(settings) }).await?;
+    let (user, password) = match &redis.auth {
+        AuthSettings::Entra(entra) => {
+            let (user, token) = list
+                .step("token", token_step(entra, settings.deadlines.token_fetch))
+                .await?;
+            (Some(user), token)
+        }
+        AuthSettings::AccessKey { user, password } => (user.clone(), password.clone()),
     };
+    list.step("network", tcp_step(&target)).await?;
+    if target.tls {
+        list.step("certificate", tls_step(&target)).await?;
+    }
+    let mut conn = list
+        .step(
+            "authentication",
+            auth_step(&target, user.as_deref(), &password, &redis.auth),
+        )
+        .await?;
+    list.step("ping", ping_step(&target, &mut conn)).await?;
+    list.step("cluster", cluster_step(&target, redis.cluster_mode, user, password))
+        .await
+        .map(|_| ())
+}
+
+/// Where the steps print: each one timed, on one line.
+struct Checklist<'o, W> {
+    out: &'o mut W,
+}
+
+impl<W: Write> Checklist<'_, W> {
+    /// Runs one step and prints its line: what it found, or the sentence
+    /// on what is wrong. Hands on the step's value; `None` when it failed.
+    async fn step<T>(&mut self, name: &str, step: impl Future<Output = Result<Found<T>, String>>) -> Option<T> {
+        let started = Instant::now();
+        let result = step.await;
+        let line = result.as_ref().map(|found| found.line.clone()).map_err(Clone::clone);
+        report(self.out, name, line, started.elapsed());
+        result.ok().map(|found| found.value)
+    }
+}
+
+/// What a step that passed found: a value for the next steps, and its line.
+struct Found<T> {
+    value: T,
+    line: String,
+}
+
+impl Found<()> {
+    /// A step that only reports.
+    fn line(line: String) -> Found<()> {
+        Found { value: (), line }
+    }
+}
+
+/// Where the handler would connect, and how it would sign in.
+fn settings_step(settings: &Settings) -> Result<Found<Target>, String> {
+    let redis = &settings.redis;
+    let target = Target::from_settings(redis, settings.deadlines)?;
     let transport = if redis.tls { "TLS" } else { "no TLS" };
     let how = match &redis.auth {
         AuthSettings::Entra(entra) => format!("Microsoft Entra ID, {}", describe(&entra.credential)),
         AuthSettings::AccessKey { .. } => "access key (the Redis connection string)".to_owned(),
     };
-    let summary = format!("cache {}:{} ({transport}), {how}", redis.host, redis.port);
-    if !report(out, "settings", Ok(summary), Duration::ZERO) {
-        return false;
+    let line = format!("cache {}:{} ({transport}), {how}", redis.host, redis.port);
+    Ok(Found { value: target, line })
+}
+
+/// Connects and authenticates as the handler does.
+async fn auth_step(
+    target: &Target,
+    user: Option<&str>,
+    password: &Secret,
+    auth: &AuthSettings,
+) -> Result<Found<DoctorConnection>, String> {
+    let who = user.unwrap_or("default");
+    match open_connection(target, user, password.expose(), target.deadlines.connect).await {
+        Ok(conn) => Ok(Found {
+            value: conn,
+            line: format!("AUTH as {who} accepted"),
+        }),
+        Err(e) => Err(auth_sentence(&e, who, auth)),
     }
-    let (user, password) = match &redis.auth {
-        AuthSettings::Entra(entra) => {
-            let started = Instant::now();
-            match token_step(entra, settings.deadlines.token_fetch).await {
-                Ok((user, secret, note)) => {
-                    report(out, "token", Ok(format!("user {user} {note}")), started.elapsed());
-                    (Some(user), secret)
-                }
-                Err(why) => return report(out, "token", Err(why), started.elapsed()),
-            }
-        }
-        AuthSettings::AccessKey { user, password } => (user.clone(), password.clone()),
-    };
-    let started = Instant::now();
-    let tcp = tcp_step(&target).await;
-    if !report(out, "network", tcp, started.elapsed()) {
-        return false;
-    }
-    if target.tls {
-        let started = Instant::now();
-        let tls = tls_step(&target).await;
-        if !report(out, "certificate", tls, started.elapsed()) {
-            return false;
-        }
-    }
-    let started = Instant::now();
-    let conn = open_connection(&target, user.as_deref(), password.expose(), target.deadlines.connect).await;
-    let who = user.as_deref().unwrap_or("default");
-    let auth = match &conn {
-        Ok(_) => Ok(format!("AUTH as {who} accepted")),
-        Err(e) => Err(auth_sentence(e, who, &redis.auth)),
-    };
-    if !report(out, "authentication", auth, started.elapsed()) {
-        return false;
-    }
-    let Ok(mut conn) = conn else { return false };
-    let started = Instant::now();
-    let ping = tokio::time::timeout(
-        target.deadlines.command,
-        redis::cmd("PING").query_async::<String>(conn.conn()),
-    )
-    .await;
-    let ping = match ping {
-        Ok(Ok(reply)) => Ok(reply),
+}
+
+/// PING on the connection just made.
+async fn ping_step(target: &Target, conn: &mut DoctorConnection) -> Result<Found<()>, String> {
+    let ping = redis::cmd("PING");
+    match tokio::time::timeout(target.deadlines.command, ping.query_async::<String>(conn.conn())).await {
+        Ok(Ok(reply)) => Ok(Found::line(reply)),
         Ok(Err(e)) => Err(format!(
             "the cache answered PING with an error: {}",
             crate::cache::classify(&e)
@@ -96,13 +136,7 @@ pub(crate) async fn run(settings: &Settings, out: &mut impl Write) -> bool {
             "the cache did not answer PING within {:?}",
             target.deadlines.command
         )),
-    };
-    if !report(out, "ping", ping, started.elapsed()) {
-        return false;
     }
-    let started = Instant::now();
-    let cluster = cluster_step(&target, redis.cluster_mode, user, password).await;
-    report(out, "cluster", cluster, started.elapsed())
 }
 
 /// Whether the cache is a cluster, as the handler will find out; on a
@@ -117,7 +151,7 @@ async fn cluster_step(target: &Target, mode: ClusterMode, user: Option<String>, 
     };
     let cache = Cache::new(target.clone(), Auth::AccessKey { user, password }, options);
     let shards = match cache.shards().await {
-        Ok(None) => return Ok("not a cluster: standalone mode, one connection".to_owned()),
+        Ok(None) => return Ok(Found::line("not a cluster: standalone mode, one connection".to_owned())),
         Ok(Some(shards)) => shards,
         Err(e) => return Err(format!("could not tell whether the cache is a cluster: {e}")),
     };
@@ -130,13 +164,13 @@ async fn cluster_step(target: &Target, mode: ClusterMode, user: Option<String>, 
         .filter_map(|(s, ping)| ping.err().map(|e| format!("{}: {e}", s.node)))
         .collect();
     if failed.is_empty() {
-        Ok(format!(
+        Ok(Found::line(format!(
             "cluster mode: {} masters ({}), each reached at its announced address, its certificate \
              verified against {} and AUTH accepted",
             masters.len(),
             masters.join(", "),
             target.host
-        ))
+        )))
     } else {
         Err(format!(
             "the cache is a cluster, but not every master can be used: {}. Each master must be reachable \
@@ -147,7 +181,7 @@ async fn cluster_step(target: &Target, mode: ClusterMode, user: Option<String>, 
 }
 
 /// Prints one step's line; returns whether it passed.
-fn report(out: &mut impl Write, step: &str, result: Step, took: Duration) -> bool {
+fn report(out: &mut impl Write, step: &str, result: Result<String, String>, took: Duration) -> bool {
     let ms = took.as_secs_f64() * 1000.0;
     let line = match &result {
         Ok(what) => format!("  ok      {step:<15} {what} ({ms:.1} ms)"),
@@ -172,9 +206,9 @@ fn describe(choice: &CredentialChoice) -> String {
     }
 }
 
-/// Gets one token: the user name to AUTH as, the token, and a note for the
-/// line (where the user name came from, how long the token lives).
-async fn token_step(entra: &EntraSettings, deadline: Duration) -> Result<(String, Secret, String), String> {
+/// Gets one token: the user name to AUTH as and the token; the line says
+/// where the user name came from and how long the token lives.
+async fn token_step(entra: &EntraSettings, deadline: Duration) -> Result<Found<(String, Secret)>, String> {
     let source = AzureTokenSource::from_choice(&entra.credential, entra.scope.clone())
         .map_err(|e| sign_in_sentence(&e, &entra.credential))?;
     let fetched: FetchedToken = match tokio::time::timeout(deadline, source.fetch()).await {
@@ -190,8 +224,11 @@ async fn token_step(entra: &EntraSettings, deadline: Duration) -> Result<(String
             "from the token's oid",
         ),
     };
-    let note = format!("({from}), scope {}, expires in {expires_in} s", entra.scope);
-    Ok((user, fetched.secret, note))
+    let line = format!("user {user} ({from}), scope {}, expires in {expires_in} s", entra.scope);
+    Ok(Found {
+        value: (user, fetched.secret),
+        line,
+    })
 }
 
 /// What a failed token fetch means for the credential in use.
@@ -220,10 +257,10 @@ fn sign_in_sentence(err: &TokenError, choice: &CredentialChoice) -> String {
 async fn tcp_step(target: &Target) -> Step {
     let addr = format!("{}:{}", target.host, target.port);
     match tokio::time::timeout(target.deadlines.connect, tokio::net::TcpStream::connect(&addr)).await {
-        Ok(Ok(stream)) => Ok(format!(
+        Ok(Ok(stream)) => Ok(Found::line(format!(
             "{addr} reached ({})",
             stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
-        )),
+        ))),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(format!(
             "nothing accepts connections on {addr}: check Redis__port (6380 for Azure Cache for Redis, 10000 for Azure Managed Redis) and that the cache is running"
         )),
@@ -260,7 +297,7 @@ async fn tls_step(target: &Target) -> Step {
         connector.connect(name, tcp).await
     };
     match tokio::time::timeout(target.deadlines.connect, handshake).await {
-        Ok(Ok(_)) => Ok(format!("valid for {}", target.host)),
+        Ok(Ok(_)) => Ok(Found::line(format!("valid for {}", target.host))),
         Ok(Err(e)) => Err(certificate_sentence(&e, &target.host)),
         Err(_) => Err(format!(
             "no TLS answer within {:?}: is the port a TLS port (Redis__ssl)?",

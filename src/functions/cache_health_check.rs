@@ -125,7 +125,8 @@ pub(crate) async fn run_check(state: &AppState, timer: &TimerInfo) -> CheckRepor
 }
 
 /// PING, SET/GET of a probe key with a short TTL, CLIENT LIST: on the one
-/// endpoint, or on the master `shard` (the probe key hashes to it).
+/// endpoint, or on the master `shard` (the probe key hashes to it). After a
+/// failed PING nothing else is tried.
 async fn check_one(state: &AppState, shard: Option<&ShardInfo>) -> ShardCheck {
     let mut failures = Vec::new();
     let probe_key = match shard {
@@ -140,61 +141,16 @@ async fn check_one(state: &AppState, shard: Option<&ShardInfo>) -> ShardCheck {
     };
 
     let start = Instant::now();
-    let ping_ms = match on_node(redis::cmd("PING")).await {
-        Ok(_) => Some(elapsed_ms(start)),
-        Err(e) => {
-            failures.push(format!("PING failed: {e}"));
-            None
-        }
-    };
-
-    let round_trip_ms = if ping_ms.is_some() {
-        let probe_value = format!("{}", fastrand::u64(..));
-        let start = Instant::now();
-        let set = redis::cmd("SET")
-            .arg(&probe_key)
-            .arg(&probe_value)
-            .arg("EX")
-            .arg(PROBE_TTL_S)
-            .clone();
-        match state.cache.query::<String>(&set).await {
-            Err(e) => {
-                failures.push(format!("SET of the probe key failed: {e}"));
-                None
-            }
-            Ok(_) => match state
-                .cache
-                .query::<Option<String>>(redis::cmd("GET").arg(&probe_key))
-                .await
-            {
-                Ok(Some(v)) if v == probe_value => Some(elapsed_ms(start)),
-                Ok(other) => {
-                    failures.push(format!(
-                        "GET of the probe key returned {:?} instead of what was written",
-                        other.map(|_| "another value")
-                    ));
-                    None
-                }
-                Err(e) => {
-                    failures.push(format!("GET of the probe key failed: {e}"));
-                    None
-                }
-            },
-        }
+    let ping = noted(&mut failures, "PING", on_node(redis::cmd("PING")).await);
+    let ping_ms = ping.map(|_| elapsed_ms(start));
+    let (round_trip_ms, client_count) = if ping_ms.is_some() {
+        let round_trip_ms = round_trip(state, &probe_key, &mut failures).await;
+        let clients = on_node(redis::cmd("CLIENT").arg("LIST").to_owned()).await;
+        let client_count =
+            noted(&mut failures, "CLIENT LIST", clients).map(|t| super::clients::parse_client_list(&t).len());
+        (round_trip_ms, client_count)
     } else {
-        None
-    };
-
-    let client_count = if ping_ms.is_some() {
-        match on_node(redis::cmd("CLIENT").arg("LIST").to_owned()).await {
-            Ok(text) => Some(super::clients::parse_client_list(&text).len()),
-            Err(e) => {
-                failures.push(format!("CLIENT LIST failed: {e}"));
-                None
-            }
-        }
-    } else {
-        None
+        (None, None)
     };
 
     ShardCheck {
@@ -206,6 +162,43 @@ async fn check_one(state: &AppState, shard: Option<&ShardInfo>) -> ShardCheck {
         client_count,
         failures,
     }
+}
+
+/// SET of a random value to the probe key, then GET of it: the time both
+/// took, when the value read back is the one written.
+async fn round_trip(state: &AppState, probe_key: &str, failures: &mut Vec<String>) -> Option<f64> {
+    let value = fastrand::u64(..).to_string();
+    let start = Instant::now();
+    let set = redis::cmd("SET")
+        .arg(probe_key)
+        .arg(&value)
+        .arg("EX")
+        .arg(PROBE_TTL_S)
+        .clone();
+    noted(
+        failures,
+        "SET of the probe key",
+        state.cache.query::<String>(&set).await,
+    )?;
+    let get = state
+        .cache
+        .query::<Option<String>>(redis::cmd("GET").arg(probe_key))
+        .await;
+    let read = noted(failures, "GET of the probe key", get)?;
+    if read.as_deref() != Some(value.as_str()) {
+        failures.push(format!(
+            "GET of the probe key returned {:?} instead of what was written",
+            read.map(|_| "another value")
+        ));
+        return None;
+    }
+    Some(elapsed_ms(start))
+}
+
+/// The value of a step that worked; for one that failed, `"<what> failed:
+/// <why>"` goes to `failures` and the answer is `None`.
+fn noted<T>(failures: &mut Vec<String>, what: &str, result: Result<T, impl std::fmt::Display>) -> Option<T> {
+    result.map_err(|e| failures.push(format!("{what} failed: {e}"))).ok()
 }
 
 /// Handles the host's timer envelope.
