@@ -24,6 +24,7 @@ use crate::load::{self, BenchTarget, LoadResult};
 use crate::rig::{key, Program, Server, BENCH_USER, KEYSPACE, VALUE_BYTES};
 use crate::scenarios::{print_point, Op, Side, Timing};
 use crate::stats::{group, median};
+use crate::template::{fill, text};
 use anyhow::{ensure, Context};
 use devhost::identity::{IdentityConfig, IdentityEndpoint};
 use devhost::pki::Pki;
@@ -318,61 +319,45 @@ impl ClusterResults {
 
     /// The "## Cluster" section of BENCHMARKS.md, ending with a newline.
     pub fn section(&self) -> String {
-        let mut s = String::from("## Cluster\n\n");
         let get = |k: &str| {
             self.machine
                 .iter()
                 .find(|(name, _)| name.starts_with(k))
                 .map_or("?", |(_, v)| v.as_str())
+                .to_owned()
         };
-        let _ = writeln!(
-            s,
-            "Measured {} on {} cores ({}, {}, load average at start {}) at commit {} with `{}`; redis-server {}.\n",
-            get("date"),
-            get("cores"),
-            get("CPU"),
-            get("kernel"),
-            get("load average"),
-            self.commit,
-            self.command,
-            get("redis-server").split_whitespace().nth(2).unwrap_or("?"),
-        );
         let ports: Vec<String> = self
             .masters
             .iter()
             .map(|(port, slots)| format!("127.0.0.1:{port} (slots {slots})"))
             .collect();
-        let _ = writeln!(
-            s,
-            "A local TLS Redis Cluster (`devhost::redis_cluster`): {} masters, {}, each with a replica; nodes \
-             announced by IP under a certificate naming only `{HOST}`, the benchmark's ACL user and the identity \
-             endpoint's tokens on every node. The handler is given `Redis__redisHostName={HOST}` and the first \
-             master's TLS port only; its `Redis__clusterMode` default (`auto`) found the cluster (`/api/health`: \
-             `\"mode\": \"cluster\"`, {} shards). GET and PUT over the same {} keys of {} bytes as above \
-             (`key:000000000000`…, spread over all {} masters by their hash slots), `wrk` through the handler \
-             against `redis-benchmark --tls --cacert <CA> {} --user bench -r {} -d {}` on the same cluster \
-             (its keys carry a hash tag per node, its clients spread over the masters, one thread per master: \
-             its default with `--cluster`, which gave a higher ceiling here than `--threads 1`, whereas the \
-             single-server runs above use its single-threaded default). At each point, {} runs of {} s per side \
-             after a {} s warm-up of the handler, the two sides alternating which goes first; medians of the \
-             runs. Everything shares the machine's cores: load generator, 6 `redis-server`s and the handler.\n",
-            self.masters.len(),
-            ports.join(", "),
-            self.health_shards,
-            group(u64::from(KEYSPACE)),
-            VALUE_BYTES,
-            self.masters.len(),
-            self.redis_benchmark_options,
-            KEYSPACE,
-            VALUE_BYTES,
-            self.rounds,
-            self.seconds,
-            self.warm,
+        let mut s = fill(
+            text::CLUSTER,
+            &[
+                ("date", get("date")),
+                ("cores", get("cores")),
+                ("cpu", get("CPU")),
+                ("kernel", get("kernel")),
+                ("load", get("load average")),
+                ("commit", self.commit.clone()),
+                ("command", self.command.clone()),
+                (
+                    "redis_version",
+                    get("redis-server").split_whitespace().nth(2).unwrap_or("?").to_owned(),
+                ),
+                ("masters", self.masters.len().to_string()),
+                ("ports", ports.join(", ")),
+                ("host", HOST.to_owned()),
+                ("shards", self.health_shards.to_string()),
+                ("keys", group(u64::from(KEYSPACE))),
+                ("value_bytes", VALUE_BYTES.to_string()),
+                ("options", self.redis_benchmark_options.clone()),
+                ("keyspace", KEYSPACE.to_string()),
+                ("rounds", self.rounds.to_string()),
+                ("seconds", self.seconds.to_string()),
+                ("warm", self.warm.to_string()),
+            ],
         );
-        s.push_str(
-            "| conns | op | handler req/s | p50 ms | p99 ms | redis-benchmark --cluster req/s | p50 ms | p99 ms | handler ÷ redis-benchmark | runs, req/s (handler; redis-benchmark) |\n",
-        );
-        s.push_str("|--:|---|--:|--:|--:|--:|--:|--:|--:|---|\n");
         for &c in &self.concurrency {
             for op in [Op::Get, Op::Put] {
                 let (Some(h), Some(r)) = (self.point(Side::Handler, op, c), self.point(Side::Redis, op, c)) else {
@@ -424,14 +409,7 @@ impl ClusterResults {
             "Connections the handler's identity held per node after the runs: {}.\n",
             conns.join(", ")
         );
-        let _ = writeln!(
-            s,
-            "TLS: `redis-benchmark` 7.0 (hiredis) verifies the chain against `--cacert` but never the host name \
-             (checked by hand: with `--sni` naming another host, and with no `--sni`, it still connects to a \
-             server whose certificate names only `cache.example`; with another CA it fails). So it accepts the \
-             nodes as announced, by IP, and `--sni {HOST}` only sets the name it sends; it cannot be told to \
-             verify each node against the host name, as the handler does (`Redis__redisHostName`)."
-        );
+        s.push_str(&fill(text::CLUSTER_TLS, &[("host", HOST.to_owned())]));
         s
     }
 }

@@ -8,13 +8,16 @@
 //! that the pipeline works (no failed request, one token request per
 //! refresh) and writes nothing; `-- --smoke --handler <path>` runs it
 //! against that handler binary instead of building the release one (CI runs
-//! it against the debug handler the tests built). `-- --refresh` measures only the cost of
-//! token refresh, in 12 rounds; `-- --slow-identity` only the refresh against
+//! it against the debug handler the tests built). `-- --refresh` measures
+//! only the cost of token refresh, in 12 rounds; `-- --slow-identity` only the refresh against
 //! an identity endpoint taking 2 s per answer; `-- --cluster` only the
 //! handler in cluster mode against `redis-benchmark --cluster` on a local
 //! 3-master TLS Redis Cluster, and writes just the "Cluster" section of
 //! `BENCHMARKS.md`; `-- --rig` starts only Redis and the identity endpoint
-//! and prints the settings, for profiling a handler by hand.
+//! and prints the settings, for profiling a handler by hand;
+//! `-- --maintenance [--before <handler>]` only the ride through a restart
+//! and failovers, and writes just the "Maintenance" section. `-- --help`
+//! lists the flags.
 //!
 //! # Layout
 //!
@@ -30,8 +33,13 @@
 //!   into requests during a fetch and the rest, with its part of the report.
 //! - `cluster`: the handler in cluster mode against `redis-benchmark
 //!   --cluster` on a local TLS Redis Cluster, with its part of the report.
+//! - `maintenance`: the handler under load through a restart and cluster
+//!   failovers, with its part of the report.
+//! - `plan`: the mode a flag picks and how long each part runs in it.
 //! - `report`, `method`, `plot`, `machine`: the Markdown, its Method section
-//!   (from the plans), the SVG, the machine's description.
+//!   (from the plans), the SVG, the machine's description; `template` fills
+//!   the prose in `bench/templates/`, `stats` holds medians and number
+//!   formatting.
 
 mod client;
 mod cluster;
@@ -39,178 +47,101 @@ mod load;
 mod machine;
 mod maintenance;
 mod method;
+mod plan;
 mod plot;
 mod report;
 mod rig;
 mod scenarios;
 mod slow_identity;
 mod stats;
+mod template;
 mod timed;
 mod tools;
 
-use anyhow::{bail, ensure, Context};
-use cluster::ClusterPlan;
-use maintenance::MaintenancePlan;
+use anyhow::{ensure, Context};
+use clap::{ArgGroup, Parser};
+use plan::{Mode, Plan, REFRESH_ONLY_ROUNDS};
 use report::Results;
 use rig::{Program, Rig, Server};
-use scenarios::{Side, Timing};
-use slow_identity::SlowPlan;
+use scenarios::Side;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Rounds of the refresh cost with `-- --refresh`.
-const REFRESH_ONLY_ROUNDS: usize = 12;
-
-/// How much of everything to run.
-struct Plan {
+/// The command line: at most one mode flag (none: the full run).
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    about = "Benchmarks the handler against redis-benchmark and a Python peer"
+)]
+#[command(group(ArgGroup::new("mode").args(["smoke", "refresh", "slow_identity", "cluster", "maintenance", "rig"])))]
+struct Cli {
+    /// A few seconds of each part at one concurrency; writes nothing.
+    #[arg(long)]
     smoke: bool,
-    /// Only the token refresh cost (`-- --refresh`), with more rounds.
-    refresh_only: bool,
-    /// Only the refresh against a slow identity endpoint (`-- --slow-identity`).
-    slow_only: bool,
-    /// Only the cluster scenario (`-- --cluster`).
-    cluster_only: bool,
-    concurrency: Vec<u32>,
-    timing: Timing,
-    cold_starts: usize,
-    memory_requests: u64,
-    refresh_rounds: usize,
-    /// Warm-up and length of each refresh-cost run.
-    refresh_timing: Timing,
-    /// (lifetime, offset) of the refreshing tokens, seconds.
-    short_tokens: (u64, u64),
-    /// Refresh against a slow identity endpoint.
-    slow: SlowPlan,
-    /// The handler against `redis-benchmark --cluster` on a local cluster.
-    cluster: ClusterPlan,
-    /// Only the maintenance scenario (`-- --maintenance`).
-    maintenance_only: bool,
-    /// The handler under load through a restart and cluster failovers.
-    maintenance: MaintenancePlan,
+    /// Only the token refresh cost, in more rounds; prints it.
+    #[arg(long)]
+    refresh: bool,
+    /// Only the refresh against an identity endpoint taking 2 s per answer.
+    #[arg(long)]
+    slow_identity: bool,
+    /// Only the handler in cluster mode against `redis-benchmark --cluster`;
+    /// writes the Cluster section of BENCHMARKS.md.
+    #[arg(long)]
+    cluster: bool,
+    /// Only the handler under load through a restart and cluster failovers;
+    /// writes the Maintenance section of BENCHMARKS.md.
+    #[arg(long)]
+    maintenance: bool,
+    /// Starts Redis and the identity endpoint only and prints the settings,
+    /// for profiling a handler by hand.
+    #[arg(long)]
+    rig: bool,
+    /// With --smoke: run against this handler binary instead of building the
+    /// release one.
+    #[arg(long, value_name = "PATH", requires = "smoke", value_parser = existing_file)]
+    handler: Option<PathBuf>,
+    /// With --maintenance: also run this older handler binary, to compare.
+    #[arg(long, value_name = "HANDLER", requires = "maintenance", value_parser = existing_file)]
+    before: Option<PathBuf>,
 }
 
-impl Plan {
-    fn full() -> Plan {
-        Plan {
-            smoke: false,
-            refresh_only: false,
-            slow_only: false,
-            cluster_only: false,
-            concurrency: vec![1, 16, 64, 256],
-            timing: Timing {
-                warm: Duration::from_secs(2),
-                measure: Duration::from_secs(5),
-            },
-            cold_starts: 20,
-            memory_requests: 100_000,
-            refresh_rounds: 6,
-            refresh_timing: Timing {
-                warm: Duration::from_secs(2),
-                measure: Duration::from_secs(3),
-            },
-            short_tokens: (6, 3),
-            // Offset 5 s: a fetch due at most 4 s before expiry (jitter 1 s)
-            // and answered 2 s later leaves the token 2 s of life.
-            slow: SlowPlan {
-                delay: Duration::from_secs(2),
-                lifetime_s: 8,
-                offset_s: 5,
-                conns: 64,
-                warm: Duration::from_secs(2),
-                steady: Duration::from_secs(16),
-                refreshing: Duration::from_secs(30),
-            },
-            cluster: ClusterPlan {
-                concurrency: vec![16, 64],
-                rounds: 5,
-                timing: Timing {
-                    warm: Duration::from_secs(2),
-                    measure: Duration::from_secs(5),
-                },
-            },
-            maintenance_only: false,
-            maintenance: MaintenancePlan {
-                conns: 64,
-                before_fault: Duration::from_secs(2),
-                run: Duration::from_secs(14),
-                down_for: Duration::from_secs(2),
-                settle: Duration::from_secs(1),
-                cluster: true,
-            },
+impl Cli {
+    /// The mode the flags pick; `None` for `--rig`.
+    fn mode(&self) -> Option<Mode> {
+        let picked = [
+            (self.smoke, Mode::Smoke),
+            (self.refresh, Mode::Refresh),
+            (self.slow_identity, Mode::SlowIdentity),
+            (self.cluster, Mode::Cluster),
+            (self.maintenance, Mode::Maintenance),
+        ];
+        match picked.into_iter().find(|(set, _)| *set) {
+            Some((_, mode)) => Some(mode),
+            None if self.rig => None,
+            None => Some(Mode::Full),
         }
     }
+}
 
-    fn smoke() -> Plan {
-        Plan {
-            smoke: true,
-            refresh_only: false,
-            slow_only: false,
-            cluster_only: false,
-            concurrency: vec![16],
-            timing: Timing {
-                warm: Duration::from_secs(1),
-                measure: Duration::from_secs(1),
-            },
-            cold_starts: 3,
-            memory_requests: 10_000,
-            refresh_rounds: 0,
-            refresh_timing: Timing {
-                warm: Duration::from_secs(1),
-                measure: Duration::from_secs(1),
-            },
-            short_tokens: (4, 2),
-            // A 1 s answer and offset 3 s: due at most 2.4 s before expiry,
-            // answered 1.4 s before; the first fetch is due 1 to 2.6 s after
-            // start-up, so inside the 4 s run.
-            slow: SlowPlan {
-                delay: Duration::from_secs(1),
-                lifetime_s: 5,
-                offset_s: 3,
-                conns: 16,
-                warm: Duration::from_millis(500),
-                steady: Duration::from_secs(2),
-                refreshing: Duration::from_secs(4),
-            },
-            cluster: ClusterPlan {
-                concurrency: vec![16],
-                rounds: 1,
-                timing: Timing {
-                    warm: Duration::from_secs(1),
-                    measure: Duration::from_secs(1),
-                },
-            },
-            maintenance_only: false,
-            maintenance: MaintenancePlan {
-                conns: 16,
-                before_fault: Duration::from_secs(1),
-                run: Duration::from_secs(6),
-                down_for: Duration::from_secs(1),
-                settle: Duration::from_secs(1),
-                cluster: false,
-            },
-        }
-    }
-
-    fn command(&self) -> &'static str {
-        if self.smoke {
-            "cargo run --release -p bench -- --smoke"
-        } else if self.refresh_only {
-            "cargo run --release -p bench -- --refresh"
-        } else if self.slow_only {
-            "cargo run --release -p bench -- --slow-identity"
-        } else if self.cluster_only {
-            "cargo run --release -p bench -- --cluster"
-        } else if self.maintenance_only {
-            "cargo run --release -p bench -- --maintenance"
-        } else {
-            "cargo run --release -p bench"
-        }
+/// A path made absolute (the servers run in the repository root) and
+/// checked to be a file.
+fn existing_file(path: &str) -> Result<PathBuf, String> {
+    let bin = std::path::absolute(path).map_err(|e| e.to_string())?;
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("no handler binary at {}", bin.display()))
     }
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let cli = Cli::parse();
+    let result = match cli.mode() {
+        None => rig_only(),
+        Some(mode) => run(mode, &cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: {e:#}");
@@ -219,63 +150,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let handler_arg = take_path_arg(&mut args, "--handler")?;
-    if handler_arg.is_some() && args != ["--smoke"] {
-        bail!("--handler <path> goes with --smoke only (a measurement builds the release handler itself)");
-    }
-    let before_arg = take_path_arg(&mut args, "--before")?;
-    if before_arg.is_some() && args != ["--maintenance"] {
-        bail!("--before <handler> goes with --maintenance only");
-    }
-    let plan = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => Plan::full(),
-        ["--smoke"] => Plan::smoke(),
-        ["--rig"] => return rig_only(),
-        ["--refresh"] => Plan {
-            refresh_only: true,
-            refresh_rounds: REFRESH_ONLY_ROUNDS,
-            ..Plan::full()
-        },
-        ["--slow-identity"] => Plan {
-            slow_only: true,
-            ..Plan::full()
-        },
-        ["--cluster"] => Plan {
-            cluster_only: true,
-            ..Plan::full()
-        },
-        ["--maintenance"] => Plan {
-            maintenance_only: true,
-            ..Plan::full()
-        },
-        _ => {
-            bail!(
-                "usage: cargo run --release -p bench [-- --smoke [--handler <path>] | --refresh | --slow-identity | --cluster | --maintenance [--before <handler>] | --rig]"
-            )
-        }
-    };
+fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
+    let plan = Plan::for_mode(mode);
     let root = repo_root()?;
     // Only the full run compares with the Python peer, so only it makes the venv.
-    let full = !(plan.smoke || plan.refresh_only || plan.slow_only || plan.cluster_only || plan.maintenance_only);
+    let full = mode == Mode::Full;
     tools::check(full)?;
-    let handler_bin = match handler_arg {
-        Some(bin) => bin,
+    let handler_bin = match &cli.handler {
+        Some(bin) => bin.clone(),
         None => tools::build_handler(root)?,
     };
-    let python = tools::python_venv(root, full)?.map(|interpreter| Program::Python {
-        interpreter,
-        script: root.join("bench/python_peer/app.py"),
-    });
-    if plan.smoke && python.is_none() {
-        eprintln!("bench: smoke run without the Python peer (its virtualenv is made by the full run)");
-    }
     let handler = Program::Handler(handler_bin.clone());
     let lua = root.join("bench/lua/cache.lua");
-    let mut results = Results {
+    let results = Results {
         machine: machine::describe(),
-        command: plan.command().to_owned(),
+        command: mode.command().to_owned(),
         concurrency: plan.concurrency.clone(),
         seconds_per_point: plan.timing.measure.as_secs(),
         binary_bytes: std::fs::metadata(&handler_bin)?.len(),
@@ -283,70 +172,98 @@ fn run() -> anyhow::Result<()> {
         notes: std::fs::read_to_string(root.join("bench/notes.md")).unwrap_or_default(),
         ..Results::default()
     };
-    if plan.cluster_only {
-        let c = run_cluster(root, &lua, &handler, &plan, &results)?;
-        let section = c.section();
-        println!("{section}");
-        let path = root.join("BENCHMARKS.md");
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
-        std::fs::write(&path, cluster::splice(&old, &section))?;
-        eprintln!("bench: wrote the Cluster section of BENCHMARKS.md");
-        return Ok(());
-    }
-    if plan.maintenance_only {
-        eprintln!("bench: maintenance (the handler under load through a restart and cluster failovers)");
-        let mut builds = vec![("this handler".to_owned(), handler.clone())];
-        if let Some(before) = &before_arg {
-            builds.push(("before".to_owned(), Program::Handler(before.clone())));
+    match mode {
+        Mode::Cluster => cluster_only(root, &lua, &handler, &plan, &results),
+        Mode::Maintenance => maintenance_only(root, &handler, cli.before.as_deref(), &plan),
+        Mode::Refresh | Mode::SlowIdentity => refresh_only(root, &lua, &handler, &plan, results),
+        Mode::Full | Mode::Smoke => {
+            let python = tools::python_venv(root, full)?.map(|interpreter| Program::Python {
+                interpreter,
+                script: root.join("bench/python_peer/app.py"),
+            });
+            if mode == Mode::Smoke && python.is_none() {
+                eprintln!("bench: smoke run without the Python peer (its virtualenv is made by the full run)");
+            }
+            everything(root, &lua, &handler, python.as_ref(), &plan, results)
         }
-        let events = maintenance::run(root, &builds, &plan.maintenance)?;
-        let before_commit = before_arg.as_ref().map(|_| {
-            std::env::var("BENCH_BEFORE_COMMIT").unwrap_or_else(|_| "the commit given in BENCH_BEFORE_COMMIT".into())
-        });
-        let section = maintenance::section(
-            &events,
-            &plan.maintenance,
-            plan.command(),
-            &machine::commit(root),
-            before_commit.as_deref(),
-        );
-        println!("{section}");
-        let path = root.join("BENCHMARKS.md");
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
-        std::fs::write(&path, cluster::splice(&old, &section))?;
-        eprintln!("bench: wrote the Maintenance section of BENCHMARKS.md");
-        return Ok(());
     }
+}
+
+/// `--cluster`: the cluster scenario alone, spliced into `BENCHMARKS.md`.
+fn cluster_only(root: &Path, lua: &Path, handler: &Program, plan: &Plan, results: &Results) -> anyhow::Result<()> {
+    let c = run_cluster(root, lua, handler, plan, results)?;
+    write_section(root, &c.section(), "Cluster")
+}
+
+/// `--maintenance [--before <handler>]`: the maintenance scenario, for this
+/// handler and an older one, spliced into `BENCHMARKS.md`.
+fn maintenance_only(root: &Path, handler: &Program, before: Option<&Path>, plan: &Plan) -> anyhow::Result<()> {
+    eprintln!("bench: maintenance (the handler under load through a restart and cluster failovers)");
+    let mut builds = vec![("this handler".to_owned(), handler.clone())];
+    if let Some(before) = before {
+        builds.push(("before".to_owned(), Program::Handler(before.to_owned())));
+    }
+    let events = maintenance::run(root, &builds, &plan.maintenance)?;
+    let before_commit = before.map(|_| {
+        std::env::var("BENCH_BEFORE_COMMIT").unwrap_or_else(|_| "the commit given in BENCH_BEFORE_COMMIT".into())
+    });
+    let section = maintenance::section(
+        &events,
+        &plan.maintenance,
+        plan.mode.command(),
+        &machine::commit(root),
+        before_commit.as_deref(),
+    );
+    write_section(root, &section, "Maintenance")
+}
+
+/// Prints `section` and puts it in place of its namesake in `BENCHMARKS.md`.
+fn write_section(root: &Path, section: &str, name: &str) -> anyhow::Result<()> {
+    println!("{section}");
+    let path = root.join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, cluster::splice(&old, section))?;
+    eprintln!("bench: wrote the {name} section of BENCHMARKS.md");
+    Ok(())
+}
+
+/// `--refresh` or `--slow-identity`: that part alone, printed.
+fn refresh_only(root: &Path, lua: &Path, handler: &Program, plan: &Plan, mut results: Results) -> anyhow::Result<()> {
     let rig = Rig::start(root)?;
-    let refresh = || {
-        scenarios::refresh(
+    if plan.mode == Mode::SlowIdentity {
+        results.slow = slow_identity::run(&rig, handler, plan.slow)?;
+    } else {
+        results.refresh = scenarios::refresh(
             &rig,
-            &lua,
-            &handler,
+            lua,
+            handler,
             plan.refresh_timing,
             plan.refresh_rounds,
             plan.short_tokens,
-        )
-    };
+        )?;
+    }
+    check(&results)?;
+    println!("{}", results.markdown(""));
+    Ok(())
+}
 
-    if plan.refresh_only {
-        results.refresh = refresh()?;
-        check(&results)?;
-        println!("{}", results.markdown(""));
-        return Ok(());
-    }
-    if plan.slow_only {
-        results.slow = slow_identity::run(&rig, &handler, plan.slow)?;
-        check(&results)?;
-        println!("{}", results.markdown(""));
-        return Ok(());
-    }
+/// The full run (or its smoke version): every part, then the report.
+fn everything(
+    root: &Path,
+    lua: &Path,
+    handler: &Program,
+    python: Option<&Program>,
+    plan: &Plan,
+    mut results: Results,
+) -> anyhow::Result<()> {
+    let smoke = plan.mode == Mode::Smoke;
+    let rig = Rig::start(root)?;
     eprintln!("bench: throughput and latency");
     let settings = rig.app_settings(&rig.identity, 300);
-    let rust = Server::start(&handler, root, &settings)?;
+    let rust = Server::start(handler, root, &settings)?;
     let rust_conns = rig.identity_connections()?;
-    let py = python.as_ref().map(|p| Server::start(p, root, &settings)).transpose()?;
-    results.points = scenarios::throughput(&rig, &lua, &rust, py.as_ref(), &plan.concurrency, plan.timing)?;
+    let py = python.map(|p| Server::start(p, root, &settings)).transpose()?;
+    results.points = scenarios::throughput(&rig, lua, &rust, py.as_ref(), &plan.concurrency, plan.timing)?;
     results.redis_connections.push((Side::Handler, rust_conns));
     if py.is_some() {
         results
@@ -359,12 +276,12 @@ fn run() -> anyhow::Result<()> {
     eprintln!("bench: cold start");
     results
         .cold
-        .push((Side::Handler, scenarios::cold_start(&rig, &handler, plan.cold_starts)?));
+        .push((Side::Handler, scenarios::cold_start(&rig, handler, plan.cold_starts)?));
     eprintln!("bench: memory");
     results
         .memory
-        .push((Side::Handler, scenarios::memory(&rig, &handler, plan.memory_requests)?));
-    if let Some(p) = python.as_ref().filter(|_| !plan.smoke) {
+        .push((Side::Handler, scenarios::memory(&rig, handler, plan.memory_requests)?));
+    if let Some(p) = python.filter(|_| !smoke) {
         results
             .cold
             .push((Side::Python, scenarios::cold_start(&rig, p, plan.cold_starts)?));
@@ -373,12 +290,19 @@ fn run() -> anyhow::Result<()> {
             .push((Side::Python, scenarios::memory(&rig, p, plan.memory_requests)?));
     }
     eprintln!("bench: token refresh");
-    results.refresh = refresh()?;
+    results.refresh = scenarios::refresh(
+        &rig,
+        lua,
+        handler,
+        plan.refresh_timing,
+        plan.refresh_rounds,
+        plan.short_tokens,
+    )?;
     eprintln!("bench: token refresh with a slow identity endpoint");
-    results.slow = slow_identity::run(&rig, &handler, plan.slow)?;
+    results.slow = slow_identity::run(&rig, handler, plan.slow)?;
     drop(rig);
-    results.cluster = Some(run_cluster(root, &lua, &handler, &plan, &results)?);
-    if plan.smoke {
+    results.cluster = Some(run_cluster(root, lua, handler, plan, &results)?);
+    if smoke {
         eprintln!("bench: maintenance (a restart under load)");
         maintenance::run(root, &[("this handler".to_owned(), handler.clone())], &plan.maintenance)?;
     }
@@ -387,7 +311,7 @@ fn run() -> anyhow::Result<()> {
     let plot_rel = "bench/results/plot.svg";
     let markdown = results.markdown(plot_rel);
     println!("{markdown}");
-    if !plan.smoke {
+    if !smoke {
         let title = format!("handler vs redis-benchmark vs Python peer, {}", machine::now_utc());
         std::fs::create_dir_all(root.join("bench/results"))?;
         std::fs::write(
@@ -421,24 +345,10 @@ fn run_cluster(
     eprintln!("bench: cluster (handler in cluster mode vs redis-benchmark --cluster)");
     let mut c = cluster::run(root, lua, handler, &plan.cluster)?;
     c.machine = results.machine.clone();
-    c.command = plan.command().to_owned();
+    c.command = plan.mode.command().to_owned();
     c.commit = machine::commit(root);
     c.check()?;
     Ok(c)
-}
-
-/// Removes `<flag> <path>` from `args`, returning the path made absolute
-/// (the servers run in the repository root) and checked to be a file.
-fn take_path_arg(args: &mut Vec<String>, flag: &str) -> anyhow::Result<Option<PathBuf>> {
-    let Some(i) = args.iter().position(|a| a == flag) else {
-        return Ok(None);
-    };
-    ensure!(i + 1 < args.len(), "{flag} needs a path");
-    let path = PathBuf::from(args.remove(i + 1));
-    args.remove(i);
-    let bin = std::path::absolute(&path)?;
-    ensure!(bin.is_file(), "no handler binary at {}", bin.display());
-    Ok(Some(bin))
 }
 
 fn repo_root() -> anyhow::Result<&'static Path> {

@@ -17,6 +17,7 @@
 use crate::cluster::ClusterRig;
 use crate::rig::{Program, Rig, Server};
 use crate::stats::group;
+use crate::template::{fill, text};
 use crate::timed::{self, Latency, Request, Sample, TimedRun};
 use std::fmt::Write;
 use std::path::Path;
@@ -162,27 +163,20 @@ fn under_load(
 
 /// The "Maintenance" section of BENCHMARKS.md.
 pub fn section(events: &[Event], plan: &MaintenancePlan, command: &str, commit: &str, before: Option<&str>) -> String {
-    let mut md = String::from("## Maintenance\n\n");
-    let _ = writeln!(
-        md,
-        "`{command}` at commit `{commit}`: the handler under {} connections of `PUT /api/cache/{{key}}` \
-         (100-byte values; the bench's timed generator, `wrk`'s closed loop keeping every request's send time) \
-         through a 2 s restart of the TLS redis-server and, on a local 3-master TLS Redis Cluster (a replica \
-         each, 2 s node timeout), a planned `CLUSTER FAILOVER` and a killed master. \"During\" is every request \
-         in flight from the fault until {:.0} s after the cache (or the new master) was back; the default \
-         deadlines (5 s to connect, 5 s per command, a 10 s ride-through window).{}\n",
-        plan.conns,
-        plan.settle.as_secs_f64(),
-        match before {
-            Some(b) => format!(
-                " `before` is the handler built at `{b}`, before the ride-through work (3 quick tries, then 503), \
-                 measured in the same run."
-            ),
-            None => String::new(),
-        }
+    let before = before.map_or(String::new(), |commit| {
+        let note = fill(text::MAINTENANCE_BEFORE, &[("commit", commit.to_owned())]);
+        format!(" {}", note.trim_end())
+    });
+    let mut md = fill(
+        text::MAINTENANCE,
+        &[
+            ("command", command.to_owned()),
+            ("commit", commit.to_owned()),
+            ("conns", plan.conns.to_string()),
+            ("settle", format!("{:.0}", plan.settle.as_secs_f64())),
+            ("before", before),
+        ],
     );
-    md.push_str("| event | handler | requests during | failed | p99 (ms) | slowest (ms) | fault → back (s) |\n");
-    md.push_str("|---|---|---:|---:|---:|---:|---|\n");
     for e in events {
         let _ = writeln!(
             md,
@@ -197,11 +191,41 @@ pub fn section(events: &[Event], plan: &MaintenancePlan, command: &str, commit: 
             e.back_s
         );
     }
-    md.push_str(
-        "\nA request that fails fast is cheap, so a handler that fails during an outage answers far more requests \
-         in the same time: compare the failed ones, and the latency a rider pays, not the counts. The slowest \
-         answers during a restart wait for the next reconnect attempt (100 ms doubling to 2 s, so about 1 s after \
-         a 2 s outage); on the cluster, for the replica's election.\n",
-    );
+    md.push('\n');
+    md.push_str(text::MAINTENANCE_READING);
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timed::Latency;
+
+    /// The section names the commits, the before build's note, and one row
+    /// per event.
+    #[test]
+    fn section_renders() {
+        let event = Event {
+            what: "restart",
+            build: "this handler".into(),
+            during: Latency::default(),
+            failed: 0,
+            fault_s: 2.0,
+            back_s: 4.0,
+        };
+        let plan = MaintenancePlan {
+            conns: 64,
+            before_fault: Duration::from_secs(2),
+            run: Duration::from_secs(14),
+            down_for: Duration::from_secs(2),
+            settle: Duration::from_secs(1),
+            cluster: true,
+        };
+        let md = section(&[event], &plan, "cargo run", "abc1234", Some("344d56b"));
+        assert!(md.starts_with("## Maintenance\n"));
+        assert!(md.contains("at commit `abc1234`"));
+        assert!(md.contains("window). `before` is the handler built at `344d56b`"));
+        assert!(md.contains("| restart | this handler | 0 | 0 |"));
+        assert!(!md.contains("{{"));
+    }
 }

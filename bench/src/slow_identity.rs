@@ -17,6 +17,7 @@
 
 use crate::rig::{Rig, Server};
 use crate::stats::{group, Target};
+use crate::template::{fill, text};
 use crate::timed::{self, Latency, Sample, TimedRun};
 use anyhow::ensure;
 use devhost::identity::TokenRequest;
@@ -293,45 +294,41 @@ impl SlowRefresh {
                 l.max_ms
             )
         };
-        let mut s = format!(
-            "\n## Refresh with a slow identity endpoint\n\n\
-             Every token answer takes {delay:.0} s (the identity stand-in's `set_delay`). The refreshing handler's \
-             tokens live {life} s and `Redis__tokenRefreshOffsetSeconds` is {off}, so a refresh is due every \
-             {lo:.0}–{hi:.0} s while the token still has {off} s (less a jitter of up to {jit:.1} s) to live: each \
-             fetch is due, and answered, while the token in use is valid. GET at {conns} connections from a load \
-             generator that keeps every request's send time and latency (`bench/src/timed.rs`, closed loop like \
-             `wrk`): {steady:.0} s on a handler with 1 h tokens (half before, half after), {refr:.0} s on the \
-             refreshing one, each after {warm} s of unrecorded load. A request counts as *during a refresh* \
-             when any part of it, from sending to the end of its answer, falls between a token request reaching \
-             the identity endpoint and {after} ms after its answer (install and re-AUTH); the endpoint's request \
-             log gives those instants.\n\n\
-             | requests | count | req/s | p50 ms | p99 ms | slowest ms |\n|---|--:|--:|--:|--:|--:|\n",
-            delay = plan.delay.as_secs_f64(),
-            life = plan.lifetime_s,
-            off = plan.offset_s,
-            jit = plan.offset_s as f64 / 5.0,
-            conns = plan.conns,
-            steady = plan.steady.as_secs_f64(),
-            refr = plan.refreshing.as_secs_f64(),
-            warm = plan.warm.as_secs_f64(),
-            after = AFTER_ANSWER.as_millis(),
+        let intro = fill(
+            text::SLOW_IDENTITY,
+            &[
+                ("delay", format!("{:.0}", plan.delay.as_secs_f64())),
+                ("life", plan.lifetime_s.to_string()),
+                ("offset", plan.offset_s.to_string()),
+                ("every_low", format!("{lo:.0}")),
+                ("every_high", format!("{hi:.0}")),
+                ("jitter", format!("{:.1}", plan.offset_s as f64 / 5.0)),
+                ("conns", plan.conns.to_string()),
+                ("steady", format!("{:.0}", plan.steady.as_secs_f64())),
+                ("refreshing", format!("{:.0}", plan.refreshing.as_secs_f64())),
+                ("warm", plan.warm.as_secs_f64().to_string()),
+                ("after_ms", AFTER_ANSWER.as_millis().to_string()),
+            ],
         );
+        let mut s = format!("\n{intro}");
         s.push_str(&row("1 h tokens (no refresh)", &self.steady, Some(self.steady_rps)));
         s.push_str(&row("refreshing, during a refresh", &self.during, None));
         s.push_str(&row("refreshing, outside refreshes", &self.outside, None));
         s.push_str(&row("refreshing, all", &self.whole, Some(self.refreshing_rps)));
-        s.push_str(&format!(
-            "\nToken requests in flight during the {:.0} s refreshing run: {}, a fetch in flight for {:.1} s of it, \
-             never more than {} at once ({} token requests in all, start-up included). Each refresh was sent \
-             with at least {:.1} s of the old token left and answered with at least {:.1} s left.\n",
-            self.refreshing_seconds,
-            self.token_requests,
-            self.fetch_seconds,
-            self.most_in_flight,
-            self.token_requests_total,
-            self.least_valid_at_fetch_s,
-            self.least_valid_at_answer_s
-        ));
+        let fetches = fill(
+            text::SLOW_IDENTITY_FETCHES,
+            &[
+                ("seconds", format!("{:.0}", self.refreshing_seconds)),
+                ("token_requests", self.token_requests.to_string()),
+                ("fetch_seconds", format!("{:.1}", self.fetch_seconds)),
+                ("most_in_flight", self.most_in_flight.to_string()),
+                ("total", self.token_requests_total.to_string()),
+                ("valid_at_fetch", format!("{:.1}", self.least_valid_at_fetch_s)),
+                ("valid_at_answer", format!("{:.1}", self.least_valid_at_answer_s)),
+            ],
+        );
+        s.push('\n');
+        s.push_str(&fetches);
         s
     }
 }

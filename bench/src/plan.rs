@@ -1,0 +1,181 @@
+//! What a run measures and for how long: the mode its flag picks, and the
+//! plan of each mode.
+
+use crate::cluster::ClusterPlan;
+use crate::maintenance::MaintenancePlan;
+use crate::scenarios::Timing;
+use crate::slow_identity::SlowPlan;
+use std::time::Duration;
+
+/// Rounds of the refresh cost with `-- --refresh`.
+pub const REFRESH_ONLY_ROUNDS: usize = 12;
+
+/// What a run measures, chosen by its flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Everything, at full length (no flag); writes `BENCHMARKS.md`.
+    Full,
+    /// Every part for a few seconds at one concurrency (`--smoke`): checks
+    /// the pipeline, writes nothing.
+    Smoke,
+    /// Only the token refresh cost, with more rounds (`--refresh`).
+    Refresh,
+    /// Only the refresh against a slow identity endpoint (`--slow-identity`).
+    SlowIdentity,
+    /// Only the cluster scenario (`--cluster`).
+    Cluster,
+    /// Only the maintenance scenario (`--maintenance`).
+    Maintenance,
+}
+
+impl Mode {
+    /// The command that runs this mode, for the report.
+    pub fn command(self) -> &'static str {
+        match self {
+            Mode::Full => "cargo run --release -p bench",
+            Mode::Smoke => "cargo run --release -p bench -- --smoke",
+            Mode::Refresh => "cargo run --release -p bench -- --refresh",
+            Mode::SlowIdentity => "cargo run --release -p bench -- --slow-identity",
+            Mode::Cluster => "cargo run --release -p bench -- --cluster",
+            Mode::Maintenance => "cargo run --release -p bench -- --maintenance",
+        }
+    }
+}
+
+/// How much of everything to run.
+pub struct Plan {
+    /// What the run measures.
+    pub mode: Mode,
+    /// Connections of each throughput point.
+    pub concurrency: Vec<u32>,
+    /// Warm-up and length of each throughput point.
+    pub timing: Timing,
+    /// Cold starts measured per side.
+    pub cold_starts: usize,
+    /// Requests of the memory run.
+    pub memory_requests: u64,
+    /// Rounds of the refresh cost.
+    pub refresh_rounds: usize,
+    /// Warm-up and length of each refresh-cost run.
+    pub refresh_timing: Timing,
+    /// (lifetime, offset) of the refreshing tokens, seconds.
+    pub short_tokens: (u64, u64),
+    /// Refresh against a slow identity endpoint.
+    pub slow: SlowPlan,
+    /// The handler against `redis-benchmark --cluster` on a local cluster.
+    pub cluster: ClusterPlan,
+    /// The handler under load through a restart and cluster failovers.
+    pub maintenance: MaintenancePlan,
+}
+
+impl Plan {
+    /// The full run's plan.
+    pub fn full() -> Plan {
+        Plan {
+            mode: Mode::Full,
+            concurrency: vec![1, 16, 64, 256],
+            timing: Timing {
+                warm: Duration::from_secs(2),
+                measure: Duration::from_secs(5),
+            },
+            cold_starts: 20,
+            memory_requests: 100_000,
+            refresh_rounds: 6,
+            refresh_timing: Timing {
+                warm: Duration::from_secs(2),
+                measure: Duration::from_secs(3),
+            },
+            short_tokens: (6, 3),
+            // Offset 5 s: a fetch due at most 4 s before expiry (jitter 1 s)
+            // and answered 2 s later leaves the token 2 s of life.
+            slow: SlowPlan {
+                delay: Duration::from_secs(2),
+                lifetime_s: 8,
+                offset_s: 5,
+                conns: 64,
+                warm: Duration::from_secs(2),
+                steady: Duration::from_secs(16),
+                refreshing: Duration::from_secs(30),
+            },
+            cluster: ClusterPlan {
+                concurrency: vec![16, 64],
+                rounds: 5,
+                timing: Timing {
+                    warm: Duration::from_secs(2),
+                    measure: Duration::from_secs(5),
+                },
+            },
+            maintenance: MaintenancePlan {
+                conns: 64,
+                before_fault: Duration::from_secs(2),
+                run: Duration::from_secs(14),
+                down_for: Duration::from_secs(2),
+                settle: Duration::from_secs(1),
+                cluster: true,
+            },
+        }
+    }
+
+    /// The smoke run's plan.
+    pub fn smoke() -> Plan {
+        Plan {
+            mode: Mode::Smoke,
+            concurrency: vec![16],
+            timing: Timing {
+                warm: Duration::from_secs(1),
+                measure: Duration::from_secs(1),
+            },
+            cold_starts: 3,
+            memory_requests: 10_000,
+            refresh_rounds: 0,
+            refresh_timing: Timing {
+                warm: Duration::from_secs(1),
+                measure: Duration::from_secs(1),
+            },
+            short_tokens: (4, 2),
+            // A 1 s answer and offset 3 s: due at most 2.4 s before expiry,
+            // answered 1.4 s before; the first fetch is due 1 to 2.6 s after
+            // start-up, so inside the 4 s run.
+            slow: SlowPlan {
+                delay: Duration::from_secs(1),
+                lifetime_s: 5,
+                offset_s: 3,
+                conns: 16,
+                warm: Duration::from_millis(500),
+                steady: Duration::from_secs(2),
+                refreshing: Duration::from_secs(4),
+            },
+            cluster: ClusterPlan {
+                concurrency: vec![16],
+                rounds: 1,
+                timing: Timing {
+                    warm: Duration::from_secs(1),
+                    measure: Duration::from_secs(1),
+                },
+            },
+            maintenance: MaintenancePlan {
+                conns: 16,
+                before_fault: Duration::from_secs(1),
+                run: Duration::from_secs(6),
+                down_for: Duration::from_secs(1),
+                settle: Duration::from_secs(1),
+                cluster: false,
+            },
+        }
+    }
+
+    /// The plan for `mode`: the smoke plan for `Smoke`, the full one for
+    /// the others (each runs its part at full length; `Refresh` with more
+    /// rounds).
+    pub fn for_mode(mode: Mode) -> Plan {
+        match mode {
+            Mode::Smoke => Plan::smoke(),
+            Mode::Refresh => Plan {
+                mode,
+                refresh_rounds: REFRESH_ONLY_ROUNDS,
+                ..Plan::full()
+            },
+            _ => Plan { mode, ..Plan::full() },
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The report's prose: Markdown templates in `bench/templates/`, compiled
+//! in, with `{{name}}` placeholders filled from the run's figures. Keeping
+//! the words out of the code lets the code say only which figures go where.
+
+/// `template` with every `{{name}}` replaced by its value in `values`.
+///
+/// A placeholder without a value, or a value without a placeholder, is a
+/// mistake in the bench, not in the run: it panics, and the unit tests
+/// render every template.
+pub fn fill(template: &str, values: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut used = vec![false; values.len()];
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let close = after
+            .find("}}")
+            .unwrap_or_else(|| panic!("unclosed {{{{ in template: {}", &rest[open..]));
+        let name = &after[..close];
+        let i = values
+            .iter()
+            .position(|(k, _)| *k == name)
+            .unwrap_or_else(|| panic!("no value for {{{{{name}}}}}"));
+        used[i] = true;
+        out.push_str(&values[i].1);
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    if let Some(i) = used.iter().position(|u| !u) {
+        panic!("value {:?} has no placeholder", values[i].0);
+    }
+    out
+}
+
+/// The templates, by file name.
+pub mod text {
+    /// The report's first paragraph.
+    pub const INTRO: &str = include_str!("../templates/intro.md");
+    /// What the throughput table measured.
+    pub const THROUGHPUT: &str = include_str!("../templates/throughput.md");
+    /// The cold start section up to its table's rows.
+    pub const COLD_START: &str = include_str!("../templates/cold_start.md");
+    /// The memory section up to its table's rows.
+    pub const MEMORY: &str = include_str!("../templates/memory.md");
+    /// The token refresh section with its table.
+    pub const TOKEN_REFRESH: &str = include_str!("../templates/token_refresh.md");
+    /// The refresh burst.
+    pub const BURST: &str = include_str!("../templates/burst.md");
+    /// The slow identity section up to its table's rows.
+    pub const SLOW_IDENTITY: &str = include_str!("../templates/slow_identity.md");
+    /// The slow identity run's token requests.
+    pub const SLOW_IDENTITY_FETCHES: &str = include_str!("../templates/slow_identity_fetches.md");
+    /// The cluster section up to its table's rows.
+    pub const CLUSTER: &str = include_str!("../templates/cluster.md");
+    /// Why `redis-benchmark` does not check host names.
+    pub const CLUSTER_TLS: &str = include_str!("../templates/cluster_tls.md");
+    /// The maintenance section up to its table's rows.
+    pub const MAINTENANCE: &str = include_str!("../templates/maintenance.md");
+    /// What `before` is, in the maintenance section.
+    pub const MAINTENANCE_BEFORE: &str = include_str!("../templates/maintenance_before.md");
+    /// How to read the maintenance table.
+    pub const MAINTENANCE_READING: &str = include_str!("../templates/maintenance_reading.md");
+    /// The Method section.
+    pub const METHOD: &str = include_str!("../templates/method.md");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_every_placeholder() {
+        let v = [("a", "1".to_owned()), ("b", "two".to_owned())];
+        assert_eq!(fill("x {{a}} y {{b}}{{a}} {key}", &v), "x 1 y two1 {key}");
+    }
+
+    #[test]
+    #[should_panic(expected = "no value for {{c}}")]
+    fn a_placeholder_without_a_value_panics() {
+        fill("{{c}}", &[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "has no placeholder")]
+    fn a_value_without_a_placeholder_panics() {
+        fill("text", &[("a", String::new())]);
+    }
+}
