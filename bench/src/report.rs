@@ -480,7 +480,10 @@ mod tests {
         };
         let md = results.markdown("plot.svg");
         assert!(md.contains("| 1 h | 1000, 1010 | 1005 | 2.000 |"), "{md}");
-        assert!(md.contains("| 6 s, refreshed every ~3 s | 990, 1000 | 995 | 2.000 |"), "{md}");
+        assert!(
+            md.contains("| 6 s, refreshed every ~3 s | 990, 1000 | 995 | 2.000 |"),
+            "{md}"
+        );
         assert!(md.contains("Burst: a handler idle until its token was due, then 64 invocations"));
         assert!(!md.contains("{{"));
     }

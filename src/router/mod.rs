@@ -143,4 +143,193 @@ async fn log_invocation(State(functions): State<Arc<[Function]>>, request: Reque
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    //! Router tests without a socket or a cache: everything here is refused or
+    //! answered before Redis is touched, or meets a cache that is not there.
+
+    use super::*;
+    use crate::cache::Cache;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    /// A handler whose cache is a closed port: every Redis call fails fast.
+    fn test_app(max_value_bytes: usize) -> Router {
+        let settings = crate::settings::Settings::from_lookup(|k| match k {
+            "Redis" => Some("127.0.0.1:1,password=k,ssl=False".into()),
+            "Redis__connectTimeoutSeconds" | "Redis__commandTimeoutSeconds" => Some("0.3".into()),
+            "Redis__rideThroughSeconds" => Some("0".into()),
+            "Redis__clusterMode" => Some("standalone".into()),
+            "Redis__maintenanceNotifications" => Some("off".into()),
+            "CACHE_MAX_VALUE_BYTES" => Some(max_value_bytes.to_string()),
+            "FUNCTIONS_CUSTOMHANDLER_WORKER_ID" => Some("test".into()),
+            _ => None,
+        })
+        .expect("settings for a router without a cache");
+        let cache = Cache::from_settings(&settings).expect("a cache handle");
+        router(AppState::new(cache, &settings))
+    }
+
+    async fn call(app: &Router, method: &str, uri: &str, body: impl Into<Body>) -> (u16, serde_json::Value) {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(body.into())
+            .unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let json = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {bytes:?}"))
+        };
+        (status, json)
+    }
+
+    /// `GET /` answers at once, with no cache at all.
+    #[tokio::test]
+    async fn readiness_needs_no_cache() {
+        let (status, _) = call(&test_app(10), "GET", "/", Body::empty()).await;
+        assert_eq!(status, 200);
+    }
+
+    /// Bad input is a 4xx JSON error with the contract's code.
+    #[tokio::test]
+    async fn bad_input_is_4xx_json() {
+        let app = test_app(10);
+        let long_key = "k".repeat(1025);
+        let cases: Vec<(&str, String, Body, u16, &str)> = vec![
+            ("GET", "/api/cache/".into(), Body::empty(), 400, "bad_request"),
+            ("PUT", "/api/cache".into(), Body::empty(), 400, "bad_request"),
+            (
+                "GET",
+                format!("/api/cache/{long_key}"),
+                Body::empty(),
+                400,
+                "bad_request",
+            ),
+            ("PUT", "/api/cache/k?ttl=0".into(), Body::from("v"), 400, "bad_request"),
+            (
+                "PUT",
+                "/api/cache/k?ttl=abc".into(),
+                Body::from("v"),
+                400,
+                "bad_request",
+            ),
+            (
+                "PUT",
+                "/api/cache/k".into(),
+                Body::from(vec![0xff, 0xfe]),
+                400,
+                "bad_request",
+            ),
+            ("GET", "/api/cache/%FF".into(), Body::empty(), 400, "bad_request"),
+            (
+                "PUT",
+                "/api/cache/k".into(),
+                Body::from("x".repeat(11)),
+                413,
+                "payload_too_large",
+            ),
+            ("GET", "/api/nothing".into(), Body::empty(), 404, "not_found"),
+            ("POST", "/api/ping".into(), Body::empty(), 405, "method_not_allowed"),
+            (
+                "GET",
+                "/api/quickstart".into(),
+                Body::empty(),
+                405,
+                "method_not_allowed",
+            ),
+            ("PATCH", "/api/cache/k".into(), Body::empty(), 405, "method_not_allowed"),
+            ("POST", "/NoSuchFunction".into(), Body::from("{}"), 404, "not_found"),
+            (
+                "POST",
+                "/CacheHealthCheck".into(),
+                Body::from("not json"),
+                400,
+                "bad_request",
+            ),
+            (
+                "POST",
+                "/CacheHealthCheck".into(),
+                Body::from(r#"{"Data": {}}"#),
+                400,
+                "bad_request",
+            ),
+            (
+                "POST",
+                "/CacheHealthCheck".into(),
+                Body::from("[1,2,3]"),
+                400,
+                "bad_request",
+            ),
+            (
+                "POST",
+                "/Ping".into(),
+                Body::from(r#"{"Data": {"req": 5}}"#),
+                400,
+                "bad_request",
+            ),
+            (
+                "POST",
+                "/Ping".into(),
+                Body::from(r#"{"Data": {"req": {"Url": "/api/ping", "Method": "GE T"}}}"#),
+                400,
+                "bad_request",
+            ),
+        ];
+        for (method, uri, body, status, code) in cases {
+            let (s, json) = call(&app, method, &uri, body).await;
+            assert_eq!(s, status, "{method} {uri}: {json}");
+            assert_eq!(json["code"], code, "{method} {uri}: {json}");
+            assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "{json}");
+        }
+    }
+
+    /// A cache that cannot be reached is a fast 503 JSON naming the cache.
+    #[tokio::test]
+    async fn unreachable_cache_is_503() {
+        let app = test_app(10);
+        let started = std::time::Instant::now();
+        let (status, json) = call(&app, "GET", "/api/ping", Body::empty()).await;
+        assert_eq!(status, 503, "{json}");
+        assert_eq!(json["code"], "cache_unavailable");
+        assert!(json["error"].as_str().unwrap().contains("cache"));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let (status, json) = call(&app, "GET", "/api/health", Body::empty()).await;
+        assert_eq!(status, 503);
+        assert_eq!(json["status"], "unavailable");
+        assert_eq!(json["connection"]["connected"], false);
+    }
+
+    /// An enveloped HTTP request answers in Outputs.res with the inner status.
+    #[tokio::test]
+    async fn http_envelope_wraps_the_answer() {
+        let app = test_app(10);
+        let envelope = include_str!("../../tests/data/http_put_envelope.json");
+        let (status, json) = call(&app, "POST", "/CacheItem", Body::from(envelope)).await;
+        assert_eq!(status, 200, "{json}");
+        // The value is 13 bytes, over this app's 10-byte limit.
+        assert_eq!(json["Outputs"]["res"]["statusCode"], 413);
+        let inner: serde_json::Value = serde_json::from_str(json["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(inner["code"], "payload_too_large");
+    }
+
+    /// A failed timer check answers 500 with the host's shape and the reasons.
+    #[tokio::test]
+    async fn failed_timer_check_is_500_with_reasons() {
+        let app = test_app(10);
+        let envelope = include_str!("../../tests/data/timer_null_status.json");
+        let (status, json) = call(&app, "POST", "/CacheHealthCheck", Body::from(envelope)).await;
+        assert_eq!(status, 500, "{json}");
+        assert_eq!(json["ReturnValue"]["ok"], false);
+        assert_eq!(json["ReturnValue"]["is_past_due"], true);
+        assert!(json["Outputs"].is_object());
+        assert!(json["ReturnValue"]["failures"][0]
+            .as_str()
+            .unwrap()
+            .contains("PING failed"));
+    }
+}
