@@ -1,4 +1,4 @@
-//! Token refresh against a slow identity endpoint (issue 9): every token
+//! Token refresh against a slow identity endpoint: every token
 //! answer takes [`SlowPlan::delay`], tokens are due for refresh every few
 //! seconds while still valid for several more, and GET load runs at
 //! [`SlowPlan::conns`] connections. A handler that makes invocations wait

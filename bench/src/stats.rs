@@ -7,7 +7,7 @@ pub struct Target {
     pub goal: String,
     /// What was measured.
     pub measured: String,
-    /// Met?
+    /// Whether this run met it.
     pub met: bool,
 }
 

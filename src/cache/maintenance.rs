@@ -290,13 +290,13 @@ pub(super) fn azure_action(kind: &str) -> AzureAction {
     }
 }
 
-/// A Redis maintenance push ("smart client handoffs").
+/// A Redis maintenance push ("smart client handoffs"). Each carries the
+/// server's sequence number `seq`, by which a repeat is recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Handoff {
     /// The endpoint moves: connect to `to` (or the same name after half of
     /// `time` when `None`) before the old connection closes after `time`.
     Moving {
-        /// Sequence number.
         seq: i64,
         /// Seconds until the old connection closes.
         time: Duration,
@@ -304,39 +304,17 @@ pub(super) enum Handoff {
         to: Option<(String, u16)>,
     },
     /// Slots are migrating off this node for about `time`.
-    Migrating {
-        /// Sequence number.
-        seq: i64,
-        /// Expected duration.
-        time: Duration,
-    },
+    Migrating { seq: i64, time: Duration },
     /// The migration is done.
-    Migrated {
-        /// Sequence number.
-        seq: i64,
-    },
+    Migrated { seq: i64 },
     /// This node is failing over for about `time`.
-    FailingOver {
-        /// Sequence number.
-        seq: i64,
-        /// Expected duration.
-        time: Duration,
-    },
+    FailingOver { seq: i64, time: Duration },
     /// The failover is done.
-    FailedOver {
-        /// Sequence number.
-        seq: i64,
-    },
+    FailedOver { seq: i64 },
     /// On a cluster: slots are moving.
-    SMigrating {
-        /// Sequence number.
-        seq: i64,
-    },
+    SMigrating { seq: i64 },
     /// On a cluster: slots moved.
-    SMigrated {
-        /// Sequence number.
-        seq: i64,
-    },
+    SMigrated { seq: i64 },
 }
 
 fn int(v: &Value) -> Option<i64> {

@@ -72,7 +72,6 @@ pub(super) enum Failure {
     },
     /// `MOVED slot addr`: the slot lives on another master now.
     Moved {
-        /// The slot.
         slot: u16,
         /// The master that owns it, `host:port`.
         addr: String,

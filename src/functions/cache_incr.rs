@@ -55,7 +55,7 @@ fn parse_by(query: &HashMap<String, String>) -> Result<i64, AppError> {
     }
 }
 
-/// The HTTP function.
+/// `POST /api/cache/{key}/incr`: checks the key and `by`, then adds once.
 async fn incr(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,

@@ -59,7 +59,8 @@ pub(crate) async fn list(state: &AppState) -> Result<Vec<Map<String, Value>>, Ap
     Ok(clients)
 }
 
-/// The HTTP function.
+/// `GET /api/clients`: the cache's `CLIENT LIST`, on every master of a
+/// cluster.
 pub(crate) async fn clients(axum::extract::State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     Ok(Json(json!({ "clients": list(&state).await? })))
 }

@@ -83,16 +83,14 @@ pub type TimerRun = for<'a> fn(
     &'a InvocationRequest,
 ) -> Pin<Box<dyn Future<Output = Result<Response, AppError>> + Send + 'a>>;
 
-/// An HTTP method a function serves.
+/// An HTTP method a function serves: each variant is the method of its
+/// name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub enum HttpMethod {
-    /// GET.
     Get,
-    /// PUT.
     Put,
-    /// POST.
     Post,
-    /// DELETE.
     Delete,
 }
 
@@ -121,7 +119,7 @@ impl HttpMethod {
 /// `|on| axum::routing::on(on, handler)` so the method is written once.
 #[derive(Debug, Clone, Copy)]
 pub struct Endpoint {
-    /// The method.
+    /// Which requests reach `handler`.
     pub method: HttpMethod,
     /// Routes the method to the handler.
     pub handler: fn(MethodFilter) -> MethodRouter<AppState>,

@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Serialize;
 use std::time::Instant;
 
-/// The answer.
+/// What `GET /api/ping` answers.
 #[derive(Debug, Serialize)]
 pub(crate) struct Pong {
     /// Whether Redis answered PONG.

@@ -60,7 +60,7 @@ pub struct ScheduleStatus {
     /// Last run (`0001-01-01T00:00:00` before the first).
     #[serde(rename = "Last", default)]
     pub last: Option<String>,
-    /// Next run.
+    /// When the next run is due, as the host computed it from the schedule.
     #[serde(rename = "Next", default)]
     pub next: Option<String>,
     /// When this status was last written.
@@ -74,16 +74,16 @@ pub struct HttpRequestData {
     /// The original URL, scheme and host included.
     #[serde(rename = "Url")]
     pub url: String,
-    /// The HTTP method.
+    /// `GET`, `PUT`, … as the caller sent it.
     #[serde(rename = "Method")]
     pub method: String,
-    /// Query parameters.
+    /// The query string, one entry per parameter name.
     #[serde(rename = "Query", default)]
     pub query: Map<String, Value>,
     /// Headers, each a list of values (a plain string is accepted too).
     #[serde(rename = "Headers", default)]
     pub headers: Map<String, Value>,
-    /// Route values.
+    /// The values of the route template's `{name}` segments.
     #[serde(rename = "Params", default)]
     pub params: Map<String, Value>,
     /// The body, present only when the request had one.
@@ -94,12 +94,12 @@ pub struct HttpRequestData {
 /// An HTTP output binding's value (`Outputs.res`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct HttpResponseData {
-    /// The status code.
+    /// The HTTP status the host answers the caller with.
     #[serde(rename = "statusCode")]
     pub status_code: u16,
     /// The body, as text.
     pub body: String,
-    /// Response headers.
+    /// Headers the host adds to its answer.
     pub headers: BTreeMap<String, String>,
 }
 

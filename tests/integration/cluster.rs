@@ -259,8 +259,8 @@ where
 /// of every master, each with its `node`; `Health` says mode `cluster` and
 /// shows every master with its slots; `CacheHealthCheck` checks every
 /// master. A handler told `Redis__clusterMode=standalone` says mode
-/// `standalone` and fails the keys of other shards, as before cluster
-/// support. (Checked broken: with the main handler in standalone mode,
+/// `standalone` and fails the keys of other shards, as a client without
+/// cluster support does. (Checked broken: with the main handler in standalone mode,
 /// the mode and shard assertions fail.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_per_master_and_every_shard_shown() {

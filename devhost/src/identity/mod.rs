@@ -14,7 +14,7 @@
 //! Slow answers ([`IdentityEndpoint::set_delay`]) and the request log
 //! ([`IdentityEndpoint::request_log`]) are for measuring what a slow fetch
 //! costs the invocations around it: in Azure the identity endpoint is
-//! slowest exactly when many instances start at once (issue 9), and
+//! slowest exactly when many instances start at once, and
 //! AZURE-FACTS "azure_identity 1.0.0" notes that a fetch can take many
 //! seconds (IMDS's own retry, about 72 s; 82 s of retries on 5xx), while
 //! "Entra ID and Azure Redis" says the connection closes when its token

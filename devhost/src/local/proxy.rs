@@ -501,7 +501,7 @@ mod tests {
         assert!(matches!(inv.outcome, Outcome::Failed(_)), "{inv:?}");
     }
 
-    /// Legacy forwarding is as before: the body is read first and sent with a
+    /// Legacy forwarding buffers: the body is read first and sent with a
     /// Content-Length, repeated query keys are comma-joined, and there is no
     /// `x-ms-invocation-id` or X-Forwarded-* (those are the proxy's).
     #[tokio::test]
