@@ -37,13 +37,13 @@
 //!   cluster, maintenance notifications.
 //! - [`host`]: the Functions host protocol, typed (envelopes, TimerInfo, HTTP
 //!   data).
-//! - `functions`: one file per function, and the registry of them all.
+//! - `functions`: one file per function, the registry of them all, and the
+//!   state they share ([`AppState`]).
 //! - `body`: reading request bodies within a limit.
 //! - `clock`: the time of day as answers write it.
 //! - `error`: the error every function answers with.
 //! - `state`: start-up wiring: a cache from the settings, the process's one
-//!   (a process-wide once-cell), the state functions share, the typed
-//!   start-up error.
+//!   (a process-wide once-cell), the typed start-up error.
 //! - `router`: the axum router built from the functions, the envelope
 //!   adapter, per-invocation logging.
 //! - `run`: the handler as a program ([`run`]).
