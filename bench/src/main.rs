@@ -233,18 +233,23 @@ fn refresh_only(root: &Path, lua: &Path, handler: &Program, plan: &Plan, mut res
     if plan.mode == Mode::SlowIdentity {
         results.slow = slow_identity::run(&rig, handler, plan.slow)?;
     } else {
-        results.refresh = scenarios::refresh(
-            &rig,
-            lua,
-            handler,
-            plan.refresh_timing,
-            plan.refresh_rounds,
-            plan.short_tokens,
-        )?;
+        results.refresh = refresh_cost(&rig, lua, handler, plan)?;
     }
     check(&results)?;
     println!("{}", results.markdown(""));
     Ok(())
+}
+
+/// The token refresh cost, as long as the plan says.
+fn refresh_cost(rig: &Rig, lua: &Path, handler: &Program, plan: &Plan) -> anyhow::Result<scenarios::Refresh> {
+    scenarios::refresh(
+        rig,
+        lua,
+        handler,
+        plan.refresh_timing,
+        plan.refresh_rounds,
+        plan.short_tokens,
+    )
 }
 
 /// The full run (or its smoke version): every part, then the report.
@@ -290,14 +295,7 @@ fn everything(
             .push((Side::Python, scenarios::memory(&rig, p, plan.memory_requests)?));
     }
     eprintln!("bench: token refresh");
-    results.refresh = scenarios::refresh(
-        &rig,
-        lua,
-        handler,
-        plan.refresh_timing,
-        plan.refresh_rounds,
-        plan.short_tokens,
-    )?;
+    results.refresh = refresh_cost(&rig, lua, handler, plan)?;
     eprintln!("bench: token refresh with a slow identity endpoint");
     results.slow = slow_identity::run(&rig, handler, plan.slow)?;
     drop(rig);

@@ -99,30 +99,17 @@ pub fn run(root: &Path, builds: &[(String, Program)], plan: &MaintenancePlan) ->
         let server = Server::start(program, root, &rig.app_settings())?;
         let masters = rig.rt.block_on(rig.cluster.masters())?;
         let (planned, killed) = (masters[0].index, masters[1].index);
-        let (run, fault, back) = under_load(server.port, plan, || {
-            rig.rt.block_on(rig.cluster.failover(planned)).map(drop)
-        })?;
-        events.push(Event::of(
-            "planned failover (cluster)",
-            label,
-            &run,
-            fault,
-            back,
-            plan.settle,
-        ));
-        report(events.last());
-        let (run, fault, back) = under_load(server.port, plan, || {
-            rig.rt.block_on(rig.cluster.kill_master(killed)).map(drop)
-        })?;
-        events.push(Event::of(
-            "killed master (cluster)",
-            label,
-            &run,
-            fault,
-            back,
-            plan.settle,
-        ));
-        report(events.last());
+        let failover = || rig.rt.block_on(rig.cluster.failover(planned)).map(drop);
+        let kill = || rig.rt.block_on(rig.cluster.kill_master(killed)).map(drop);
+        let faults: [(&'static str, &(dyn Fn() -> anyhow::Result<()> + Sync)); 2] = [
+            ("planned failover (cluster)", &failover),
+            ("killed master (cluster)", &kill),
+        ];
+        for (what, fault) in faults {
+            let (run, began, back) = under_load(server.port, plan, fault)?;
+            events.push(Event::of(what, label, &run, began, back, plan.settle));
+            report(events.last());
+        }
         drop(server);
     }
     Ok(events)
@@ -213,14 +200,7 @@ mod tests {
             fault_s: 2.0,
             back_s: 4.0,
         };
-        let plan = MaintenancePlan {
-            conns: 64,
-            before_fault: Duration::from_secs(2),
-            run: Duration::from_secs(14),
-            down_for: Duration::from_secs(2),
-            settle: Duration::from_secs(1),
-            cluster: true,
-        };
+        let plan = crate::plan::Plan::full().maintenance;
         let md = section(&[event], &plan, "cargo run", "abc1234", Some("344d56b"));
         assert!(md.starts_with("## Maintenance\n"));
         assert!(md.contains("at commit `abc1234`"));
