@@ -1,7 +1,7 @@
 //! The one error type every function answers with.
 //!
 //! The caller gets `{"error": "<a sentence>", "code": "<kind>"}` with the
-//! status CONTRACT.md names; the log gets the cause, once, for server-side
+//! status docs/contract.md names; the log gets the cause, once, for server-side
 //! failures. Messages are already free of secrets (see [`crate::secret::redact`]).
 
 use crate::cache::CacheError;
@@ -101,7 +101,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Every error kind maps to the status CONTRACT.md gives it.
+    /// Every error kind maps to the status docs/contract.md gives it.
     #[test]
     fn status_mapping() {
         let cases: Vec<(AppError, u16, &str)> = vec![

@@ -3,7 +3,7 @@
 //! a replica each, from `devhost::redis_cluster`), next to `redis-benchmark
 //! --cluster` on the same cluster in the same run.
 //!
-//! The cluster is presented the way Azure presents one (AZURE-FACTS "Entra
+//! The cluster is presented the way Azure presents one (docs/azure.md "Entra
 //! ID and Azure Redis"): nodes announced by IP (`127.0.0.1`), a certificate
 //! naming only the host name (`localhost`), ACL users on every node, and the
 //! identity endpoint's tokens accepted on every node. The handler is given

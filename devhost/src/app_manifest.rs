@@ -1,7 +1,7 @@
 //! The function app as the Functions host reads it: `host.json` and one
 //! `function.json` per function folder.
 //!
-//! Follows AZURE-FACTS "The Functions host and a custom handler": host.json
+//! Follows docs/azure.md "The Functions host and a custom handler": host.json
 //! `customHandler` (`description.defaultExecutablePath`, `arguments`,
 //! `workingDirectory`, `enableForwardingHttpRequest`,
 //! `enableProxyingHttpRequest`, `port`) and `extensions.http.routePrefix`
@@ -379,7 +379,7 @@ mod tests {
         assert!(HostSettings::from_json(&json!({"version": "2.0"})).is_err());
     }
 
-    /// Each flag picks its mode, and with both set proxying wins (AZURE-FACTS).
+    /// Each flag picks its mode, and with both set proxying wins (docs/azure.md).
     #[test]
     fn host_json_http_mode() {
         let mode = |forward: bool, proxy: bool| {

@@ -2,7 +2,7 @@
 //!
 //! Neither Azure nor the Functions host can be reached from a developer's
 //! machine or CI, so tests (and the local-run binary) use these emulators.
-//! Each one follows a fact from `AZURE-FACTS.md`, cited in its doc comment.
+//! Each one follows a fact from `docs/azure.md`, cited in its doc comment.
 //!
 //! Layout:
 //!

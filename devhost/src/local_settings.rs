@@ -7,7 +7,7 @@
 //! the handler's environment, except names already set (non-empty) in the
 //! environment, which win (Core Tools prints "Skipping '`<name>`' from local settings as
 //! it's already defined in current environment variables"). An encrypted
-//! file (`func settings encrypt`) cannot be read here. Follows AZURE-FACTS
+//! file (`func settings encrypt`) cannot be read here. Follows docs/azure.md
 //! "Deploy": `local.settings.json` holds local app settings and stays out of
 //! git.
 

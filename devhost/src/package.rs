@@ -2,7 +2,7 @@
 //! `function.json`, and the handler binary with its executable bit, all at
 //! the zip's root, and nothing else.
 //!
-//! Follows AZURE-FACTS "Deploy": the binary must match the platform (Linux
+//! Follows docs/azure.md "Deploy": the binary must match the platform (Linux
 //! x86-64), and a lost executable bit on Linux is a known failure (host
 //! #5696, core-tools #2510), so the entry carries Unix mode 0o755;
 //! `local.settings.json` stays out. Entries have a fixed timestamp and order,

@@ -1,6 +1,6 @@
 //! A throw-away certificate authority and a loopback server certificate.
 //!
-//! Follows AZURE-FACTS "Entra ID and Azure Redis" (Azure Redis is TLS only)
+//! Follows docs/azure.md "Entra ID and Azure Redis" (Azure Redis is TLS only)
 //! and "redis 1.8.1" (TLS: `Client::build_with_tls` with
 //! `TlsCertificates { root_cert }` replaces the roots; `tokio-rustls-comp`
 //! honours `SSL_CERT_FILE`). Point either at [`Pki::ca_path`] so the handler
@@ -68,7 +68,7 @@ impl Pki {
     /// Like [`Pki::generate`], but the server certificate names only the
     /// given DNS host names (no IP address), as Azure's certificates name
     /// the cache's host name while a cluster announces its nodes by IP
-    /// (AZURE-FACTS "Entra ID and Azure Redis"): a client that checks a
+    /// (docs/azure.md "Entra ID and Azure Redis"): a client that checks a
     /// node against its IP fails, one that checks it against the host name
     /// succeeds. The certificate also allows client authentication, because
     /// `redis-server` presents it as the client certificate on the cluster

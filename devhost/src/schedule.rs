@@ -1,8 +1,8 @@
 //! A timer trigger's schedule: NCRONTAB, parsed with the `croner` crate, or
 //! a TimeSpan.
 //!
-//! Follows AZURE-FACTS "function.json … timerTrigger `schedule` (NCRONTAB
-//! with seconds, six fields, or a TimeSpan)". As the WebJobs timer extension
+//! Follows docs/azure.md "function.json" (a timerTrigger's `schedule`:
+//! NCRONTAB with seconds, six fields, or a TimeSpan). As the WebJobs timer extension
 //! does, six fields are `second minute hour day month day-of-week` and five
 //! fields have no seconds. NCRONTAB's day of week is 0-6 from Sunday (7 is
 //! Sunday too) and a day must match BOTH the day-of-month and the

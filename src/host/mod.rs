@@ -2,7 +2,7 @@
 //!
 //! For non-HTTP triggers, and for HTTP functions when the host does not
 //! forward the request, the host sends `POST /<FunctionName>` with an
-//! [`InvocationRequest`] and expects an [`InvocationResponse`] (AZURE-FACTS.md,
+//! [`InvocationRequest`] and expects an [`InvocationResponse`] (docs/azure.md,
 //! "The Functions host and a custom handler"). Strings and numbers inside
 //! `Data` and `Metadata` arrive JSON-encoded a second time, so binding values
 //! are read leniently through [`binding`]. (The adapter that answers the

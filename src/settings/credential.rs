@@ -1,10 +1,10 @@
-//! Which credential fetches tokens, chosen as CONTRACT.md says.
+//! Which credential fetches tokens, chosen as docs/contract.md says.
 
 use super::{bad, SettingsError};
 use crate::secret::Secret;
 use std::path::PathBuf;
 
-/// The credential that fetches tokens, chosen as CONTRACT.md says.
+/// The credential that fetches tokens, chosen as docs/contract.md says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CredentialChoice {
     /// Managed identity (App Service endpoint or IMDS); `client_id` picks a user-assigned one.

@@ -581,7 +581,7 @@ mod tests {
         assert!(!format!("{s:?}").contains("very-secret-value"));
     }
 
-    /// Credential selection follows CONTRACT.md's order.
+    /// Credential selection follows docs/contract.md's order.
     #[test]
     fn credential_selection_order() {
         assert_eq!(choice(&[]).unwrap(), CredentialChoice::DeveloperTools);

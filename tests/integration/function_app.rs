@@ -1,7 +1,7 @@
 //! The deployable app's files agree with the handler: every
 //! `function-app/*/function.json` has a route the handler serves, every
 //! function the handler serves has a function.json, and host.json sets the
-//! custom handler up as CONTRACT.md and AZURE-FACTS.md say.
+//! custom handler up as docs/contract.md and docs/azure.md say.
 
 use crate::support;
 

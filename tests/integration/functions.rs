@@ -1,4 +1,4 @@
-//! Every function and error of CONTRACT.md, driven the way the host drives
+//! Every function and error of docs/contract.md, driven the way the host drives
 //! the handler: forwarded `/api/...` requests and `POST /<Function>` envelopes,
 //! against a real TLS redis-server through an Entra ID token.
 

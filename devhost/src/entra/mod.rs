@@ -2,7 +2,7 @@
 //! v2.0 token endpoint (client secret, workload identity) and the developer
 //! tools (`az`, `azd`), each minting tokens the Redis stand-in accepts.
 //!
-//! Follows AZURE-FACTS "azure_identity 1.0.0" and that crate's source, which
+//! Follows docs/azure.md "azure_identity 1.0.0" and that crate's source, which
 //! fixes what can be pointed at a stand-in:
 //!
 //! - `ClientSecretCredential` and `WorkloadIdentityCredential` post to
@@ -19,7 +19,7 @@
 //! Tokens are signed JWTs like the managed-identity endpoint's, with `aud`
 //! the requested resource and `oid` the Redis user; with a Redis attached,
 //! each becomes that user's password before it is handed out and stops
-//! being one when it expires (AZURE-FACTS "Entra ID and Azure Redis").
+//! being one when it expires (docs/azure.md "Entra ID and Azure Redis").
 //!
 //! Layout: `endpoint.rs` (the endpoint's life), `model.rs` (its
 //! configuration and request record), `token.rs` (its checks and answers),

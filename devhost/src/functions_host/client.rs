@@ -2,7 +2,7 @@
 //! requests and envelope invocations, for any handler reachable at a base URL
 //! (one [`super::HandlerProcess`] started, or one found by `devhost invoke`).
 //!
-//! Follows AZURE-FACTS "The Functions host and a custom handler" (proxying
+//! Follows docs/azure.md "The Functions host and a custom handler" (proxying
 //! is in `proxy.rs`): forwarding keeps method, `/api/...` path and
 //! query and adds `X-Azure-Functions-InvocationId` and
 //! `X-Azure-Functions-HostVersion`, the

@@ -2,7 +2,7 @@
 //! invocation: the `{"Data", "Metadata"}` envelope, the timer's `TimerInfo`
 //! and an HTTP trigger's `Data.req`.
 //!
-//! Follows AZURE-FACTS "The Functions host and a custom handler": "Body",
+//! Follows docs/azure.md "The Functions host and a custom handler": "Body",
 //! "Timer value" and "HTTP with the envelope (no forwarding)".
 
 use serde_json::{json, Map, Value};

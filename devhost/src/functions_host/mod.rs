@@ -2,7 +2,7 @@
 //! handler, wait until it answers, proxy or forward HTTP requests and send
 //! envelope invocations.
 //!
-//! Follows AZURE-FACTS "The Functions host and a custom handler": start with
+//! Follows docs/azure.md "The Functions host and a custom handler": start with
 //! `FUNCTIONS_CUSTOMHANDLER_PORT` (= `FUNCTIONS_HTTPWORKER_PORT`),
 //! `FUNCTIONS_CUSTOMHANDLER_WORKER_ID`, `FUNCTIONS_APP_ROOT_PATH` and the app
 //! root as working directory; ready on any HTTP answer to `GET /` polled

@@ -1,7 +1,7 @@
 //! The host's YARP proxy towards the handler, as `enableProxyingHttpRequest`
 //! turns it on.
 //!
-//! Follows AZURE-FACTS "The Functions host and a custom handler",
+//! Follows docs/azure.md "The Functions host and a custom handler",
 //! `enableProxyingHttpRequest`: no envelope; the original method, `/api/...`
 //! path and query (`code` included) go to `http://127.0.0.1:{port}` with the
 //! body streamed (chunked, unless the caller gave a Content-Length, which

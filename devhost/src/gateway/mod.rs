@@ -3,7 +3,7 @@
 //!
 //! A TLS listener on loopback in front of a real `redis-server`. It reads
 //! the client's RESP commands and the server's replies and follows what
-//! AZURE-FACTS.md says Azure does:
+//! docs/azure.md says Azure does:
 //!
 //! - "Entra ID and Azure Redis": `AUTH <object id> <access token>` (and
 //!   `HELLO … AUTH <user> <token>`) is checked: signature, audience, not

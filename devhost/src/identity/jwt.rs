@@ -1,7 +1,7 @@
 //! JWT-shaped access tokens, really signed (HS256) so a stand-in gateway can
 //! check them.
 //!
-//! Follows AZURE-FACTS "Entra ID and Azure Redis": the scope is
+//! Follows docs/azure.md "Entra ID and Azure Redis": the scope is
 //! `https://redis.azure.com/.default` (so `aud` is `https://redis.azure.com`)
 //! and the object id is the token's `oid` claim, which peers read when no
 //! principal id is configured.

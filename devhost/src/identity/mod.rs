@@ -2,7 +2,7 @@
 //! `IDENTITY_HEADER`), as `azure_identity` 1.0.0's `ManagedIdentityCredential`
 //! calls it.
 //!
-//! Follows AZURE-FACTS "azure_identity 1.0.0": `GET {IDENTITY_ENDPOINT}?
+//! Follows docs/azure.md "azure_identity 1.0.0": `GET {IDENTITY_ENDPOINT}?
 //! api-version=2019-08-01&resource=https%3A%2F%2Fredis.azure.com[&client_id=…]`
 //! with headers `metadata: true` and `x-identity-header`; the answer holds
 //! `access_token`, `expires_on` (a JSON string of Unix seconds), `token_type`
@@ -15,7 +15,7 @@
 //! ([`IdentityEndpoint::request_log`]) are for measuring what a slow fetch
 //! costs the invocations around it: in Azure the identity endpoint is
 //! slowest exactly when many instances start at once, and
-//! AZURE-FACTS "azure_identity 1.0.0" notes that a fetch can take many
+//! docs/azure.md "azure_identity 1.0.0" notes that a fetch can take many
 //! seconds (IMDS's own retry, about 72 s; 82 s of retries on 5xx), while
 //! "Entra ID and Azure Redis" says the connection closes when its token
 //! expires, so a refresh has to arrive before then however long it takes.

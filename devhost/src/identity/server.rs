@@ -1,6 +1,6 @@
 //! The HTTP side of the identity endpoint.
 //!
-//! Follows AZURE-FACTS "azure_identity 1.0.0" (request and response shape;
+//! Follows docs/azure.md "azure_identity 1.0.0" (request and response shape;
 //! 400 means "identity not assigned", other errors surface their body).
 //! Every request is logged on arrival and again when answered, so a caller
 //! can see when a fetch was in flight.

@@ -2,7 +2,7 @@
 //! served as the Functions host serves it, plus the host's own
 //! `GET /admin/host/status` and `POST /admin/functions/<name>`.
 //!
-//! Follows AZURE-FACTS "The Functions host and a custom handler", in the
+//! Follows docs/azure.md "The Functions host and a custom handler", in the
 //! mode host.json picks ([`HttpMode`]) for a function with exactly one
 //! httpTrigger and one http out: with `enableProxyingHttpRequest` (which
 //! wins when both flags are set) the host's YARP proxy streams the request

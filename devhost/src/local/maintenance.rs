@@ -3,7 +3,7 @@
 //! watch the app ride through it (the invocation log keeps printing 200s,
 //! a little slower during the event).
 //!
-//! Follows AZURE-FACTS "Maintenance, failover and notifications", with
+//! Follows docs/azure.md "Maintenance, failover and notifications", with
 //! Microsoft's timeline compressed from minutes to seconds:
 //!
 //! - **restart** (one server): `AzureRedisEvents` announces

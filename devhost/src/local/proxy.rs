@@ -3,7 +3,7 @@
 //! ([`HandlerClient::proxy`](crate::functions_host::HandlerClient::proxy)),
 //! body streamed as it arrives, and the handler's answer streams back.
 //!
-//! Follows AZURE-FACTS "The Functions host and a custom handler",
+//! Follows docs/azure.md "The Functions host and a custom handler",
 //! `enableProxyingHttpRequest`: the handler's raw answer (status, headers,
 //! streamed body) goes to the caller, and the invocation ends when the
 //! answer does. A caller that disconnects mid-answer is not a failed

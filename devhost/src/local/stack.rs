@@ -9,7 +9,7 @@
 //! the connection settings point at it and authenticate with the managed
 //! identity, as an app in Azure does. A cluster is named the way Azure names
 //! one: by the host name its certificate carries (`localhost`) and one
-//! master's TLS port; its nodes announce themselves by IP (AZURE-FACTS
+//! master's TLS port; its nodes announce themselves by IP (docs/azure.md
 //! "Entra ID and Azure Redis"), and the handler's `Redis__clusterMode`
 //! (default `auto`) finds out that it is a cluster.
 

@@ -3,7 +3,7 @@
 //! invocation at a time per function, the next occurrence counted from the
 //! end of a late run (missed occurrences are skipped, not queued).
 //!
-//! Follows AZURE-FACTS "Timer value": the `ScheduleStatus` passed is the
+//! Follows docs/azure.md "Timer value": the `ScheduleStatus` passed is the
 //! monitor's record from before the run (`Last` = the previous run's
 //! scheduled time, `0001-01-01T00:00:00` before the first; `Next` = the
 //! occurrence firing now; `LastUpdated` = when it was written), and null when

@@ -1,6 +1,6 @@
 //! ACL users on every node of the cluster at once.
 //!
-//! Follows AZURE-FACTS "Entra ID and Azure Redis": the Redis user is the
+//! Follows docs/azure.md "Entra ID and Azure Redis": the Redis user is the
 //! identity's object id and its password the access token, and every shard
 //! connection needs its own AUTH. Redis keeps ACL users per node (a cluster
 //! does not replicate them), so a user the identity endpoint registers has

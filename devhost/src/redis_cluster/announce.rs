@@ -1,7 +1,7 @@
 //! The port each node is announced on to plain (non-TLS) clients, so a
 //! front end on that port can stand where Azure's per-shard endpoints do.
 //!
-//! Follows AZURE-FACTS "Entra ID and Azure Redis" (clusters announce nodes
+//! Follows docs/azure.md "Entra ID and Azure Redis" (clusters announce nodes
 //! by IP on per-shard ports; `CLUSTER SLOTS` and `MOVED` name them) and
 //! "redis 1.8.1" on redis-server 7.0: with `tls-cluster yes` a TLS client is
 //! told `cluster-announce-tls-port` and a plain client `cluster-announce-port`.

@@ -2,7 +2,7 @@
 //! Redis Cluster resharding does it, one step at a time so a test can hold
 //! the migration half-way while load runs.
 //!
-//! Follows AZURE-FACTS "Entra ID and Azure Redis": while a slot migrates,
+//! Follows docs/azure.md "Entra ID and Azure Redis": while a slot migrates,
 //! a key already moved answers `ASK` (the source marks the slot MIGRATING,
 //! the target IMPORTING); once the target owns the slot, the source answers
 //! `MOVED` naming the target's announced `127.0.0.1:<tls port>`.

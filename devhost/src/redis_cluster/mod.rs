@@ -2,7 +2,7 @@
 //! mode, TLS), standing in for Azure Managed Redis with the OSS cluster
 //! policy and clustered Premium Azure Cache for Redis.
 //!
-//! Follows AZURE-FACTS "Entra ID and Azure Redis":
+//! Follows docs/azure.md "Entra ID and Azure Redis":
 //!
 //! - Clients discover the shards with `CLUSTER SLOTS`/`SHARDS` and connect to
 //!   each on its own port; a key on another shard answers `MOVED slot

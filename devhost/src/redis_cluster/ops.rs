@@ -2,7 +2,7 @@
 //! the result: a planned failover, a crashed master, a shard that is down,
 //! and nodes coming back.
 //!
-//! Follows AZURE-FACTS "Entra ID and Azure Redis" (clients refresh the
+//! Follows docs/azure.md "Entra ID and Azure Redis" (clients refresh the
 //! topology after a failover, and a key on another shard answers `MOVED`).
 
 use super::settle;

@@ -1,7 +1,7 @@
 //! The emulators' admin handle on the stand-in Redis: plain TCP on loopback,
 //! authenticated as `default` with the server's random admin password.
 //!
-//! Follows AZURE-FACTS "Entra ID and Azure Redis": the Redis user name is the
+//! Follows docs/azure.md "Entra ID and Azure Redis": the Redis user name is the
 //! identity's object id and its password is the access token
 //! (`AUTH <object id> <access token>`); those users and passwords are what
 //! this handle manages with `ACL SETUSER`.

@@ -1,7 +1,7 @@
 //! A real `redis-server` (7.x, built with TLS) as a child process, standing
 //! in for Azure Cache for Redis / Azure Managed Redis.
 //!
-//! Follows AZURE-FACTS "Entra ID and Azure Redis": TLS only for the handler
+//! Follows docs/azure.md "Entra ID and Azure Redis": TLS only for the handler
 //! (the TLS port), users are object ids whose passwords are access tokens,
 //! errors are Redis's own (`WRONGPASS invalid username-password pair`,
 //! `NOAUTH`, `NOPERM`). The plain port exists only for the emulators' admin

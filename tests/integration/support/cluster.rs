@@ -1,5 +1,5 @@
 //! The handler in front of a real Redis Cluster presented the way Azure
-//! presents a clustered cache (AZURE-FACTS "Entra ID and Azure Redis"):
+//! presents a clustered cache (docs/azure.md "Entra ID and Azure Redis"):
 //!
 //! - every node (masters and replicas) behind its own Entra-enforcing
 //!   [`Gateway`] on a per-shard port, TLS with a certificate naming only
