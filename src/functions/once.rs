@@ -86,10 +86,10 @@ pub(crate) fn record_key(key: &str, what: &str, id: &str) -> String {
     format!("{}:azfn:{what}:{id}", same_slot_prefix(key))
 }
 
-/// The invocation id the host gave (see [`crate::router`]), or a random one
+/// The invocation id the host gave (see [`crate::host`]), or a random one
 /// for a call that came without (a retry inside this call still finds it).
 pub(crate) fn invocation(headers: &HeaderMap) -> String {
-    match crate::router::invocation_id(headers) {
+    match crate::host::invocation_id(headers) {
         "" => format!("local-{:032x}", fastrand::u128(..)),
         id => id.to_owned(),
     }

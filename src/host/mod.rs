@@ -5,8 +5,9 @@
 //! [`InvocationRequest`] and expects an [`InvocationResponse`] (docs/azure.md,
 //! "The Functions host and a custom handler"). Strings and numbers inside
 //! `Data` and `Metadata` arrive JSON-encoded a second time, so binding values
-//! are read leniently through [`binding`]. (The adapter that answers the
-//! envelope sits next to the router: `router/envelope.rs`.)
+//! are read leniently through [`binding`]. With every request the host
+//! sends its invocation id in a header (`invocation_id`). (The adapter that
+//! answers the envelope sits next to the router: `router/envelope.rs`.)
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -188,6 +189,23 @@ fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// The headers that may carry the host's invocation id, in the order they
+/// are read: the host's own, then the one its proxy adds.
+const INVOCATION_ID_HEADERS: [&str; 2] = ["x-azure-functions-invocationid", "x-ms-invocation-id"];
+
+/// The invocation id: the first of [`INVOCATION_ID_HEADERS`] with a usable
+/// value, at most 64 characters; empty when none has one.
+pub(crate) fn invocation_id(headers: &axum::http::HeaderMap) -> &str {
+    let id = INVOCATION_ID_HEADERS
+        .iter()
+        .flat_map(|h| headers.get_all(*h))
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .find(|v| !v.is_empty())
+        .unwrap_or("");
+    id.char_indices().nth(64).map_or(id, |(end, _)| &id[..end])
 }
 
 #[cfg(test)]

@@ -94,23 +94,6 @@ pub(crate) async fn method_not_allowed(method: Method) -> AppError {
     AppError::MethodNotAllowed(method.to_string())
 }
 
-/// The headers that may carry the host's invocation id, in the order they
-/// are read: the host's own, then the one its proxy adds.
-const INVOCATION_ID_HEADERS: [&str; 2] = ["x-azure-functions-invocationid", "x-ms-invocation-id"];
-
-/// The invocation id: the first of [`INVOCATION_ID_HEADERS`] with a usable
-/// value, at most 64 characters; empty when none has one.
-pub(crate) fn invocation_id(headers: &axum::http::HeaderMap) -> &str {
-    let id = INVOCATION_ID_HEADERS
-        .iter()
-        .flat_map(|h| headers.get_all(*h))
-        .filter_map(|v| v.to_str().ok())
-        .map(str::trim)
-        .find(|v| !v.is_empty())
-        .unwrap_or("");
-    id.char_indices().nth(64).map_or(id, |(end, _)| &id[..end])
-}
-
 /// Runs the invocation in a span holding the function name and invocation
 /// id, so that every line it logs carries both, and logs one line when it is
 /// done: function, invocation id, status, duration.
@@ -130,7 +113,7 @@ async fn log_invocation(State(functions): State<Arc<[Function]>>, request: Reque
         None => "unknown",
     };
     // Borrowed: the span formats it right away.
-    let invocation_id = invocation_id(request.headers());
+    let invocation_id = crate::host::invocation_id(request.headers());
     let method = request.method().clone();
     let span = tracing::info_span!("invocation", function, invocation_id = %invocation_id);
     let start = Instant::now();
