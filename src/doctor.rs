@@ -146,10 +146,12 @@ async fn ping_step(target: &Target, conn: &mut DoctorConnection) -> Result<Found
 async fn cluster_step(target: &Target, mode: ClusterMode, user: Option<String>, password: Secret) -> Step {
     let options = CacheOptions {
         cluster_mode: mode,
-        ride_through: Duration::ZERO,
         notifications: crate::settings::NotificationSetting::Off,
     };
-    let cache = Cache::new(target.clone(), Auth::AccessKey { user, password }, options);
+    // The check waits for nothing: a master that is down is reported now.
+    let mut no_wait = target.clone();
+    no_wait.deadlines.ride_through = Duration::ZERO;
+    let cache = Cache::new(no_wait, Auth::AccessKey { user, password }, options);
     let shards = match cache.shards().await {
         Ok(None) => return Ok(Found::line("not a cluster: standalone mode, one connection".to_owned())),
         Ok(Some(shards)) => shards,

@@ -87,7 +87,6 @@ impl Cache {
             auth,
             CacheOptions {
                 cluster_mode: settings.redis.cluster_mode,
-                ride_through: settings.deadlines.ride_through,
                 notifications: settings.redis.notifications,
             },
         ))

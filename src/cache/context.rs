@@ -60,11 +60,11 @@ impl Target {
 /// What every node of one cache shares.
 #[derive(Debug)]
 pub(super) struct Context {
+    /// Where the cache is, and the deadlines: connect, command, and how
+    /// long an invocation waits for a lost connection, or a cache that says
+    /// "not now", to come back (`Redis__rideThroughSeconds`).
     pub(super) target: Target,
     pub(super) auth: Auth,
-    /// How long an invocation waits for a lost connection, or a cache that
-    /// says "not now", to come back (`Redis__rideThroughSeconds`).
-    pub(super) ride_through: Duration,
     /// Maintenance notifications: which are on, and what the cache said.
     pub(super) maintenance: Maintenance,
     /// Someone wants the cluster's topology read again (a failed connect,
@@ -118,11 +118,10 @@ impl Credentials<'_> {
 }
 
 impl Context {
-    pub(super) fn new(target: Target, auth: Auth, ride_through: Duration, maintenance: Maintenance) -> Self {
+    pub(super) fn new(target: Target, auth: Auth, maintenance: Maintenance) -> Self {
         Self {
             target,
             auth,
-            ride_through,
             maintenance,
             refresh_wanted: Notify::new(),
             cluster: AtomicBool::new(false),
@@ -190,6 +189,14 @@ impl Context {
         }
     }
 
+    /// The longest one call may take with `command` as its command
+    /// deadline: one connect plus one command, or the ride-through window
+    /// if that is longer.
+    pub(super) fn longest_call(&self, command: Duration) -> Duration {
+        let d = self.target.deadlines;
+        (d.connect + command).max(d.ride_through)
+    }
+
     /// Milliseconds since [`Context::epoch`], for instants kept in atomics.
     pub(super) fn millis(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.epoch).as_millis() as u64
@@ -222,8 +229,8 @@ impl Call {
         };
         Self {
             started,
-            deadline: started + (deadlines.connect + command).max(ctx.ride_through),
-            wait_until: started + ctx.ride_through,
+            deadline: started + ctx.longest_call(command),
+            wait_until: started + deadlines.ride_through,
         }
     }
 
@@ -278,7 +285,6 @@ mod tests {
                 user: None,
                 password: Secret::new("k"),
             },
-            Duration::from_secs(5),
             Maintenance::default(),
         );
         let call = Call::new(&ctx);
@@ -295,7 +301,7 @@ mod tests {
         assert_eq!(call.budget(Duration::from_secs(3)), Duration::ZERO);
         // A window longer than connect + command is the deadline; a shorter
         // one only limits the waiting.
-        ctx.ride_through = Duration::from_secs(1);
+        ctx.target.deadlines.ride_through = Duration::from_secs(1);
         let call = Call::new(&ctx);
         assert_eq!(call.deadline - call.started, Duration::from_secs(5));
         assert_eq!(call.wait_until - call.started, Duration::from_secs(1));

@@ -76,9 +76,6 @@ use std::time::Duration;
 pub(crate) struct CacheOptions {
     /// `Redis__clusterMode`.
     pub cluster_mode: ClusterMode,
-    /// `Redis__rideThroughSeconds`: how long a call waits for the cache to
-    /// come back.
-    pub ride_through: Duration,
     /// `Redis__maintenanceNotifications`.
     pub notifications: NotificationSetting,
 }
@@ -159,12 +156,7 @@ impl Cache {
     /// re-AUTHs its live connections with it (see [`TokenListener`]).
     pub(crate) fn new(target: Target, auth: Auth, options: CacheOptions) -> Arc<Self> {
         let kinds = Kinds::for_host(options.notifications, &target.host);
-        let ctx = Arc::new(Context::new(
-            target,
-            auth,
-            options.ride_through,
-            Maintenance::new(kinds),
-        ));
+        let ctx = Arc::new(Context::new(target, auth, Maintenance::new(kinds)));
         let mode = match options.cluster_mode {
             ClusterMode::Standalone => tokio::sync::OnceCell::new_with(Some(Mode::Standalone)),
             ClusterMode::Auto | ClusterMode::Cluster => tokio::sync::OnceCell::new(),
@@ -217,8 +209,7 @@ impl Cache {
     /// The longest one call may take: one connect plus one command, or the
     /// ride-through window if that is longer.
     pub(crate) fn longest_call(&self) -> Duration {
-        let d = self.ctx.target.deadlines;
-        (d.connect + d.command).max(self.ctx.ride_through)
+        self.ctx.longest_call(self.ctx.target.deadlines.command)
     }
 
     /// Topology reads that succeeded (0 for a standalone cache).
@@ -410,11 +401,14 @@ fn test_context() -> Arc<Context> {
         port: 1,
         tls: false,
         extra_roots: None,
-        deadlines: crate::settings::Deadlines::default(),
+        deadlines: crate::settings::Deadlines {
+            ride_through: Duration::ZERO,
+            ..crate::settings::Deadlines::default()
+        },
     };
     let auth = Auth::AccessKey {
         user: None,
         password: crate::secret::Secret::new("k"),
     };
-    Arc::new(Context::new(target, auth, Duration::ZERO, Maintenance::default()))
+    Arc::new(Context::new(target, auth, Maintenance::default()))
 }

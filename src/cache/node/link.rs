@@ -33,7 +33,9 @@ impl Node {
                 return Err(Failure::Retired);
             }
             let now = Instant::now();
-            let admit = self.lock_gate().admit(now, call.started, self.ctx.ride_through);
+            let admit = self
+                .lock_gate()
+                .admit(now, call.started, self.ctx.target.deadlines.ride_through);
             let until = match admit {
                 Admit::Attempt => {
                     self.start_attempt();
