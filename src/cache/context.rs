@@ -3,7 +3,7 @@
 //! the time one command may take ([`Call`]).
 
 use super::error::CacheError;
-use super::maintenance::{Maintenance, RELAXED_COMMAND};
+use super::maintenance::{command_deadline, Maintenance};
 use crate::secret::Secret;
 use crate::settings::{Deadlines, RedisSettings};
 use crate::token::{Token, TokenManager};
@@ -223,10 +223,8 @@ impl Call {
     pub(super) fn new(ctx: &Context) -> Self {
         let started = Instant::now();
         let deadlines = ctx.target.deadlines;
-        let command = match ctx.maintenance.any_relaxed() {
-            true => deadlines.command.max(RELAXED_COMMAND),
-            false => deadlines.command,
-        };
+        let relaxed = ctx.maintenance.any_relaxed(ctx.millis(started));
+        let command = command_deadline(deadlines.command, relaxed);
         Self {
             started,
             deadline: started + ctx.longest_call(command),
@@ -305,9 +303,17 @@ mod tests {
         let call = Call::new(&ctx);
         assert_eq!(call.deadline - call.started, Duration::from_secs(5));
         assert_eq!(call.wait_until - call.started, Duration::from_secs(1));
-        ctx.maintenance.relaxed_changed(true);
+        let minute = ctx.millis(Instant::now() + Duration::from_secs(60));
+        ctx.maintenance.relaxed_changed("h:1", minute);
         let relaxed = Call::new(&ctx);
         assert_eq!(relaxed.deadline - relaxed.started, Duration::from_secs(12));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let after = Call::new(&ctx);
+        assert_eq!(
+            after.deadline - after.started,
+            Duration::from_secs(5),
+            "the relaxed time is over"
+        );
         let upkeep = Call::no_wait(&ctx);
         assert_eq!(upkeep.wait_until, upkeep.started);
     }

@@ -33,7 +33,7 @@
 
 use crate::settings::NotificationSetting;
 use redis::Value;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -46,6 +46,15 @@ pub(crate) const AZURE_CHANNEL: &str = "AzureRedisEvents";
 /// failover or a migration announced by the cache), as redis-py, go-redis
 /// and Jedis relax theirs.
 pub(super) const RELAXED_COMMAND: Duration = Duration::from_secs(10);
+
+/// The command deadline `command`, relaxed to [`RELAXED_COMMAND`] when the
+/// cache announced maintenance.
+pub(super) fn command_deadline(command: Duration, relaxed: bool) -> Duration {
+    match relaxed {
+        true => command.max(RELAXED_COMMAND),
+        false => command,
+    }
+}
 
 /// How long a node stays relaxed after `NodeMaintenanceStarting`/`Start`
 /// when no `NodeMaintenanceEnded` comes (Microsoft: Ended about 3 minutes
@@ -111,9 +120,12 @@ pub(crate) struct Maintenance {
     seen: Mutex<VecDeque<(Instant, String)>>,
     subscribe_refused: AtomicBool,
     handoffs_answered: AtomicBool,
-    /// The latest instant (ms since the context's epoch) some node is
-    /// relaxed until; 0 when none is.
-    relaxed_hint: AtomicU64,
+    /// Until when (ms since the context's epoch) each relaxed node, by
+    /// address, has the relaxed deadline.
+    relaxed: Mutex<HashMap<String, u64>>,
+    /// The latest of those instants; 0 when no node is relaxed. Read by
+    /// every new call, so an atomic.
+    relaxed_until: AtomicU64,
 }
 
 impl Maintenance {
@@ -158,15 +170,22 @@ impl Maintenance {
         current.clone()
     }
 
-    /// Whether some node has the relaxed deadline (new commands then get
-    /// the longer deadline too).
-    pub(super) fn any_relaxed(&self) -> bool {
-        self.relaxed_hint.load(Ordering::Relaxed) != 0
+    /// Whether some node has the relaxed deadline at `now_ms` (ms since
+    /// the context's epoch): new calls then get the longer deadline too.
+    pub(super) fn any_relaxed(&self, now_ms: u64) -> bool {
+        now_ms < self.relaxed_until.load(Ordering::Relaxed)
     }
 
-    /// A node was relaxed (`true`) or restored.
-    pub(super) fn relaxed_changed(&self, relaxed: bool) {
-        self.relaxed_hint.store(u64::from(relaxed), Ordering::Relaxed);
+    /// The node at `node` has the relaxed deadline until `until_ms` (ms
+    /// since the context's epoch), or no longer (`0`).
+    pub(super) fn relaxed_changed(&self, node: &str, until_ms: u64) {
+        let mut relaxed = self.relaxed.lock().unwrap_or_else(|p| p.into_inner());
+        match until_ms {
+            0 => relaxed.remove(node),
+            until => relaxed.insert(node.to_owned(), until),
+        };
+        let latest = relaxed.values().max().copied().unwrap_or(0);
+        self.relaxed_until.store(latest, Ordering::Relaxed);
     }
 
     /// Whether `text` is new (not seen in the last few minutes); remembers it.
@@ -366,6 +385,24 @@ pub(super) fn parse_handoff(kind: &str, data: &[Value]) -> Option<Handoff> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// New calls are relaxed while any node is: until the last relaxed
+    /// node is restored, or its relaxed time has passed.
+    #[test]
+    fn relaxed_while_any_node_is() {
+        let m = Maintenance::default();
+        assert!(!m.any_relaxed(0));
+        m.relaxed_changed("a:1", 1_000);
+        m.relaxed_changed("b:1", 5_000);
+        m.relaxed_changed("b:1", 0);
+        assert!(m.any_relaxed(500), "a is still relaxed");
+        assert!(!m.any_relaxed(1_000), "a's relaxed time is over");
+        m.relaxed_changed("a:1", 0);
+        assert!(!m.any_relaxed(500));
+        assert_eq!(command_deadline(Duration::from_secs(3), true), RELAXED_COMMAND);
+        assert_eq!(command_deadline(Duration::from_secs(30), true), Duration::from_secs(30));
+        assert_eq!(command_deadline(Duration::from_secs(3), false), Duration::from_secs(3));
+    }
 
     /// Microsoft's example message, and the leniency the docs promise:
     /// keys in another order and case, empty values, unknown keys, a

@@ -18,7 +18,7 @@ use super::connect::{AbortOnDrop, LastRead};
 use super::context::{Call, Context};
 use super::error::{classify, connection_broken, CacheError};
 use super::gate::Gate;
-use super::maintenance::RELAXED_COMMAND;
+use super::maintenance::command_deadline;
 use super::retry::Failure;
 use super::status::CacheStatus;
 use crate::secret::redact;
@@ -244,12 +244,7 @@ impl Node {
     /// The command deadline here: relaxed while the cache announced
     /// maintenance on this node; never past the call's deadline.
     fn command_budget(&self, call: &Call) -> Duration {
-        let command = self.ctx.target.deadlines.command;
-        let command = match self.is_relaxed() {
-            true => command.max(RELAXED_COMMAND),
-            false => command,
-        };
-        call.budget(command)
+        call.budget(command_deadline(self.ctx.target.deadlines.command, self.is_relaxed()))
     }
 
     fn install(&self, live: Arc<Live>) {

@@ -49,7 +49,7 @@ impl Node {
     pub(in crate::cache) fn relax(&self, for_: Option<Duration>) {
         let until = for_.map_or(0, |d| self.ctx.millis(Instant::now() + d).max(1));
         self.relaxed_until.store(until, Ordering::Relaxed);
-        self.ctx.maintenance.relaxed_changed(until != 0);
+        self.ctx.maintenance.relaxed_changed(&self.addr, until);
     }
 
     /// A handoff (`MOVING`): connects to `to` (or, when the cache names no
