@@ -84,24 +84,14 @@ impl Node {
     }
 
     pub(super) async fn attempt(self: Arc<Self>) {
-        let budget = self.ctx.target.deadlines.connect;
-        let made = match tokio::time::timeout(budget, self.connect_once(None)).await {
-            Ok(made) => made,
-            Err(_) => Err(CacheError::Unavailable(format!(
-                "connecting to {} took longer than {budget:?}",
-                self.addr
-            ))),
-        };
-        match made {
+        match self.connect_in_time(None).await {
             Ok(live) if self.retired.load(Ordering::Acquire) => {
                 drop(live);
                 self.lock_gate().abandoned();
                 self.changed.send_replace(Change::Retired);
             }
             Ok(live) => {
-                self.install(live.clone());
-                self.lock_gate().connected();
-                self.changed.send_replace(Change::Connected);
+                self.put_in_place(&live);
                 tracing::info!(connection = live.number, node = %self.addr, "connected to the cache");
                 self.after_connect(&live).await;
             }
@@ -122,6 +112,28 @@ impl Node {
                 self.ctx.want_topology();
             }
         }
+    }
+
+    /// [`Node::connect_once`] within the connect deadline.
+    pub(super) async fn connect_in_time(self: &Arc<Self>, to: Option<(&str, u16)>) -> Result<Arc<Live>, CacheError> {
+        let budget = self.ctx.target.deadlines.connect;
+        match tokio::time::timeout(budget, self.connect_once(to)).await {
+            Ok(made) => made,
+            Err(_) => {
+                let addr = to.map_or_else(|| self.addr.clone(), |(host, port)| format!("{host}:{port}"));
+                Err(CacheError::Unavailable(format!(
+                    "connecting to {addr} took longer than {budget:?}"
+                )))
+            }
+        }
+    }
+
+    /// Makes `live` the node's connection, opens the gate and tells the
+    /// waiting invocations.
+    pub(super) fn put_in_place(&self, live: &Arc<Live>) {
+        self.install(live.clone());
+        self.lock_gate().connected();
+        self.changed.send_replace(Change::Connected);
     }
 
     /// A new connection with the newest credentials, to `to` or else to

@@ -155,11 +155,6 @@ impl Node {
         })
     }
 
-    /// What every node of the cache shares.
-    pub(super) fn context(&self) -> &Arc<Context> {
-        &self.ctx
-    }
-
     /// Connection state for Health.
     pub(super) fn status(&self) -> CacheStatus {
         let live = self.live.load();

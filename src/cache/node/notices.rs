@@ -5,8 +5,8 @@
 //! connection after a failover, and follow a handoff (`MOVING`) to the new
 //! endpoint.
 
-use super::{Change, Node};
-use crate::cache::error::{classify, CacheError};
+use super::Node;
+use crate::cache::error::classify;
 use crate::cache::maintenance::{
     azure_action, parse_azure_event, parse_handoff, text, AzureAction, Handoff, AZURE_CHANNEL, AZURE_RELAX_CAP,
     RELAXED_COMMAND,
@@ -69,18 +69,9 @@ impl Node {
         };
         *self.moved_to.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((host.clone(), port, Instant::now() + time * 2));
-        let budget = self.ctx.target.deadlines.connect;
-        let made = match tokio::time::timeout(budget, self.connect_once(Some((&host, port)))).await {
-            Ok(made) => made,
-            Err(_) => Err(CacheError::Unavailable(format!(
-                "connecting to {host}:{port} took too long"
-            ))),
-        };
-        match made {
+        match self.connect_in_time(Some((&host, port))).await {
             Ok(live) if !self.is_retired() => {
-                self.install(live.clone());
-                self.lock_gate().connected();
-                self.changed.send_replace(Change::Connected);
+                self.put_in_place(&live);
                 tracing::info!(node = %self.addr, to = %format!("{host}:{port}"), connection = live.number,
                     "handoff: traffic moved to the new endpoint; the old connection closes once its commands finish");
                 drop(old);
@@ -163,7 +154,7 @@ impl Node {
     /// An `AzureRedisEvents` message.
     pub(super) fn on_azure_event(self: &Arc<Self>, message: &str) {
         let node = self;
-        let ctx = node.context();
+        let ctx = &self.ctx;
         let m = &ctx.maintenance;
         let Some(event) = parse_azure_event(message) else {
             if m.first_time(message) {
@@ -205,7 +196,7 @@ impl Node {
     /// A Redis handoff push.
     pub(super) fn on_handoff(self: &Arc<Self>, handoff: Handoff) {
         let node = self;
-        let ctx = node.context();
+        let ctx = &self.ctx;
         let m = &ctx.maintenance;
         let (kind, seq) = match &handoff {
             Handoff::Moving { seq, .. } => ("MOVING", seq),
