@@ -14,10 +14,10 @@
 //! concurrency; the one that finds the gate open makes the next attempt and
 //! waits for it, so the first attempt after the cache is back succeeds and
 //! serves. Refused credentials fail at once: waiting will not fix an access
-//! policy (nor a certificate that does not verify). "Down" lasts until a connection serves a command: a connection
-//! that breaks before it served one counts as a failed attempt, so a front
-//! end that accepts connections and cuts them backs off like one that
-//! refuses them.
+//! policy (nor a certificate that does not verify). "Down" lasts until a
+//! connection serves a command: a connection that breaks before it served
+//! one counts as a failed attempt, so a front end that accepts connections
+//! and cuts them backs off like one that refuses them.
 
 use super::error::CacheError;
 use super::retry::doubling;

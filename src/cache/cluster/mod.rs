@@ -149,15 +149,9 @@ impl Cluster {
         pinned: Option<&str>,
         replay: Replay,
     ) -> Result<T, CacheError> {
-        let slot = if pinned.is_some() {
-            None
-        } else {
-            slot::command_slot(cmd)
-        };
-        let routing = if pinned.is_some() {
-            Routing::Pinned
-        } else {
-            Routing::Cluster
+        let (routing, slot) = match pinned {
+            Some(_) => (Routing::Pinned, None),
+            None => (Routing::Cluster, slot::command_slot(cmd)),
         };
         let mut tried = Tried::default();
         let mut ask: Option<Arc<Node>> = None;
@@ -294,7 +288,7 @@ impl ClusterState {
     /// on top, masters that left are retired, and the seed's connection is
     /// closed unless it is a master's.
     fn install(&self, ranges: &[topology::SlotRange], started: Instant) {
-        let new_node = |host: &str, port: u16| Node::new(self.ctx.clone(), host, port);
+        let new_node = |host: &str, port: u16| self.new_node(host, port);
         let patches: Vec<(u16, String)> = {
             let mut patches = self.patches.lock().unwrap_or_else(|p| p.into_inner());
             patches.retain(|(at, _, _)| *at >= started);
@@ -357,7 +351,7 @@ impl ClusterState {
     /// A `MOVED` answer: the slot goes to `addr` at once, and stays there
     /// through a read that started before this.
     fn moved(&self, slot: u16, addr: &str) {
-        let new_node = |host: &str, port: u16| Node::new(self.ctx.clone(), host, port);
+        let new_node = |host: &str, port: u16| self.new_node(host, port);
         self.patches
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -370,12 +364,17 @@ impl ClusterState {
         if let Some(node) = self.topology.load().node(addr) {
             return node.clone();
         }
-        let new_node = |host: &str, port: u16| Node::new(self.ctx.clone(), host, port);
+        let new_node = |host: &str, port: u16| self.new_node(host, port);
         self.topology.rcu(|t| t.patched(None, addr, &new_node));
         let topology = self.topology.load();
         topology.node(addr).cloned().unwrap_or_else(|| {
             let (host, port) = split_addr(addr).unwrap_or((addr, 0));
-            Node::new(self.ctx.clone(), host, port)
+            self.new_node(host, port)
         })
+    }
+
+    /// A node of this cluster at `host:port`, not yet connected.
+    fn new_node(&self, host: &str, port: u16) -> Arc<Node> {
+        Node::new(self.ctx.clone(), host, port)
     }
 }
