@@ -60,7 +60,7 @@ async fn serve(extra: &[Function]) -> ExitCode {
     };
     // Held to the end: dropping it writes the log lines still waiting.
     let _log = telemetry::init(settings.log_format);
-    tls::install_crypto_provider();
+    // Building the cache installs the TLS crypto provider.
     let state = match process_state(&settings) {
         Ok(state) => state.with_functions(extra),
         Err(e) => return fail(&e),
