@@ -102,7 +102,10 @@ fn settings_step(settings: &Settings) -> Result<Found<Target>, String> {
         AuthSettings::Entra(entra) => format!("Microsoft Entra ID, {}", describe(&entra.credential)),
         AuthSettings::AccessKey { .. } => "access key (the Redis connection string)".to_owned(),
     };
-    let line = format!("cache {}:{} ({transport}), {how}", redis.host, redis.port);
+    let line = format!(
+        "cache {} ({transport}), {how}",
+        crate::settings::endpoint(&redis.host, redis.port)
+    );
     Ok(Found { value: target, line })
 }
 
@@ -257,8 +260,9 @@ fn sign_in_sentence(err: &TokenError, choice: &CredentialChoice) -> String {
 
 /// Reaches the cache's port over TCP.
 async fn tcp_step(target: &Target) -> Step {
-    let addr = format!("{}:{}", target.host, target.port);
-    match tokio::time::timeout(target.deadlines.connect, tokio::net::TcpStream::connect(&addr)).await {
+    let addr = crate::settings::endpoint(&target.host, target.port);
+    let dial = tokio::net::TcpStream::connect((target.host.as_str(), target.port));
+    match tokio::time::timeout(target.deadlines.connect, dial).await {
         Ok(Ok(stream)) => Ok(Found::line(format!(
             "{addr} reached ({})",
             stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()

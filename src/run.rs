@@ -74,7 +74,7 @@ async fn serve(extra: &[Function]) -> ExitCode {
             })
         }
     };
-    tracing::info!(port = settings.listen_port, cache = %format!("{}:{}", settings.redis.host, settings.redis.port), "handler listening on 127.0.0.1");
+    tracing::info!(port = settings.listen_port, cache = %crate::settings::endpoint(&settings.redis.host, settings.redis.port), "handler listening on 127.0.0.1");
     state.warm_up();
     match server::serve(listener, router(state), settings.drain).await {
         Ok(()) => ExitCode::SUCCESS,

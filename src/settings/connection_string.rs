@@ -1,6 +1,6 @@
 //! The access-key connection string (`Redis`), StackExchange.Redis form.
 
-use super::{bad, default_port, parse_bool, parse_port, AuthSettings, RedisSettings, SettingsError};
+use super::{bad, default_port, parse_bool, AuthSettings, RedisSettings, SettingsError};
 use crate::secret::Secret;
 
 /// Parses a StackExchange.Redis connection string: `host:port,password=KEY,ssl=True,user=NAME`.
@@ -13,10 +13,8 @@ pub(crate) fn parse_connection_string(conn: &str) -> Result<RedisSettings, Setti
             "must start with host:port (StackExchange.Redis form host:port,password=KEY,ssl=True)",
         ));
     }
-    let (host, port) = match endpoint.rsplit_once(':') {
-        Some((h, p)) => (h.to_owned(), parse_port("Redis", p)?),
-        None => (endpoint.to_owned(), default_port(endpoint)),
-    };
+    let (host, port) = super::split_host_port("Redis", endpoint)?;
+    let port = port.unwrap_or_else(|| default_port(&host));
     let (mut password, mut user, mut tls) = (None, None, false);
     for part in parts {
         let (k, v) = part.split_once('=').ok_or_else(|| {

@@ -41,6 +41,12 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `FUNCTIONS_CUSTOMHANDLER_WORKER_ID`: names this process in probe keys and logs.
     pub worker_id: String,
+    /// `WEBSITE_SITE_NAME`: the function app's name (`local` when unset),
+    /// which names the key the timer's last result is kept under.
+    pub app_name: String,
+    /// `WEBSITE_INSTANCE_ID`: the instance this process runs on (else the
+    /// machine's host name), shown beside the timer's last result.
+    pub instance_id: String,
 }
 
 /// The cache endpoint and its authentication.
@@ -255,6 +261,16 @@ impl Settings {
             drain: seconds(&get, "HANDLER_DRAIN_SECONDS", 10.0)?,
             log_format,
             worker_id: get("FUNCTIONS_CUSTOMHANDLER_WORKER_ID").unwrap_or_else(|| "local".to_owned()),
+            app_name: get("WEBSITE_SITE_NAME").unwrap_or_else(|| "local".to_owned()),
+            instance_id: get("WEBSITE_INSTANCE_ID")
+                .or_else(|| get("HOSTNAME"))
+                .or_else(|| {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_owned())
+                })
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "local".to_owned()),
         })
     }
 }
@@ -290,15 +306,21 @@ fn redis_settings(get: &impl Fn(&str) -> Option<String>) -> Result<RedisSettings
             "is required (the cache host name, e.g. mycache.redis.cache.windows.net), unless Redis is set",
         )
     })?;
-    if host.contains(['/', ':', ' ']) {
-        return Err(bad(
-            "Redis__redisHostName",
-            "must be a bare host name, without scheme or port",
-        ));
-    }
-    let port = match get("Redis__port") {
-        Some(v) => parse_port("Redis__port", &v)?,
-        None => default_port(&host),
+    let (host, in_name) = split_host_port("Redis__redisHostName", &host)?;
+    let port = match (in_name, get("Redis__port")) {
+        (Some(named), Some(v)) => {
+            let setting = parse_port("Redis__port", &v)?;
+            if named != setting {
+                return Err(bad(
+                    "Redis__redisHostName",
+                    format!("gives port {named} but Redis__port is {setting}; set the port in one of them, or make them agree"),
+                ));
+            }
+            named
+        }
+        (Some(named), None) => named,
+        (None, Some(v)) => parse_port("Redis__port", &v)?,
+        (None, None) => default_port(&host),
     };
     let tls = match get("Redis__ssl") {
         Some(v) => parse_bool("Redis__ssl", &v)?,
@@ -324,6 +346,58 @@ fn redis_settings(get: &impl Fn(&str) -> Option<String>) -> Result<RedisSettings
         notifications,
         auth: AuthSettings::Entra(entra),
     })
+}
+
+/// `host`, `host:port`, `[IPv6]` or `[IPv6]:port` (the Functions Redis
+/// extension writes Azure Managed Redis as `name.region.redis.azure.net:10000`)
+/// split into the host (an IPv6 address without its brackets) and the port,
+/// if one is given. A scheme, a path, a space or an IPv6 address without
+/// brackets is refused, naming `setting`.
+pub(crate) fn split_host_port(setting: &'static str, value: &str) -> Result<(String, Option<u16>), SettingsError> {
+    let refuse = |why: &str| Err(bad(setting, why.to_owned()));
+    if value.contains(['/', ' ', '@', ',']) {
+        return refuse(
+            "must be a host name or host:port, without scheme or path (e.g. mycache.redis.cache.windows.net)",
+        );
+    }
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some((addr, after)) = rest.split_once(']') else {
+            return refuse("has an IPv6 address without its closing ']' (write [addr] or [addr]:port)");
+        };
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return refuse("has something other than an IPv6 address in brackets");
+        }
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => return refuse("must have only :port after the bracketed IPv6 address"),
+            },
+        };
+        (addr, port)
+    } else {
+        match value.split_once(':') {
+            Some((_, p)) if p.contains(':') => {
+                return refuse("looks like an IPv6 address: put it in brackets, e.g. [2001:db8::1]:6380");
+            }
+            Some((h, p)) => (h, Some(p)),
+            None => (value, None),
+        }
+    };
+    if host.is_empty() {
+        return refuse("has no host name before the port");
+    }
+    let port = port.map(|p| parse_port(setting, p)).transpose()?;
+    Ok((host.to_owned(), port))
+}
+
+/// `host:port` for a log line or a message, with an IPv6 address in brackets.
+pub(crate) fn endpoint(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Azure Managed Redis listens on 10000, Azure Cache for Redis on 6380.
@@ -428,6 +502,8 @@ mod tests {
             ("LOG_FORMAT", "JSON"),
             ("SSL_CERT_FILE", "/tmp/ca.pem"),
             ("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", "w1"),
+            ("WEBSITE_SITE_NAME", "orders-api"),
+            ("WEBSITE_INSTANCE_ID", "4b0e7c"),
         ])
         .unwrap();
         assert_eq!(s.redis.port, 7000);
@@ -444,6 +520,7 @@ mod tests {
         assert_eq!(s.listen_port, 1234);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.worker_id, "w1");
+        assert_eq!((s.app_name.as_str(), s.instance_id.as_str()), ("orders-api", "4b0e7c"));
     }
 
     /// The custom handler port wins over the HTTP worker port.
@@ -545,6 +622,88 @@ mod tests {
             assert!(line.starts_with(&format!("setting {name}:")), "{line}");
             assert!(!line.contains('\n'));
         }
+    }
+
+    /// The Functions Redis extension's `host:port` form, and IPv6 literals in
+    /// brackets, with or without a port; a port that agrees with
+    /// `Redis__port` is fine.
+    #[test]
+    fn host_name_with_port_and_ipv6() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, u16);
+        let cases: &[Case] = &[
+            (
+                &[("Redis__redisHostName", "amr.westeurope.redis.azure.net:10000")],
+                "amr.westeurope.redis.azure.net",
+                10000,
+            ),
+            (
+                &[("Redis__redisHostName", "c1.redis.cache.windows.net:6379")],
+                "c1.redis.cache.windows.net",
+                6379,
+            ),
+            (
+                &[("Redis__redisHostName", "h:7000"), ("Redis__port", "7000")],
+                "h",
+                7000,
+            ),
+            (&[("Redis__redisHostName", "[::1]:6390")], "::1", 6390),
+            (&[("Redis__redisHostName", "[2001:db8::1]")], "2001:db8::1", 6380),
+            (
+                &[("Redis__redisHostName", "[::1]"), ("Redis__port", "10000")],
+                "::1",
+                10000,
+            ),
+            (&[("Redis__redisHostName", "10.0.0.4:6380")], "10.0.0.4", 6380),
+        ];
+        for (pairs, host, port) in cases {
+            let s = load(pairs).unwrap_or_else(|e| panic!("{pairs:?}: {e}"));
+            assert_eq!((s.redis.host.as_str(), s.redis.port), (*host, *port), "{pairs:?}");
+        }
+        assert_eq!(endpoint("::1", 6380), "[::1]:6380");
+        assert_eq!(endpoint("h", 6380), "h:6380");
+    }
+
+    /// A port in `Redis__redisHostName` that disagrees with `Redis__port`
+    /// stops start-up with one line naming both settings and both ports.
+    #[test]
+    fn host_name_port_disagreeing_with_port_setting() {
+        let err = load(&[
+            ("Redis__redisHostName", "amr.westeurope.redis.azure.net:10000"),
+            ("Redis__port", "6380"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.name, "Redis__redisHostName");
+        let line = err.to_string();
+        assert!(line.contains("10000") && line.contains("Redis__port is 6380"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+    }
+
+    /// Forms that are not a host name, `host:port` or a bracketed IPv6
+    /// address are refused, naming the setting.
+    #[test]
+    fn malformed_host_names_are_refused() {
+        for bad in [
+            "rediss://h:6380",
+            "h/path",
+            "::1",
+            "2001:db8::1:6380",
+            "[::1",
+            "[::1]6380",
+            "[not-an-address]:6380",
+            ":6380",
+            "h:",
+            "h:0",
+            "h:abc",
+            "h:70000",
+            "user@h:6380",
+        ] {
+            let err = load(&[("Redis__redisHostName", bad)]).expect_err(bad);
+            assert_eq!(err.name, "Redis__redisHostName", "{bad}: {err}");
+        }
+        // The connection string's endpoint takes the same forms.
+        let s = load(&[("Redis", "[::1]:6390,password=k,ssl=True")]).unwrap();
+        assert_eq!((s.redis.host.as_str(), s.redis.port), ("::1", 6390));
+        assert_eq!(load(&[("Redis", "::1:6390,password=k")]).unwrap_err().name, "Redis");
     }
 
     /// The connection string form gives access-key auth, and the key stays hidden.

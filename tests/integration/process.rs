@@ -90,7 +90,9 @@ async fn start_up_never_waits_for_identity_or_redis() {
     }
 }
 
-/// A missing or bad setting stops the process at once with one line naming it.
+/// A missing or bad setting stops the process at once with one line naming
+/// it (a port in `Redis__redisHostName` that disagrees with `Redis__port`:
+/// both).
 #[test]
 fn bad_settings_stop_with_one_line() {
     let cases: &[(&[(&str, &str)], &str)] = &[
@@ -103,6 +105,15 @@ fn bad_settings_stop_with_one_line() {
         (
             &[("Redis__redisHostName", "h"), ("SSL_CERT_FILE", "/nonexistent/ca.pem")],
             "SSL_CERT_FILE",
+        ),
+        // The extension's host:port form with a port Redis__port contradicts:
+        // the line names both.
+        (
+            &[
+                ("Redis__redisHostName", "amr.westeurope.redis.azure.net:10000"),
+                ("Redis__port", "6380"),
+            ],
+            "Redis__port is 6380",
         ),
     ];
     for (env, name) in cases {
@@ -118,6 +129,37 @@ fn bad_settings_stop_with_one_line() {
         assert!(stderr.contains(name), "{name}: {stderr}");
         assert!(!stderr.contains("KEY"), "{stderr}");
     }
+}
+
+/// The Functions Redis extension's form, `Redis__redisHostName=host:port`
+/// with no `Redis__port`, reaches the cache on that port (the address the
+/// extension writes for Azure Managed Redis is `host:10000`, where the
+/// default for any other host name would be 6380). (Checked broken: the old
+/// parser refuses the setting and the process exits with code 2.)
+#[tokio::test]
+async fn host_name_with_port_reaches_the_cache() {
+    let app = spawn_app(Options::default()).await;
+    let port = app
+        .env
+        .iter()
+        .find(|(k, _)| k == "Redis__port")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let mut env: Vec<(String, String)> = app
+        .env
+        .iter()
+        .filter(|(k, _)| k != "Redis__port" && k != "Redis__redisHostName")
+        .cloned()
+        .collect();
+    env.push(("Redis__redisHostName".into(), format!("localhost:{port}")));
+    let handler = devhost::functions_host::HandlerProcess::spawn(&handler_binary(), support::app_root(), &env)
+        .await
+        .expect("the handler starts with host:port");
+    let (s, b) = support::call_handler(&handler, Method::PUT, "/api/cache/hostport", Some(b"v")).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, h) = support::call_handler(&handler, Method::GET, "/api/health", None).await;
+    assert_eq!(s, 200, "{h}");
+    assert!(support::handler_output(&handler).contains(&format!("cache=localhost:{port}")));
 }
 
 /// The handler listens on 127.0.0.1 only, never on all addresses.
