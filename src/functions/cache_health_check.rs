@@ -6,13 +6,15 @@
 //! lifetime. It answers `{"Outputs": {}, "Logs": [...], "ReturnValue":
 //! report}`; a failed check answers 500, so Azure counts the invocation as
 //! failed, and writes its reasons to stderr, because the host drops `Logs` of
-//! a non-2xx answer. The last report is kept for `Health`.
+//! a non-2xx answer. The report, with the instance that ran it, is stored in
+//! the cache under a key named for the app (see `last_check`), so `Health`
+//! on any instance shows it.
 //!
 //! On a cluster the check runs on every master at once (PING and CLIENT
 //! LIST on its connection, a probe key whose hash tag puts it on that
 //! master) and reports each under `shards`; any master failing fails it.
 
-use super::{elapsed_ms, Function, Trigger};
+use super::{elapsed_ms, last_check, Function, Trigger};
 use crate::cache::ShardInfo;
 use crate::error::AppError;
 use crate::functions::AppState;
@@ -21,16 +23,19 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// `CacheHealthCheck`: the timer, every five minutes.
 pub(crate) const FUNCTION: Function = Function {
     name: "CacheHealthCheck",
     trigger: Trigger::Timer {
-        schedule: "0 */5 * * * *",
+        schedule: SCHEDULE,
         run: |state, request| Box::pin(async move { invoke(state, request).await.map(IntoResponse::into_response) }),
     },
 };
+
+/// When the timer runs (as `function-app/CacheHealthCheck/function.json` says).
+const SCHEDULE: &str = "0 */5 * * * *";
 
 /// Seconds the probe key lives.
 pub(crate) const PROBE_TTL_S: u64 = 60;
@@ -209,7 +214,17 @@ pub(crate) async fn invoke(
     let timer: TimerInfo = binding(&request.data, None)
         .ok_or_else(|| AppError::BadRequest("the invocation has no timer trigger value (TimerInfo) in Data".into()))?;
     let report = run_check(state, &timer).await;
-    *state.last_check.lock().unwrap_or_else(|p| p.into_inner()) = serde_json::to_value(&report).ok();
+    // Kept in the cache, not in this process: on Flex Consumption the
+    // timer's instances are not the ones serving Health.
+    let period = last_check::period(timer.schedule_status.as_ref(), SCHEDULE, SystemTime::now());
+    let record = last_check::record(state, &report, period);
+    let stored = match last_check::store(state, &record, period).await {
+        Ok((key, ttl)) => format!("result stored under {key} for {ttl} s"),
+        Err(e) => {
+            tracing::warn!(error = %e, "CacheHealthCheck could not store its result; Health on other instances will not see it");
+            format!("result not stored: {e}")
+        }
+    };
     let summary = format!(
         "CacheHealthCheck {}: ping {} ms, round trip {} ms, {} clients, token expires in {} s{}",
         if report.ok { "passed" } else { "FAILED" },
@@ -229,12 +244,12 @@ pub(crate) async fn invoke(
         }
         StatusCode::INTERNAL_SERVER_ERROR
     };
-    let mut logs = vec![summary];
+    let mut logs = vec![summary, stored];
     logs.extend(report.failures.iter().cloned());
     let body = InvocationResponse {
         outputs: Default::default(),
         logs,
-        return_value: serde_json::to_value(&report).unwrap_or_default(),
+        return_value: record,
     };
     Ok((status, Json(body)))
 }

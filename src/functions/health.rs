@@ -1,13 +1,15 @@
 //! `Health`: `GET /api/health`, 200 when the cache answers, 503 when not.
 //!
 //! Shows the connection state, the token's remaining lifetime and refresh
-//! count (never the token), the last timer check, and the maintenance the
+//! count (never the token), the last timer check (from the cache, so the
+//! timer may have run on another instance: with `instance`, `age_s` and
+//! `stale`), and the maintenance the
 //! cache announced (`maintenance`: type, node, start time; `null` when
 //! none is under way). On a cluster it
 //! also PINGs every master and shows each one (`shards`): its slots, its
 //! connection state and re-AUTH count; any master failing makes it a 503.
 
-use super::{elapsed_ms, Endpoint, Function, HttpMethod, Trigger};
+use super::{elapsed_ms, last_check, Endpoint, Function, HttpMethod, Trigger};
 use crate::error::AppError;
 use crate::functions::AppState;
 use axum::extract::State;
@@ -33,8 +35,12 @@ pub(crate) const FUNCTION: Function = Function {
 /// Pings the cache and reports the handler's state.
 pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let start = Instant::now();
-    let ping = state.cache.query::<String>(&redis::cmd("PING")).await;
-    let latency_ms = elapsed_ms(start);
+    let ping_cmd = redis::cmd("PING");
+    let ping = async {
+        let ping = state.cache.query::<String>(&ping_cmd).await;
+        (ping, elapsed_ms(start))
+    };
+    let ((ping, latency_ms), last_check) = tokio::join!(ping, last_check::load(&state));
     let shard_reports = match &ping {
         Ok(_) => shard_reports(&state).await,
         Err(_) => None,
@@ -49,7 +55,9 @@ pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<V
             "fetch_failures": t.stats.failures.load(Ordering::Relaxed),
         })
     });
-    let last_check = state.last_check.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // Written by the timer on whichever instance ran it; when the cache
+    // cannot be read, Health is a 503 anyway and this says why.
+    let last_check = last_check.unwrap_or_else(|e| Some(json!({ "error": AppError::from(e).message() })));
     let mut body = json!({
         "status": "ok",
         "mode": state.cache.mode_name(),

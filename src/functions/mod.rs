@@ -15,6 +15,7 @@ pub(crate) mod cache_incr;
 pub(crate) mod cache_item;
 pub(crate) mod clients;
 pub(crate) mod health;
+mod last_check;
 pub(crate) mod once;
 pub(crate) mod ping;
 pub(crate) mod quickstart;

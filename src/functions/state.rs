@@ -4,7 +4,7 @@
 use super::{Function, FUNCTIONS};
 use crate::cache::Cache;
 use crate::settings::Settings;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// What every function shares: the cache, the limits the settings give,
 /// and the functions served. Cloning is cheap.
@@ -15,8 +15,12 @@ pub struct AppState {
     pub(crate) max_value_bytes: usize,
     /// Names this process (probe keys).
     pub(crate) worker_id: Arc<str>,
-    /// The last timer check, as Health shows it.
-    pub(crate) last_check: Arc<Mutex<Option<serde_json::Value>>>,
+    /// The app's name (`WEBSITE_SITE_NAME`): names the key the timer's
+    /// last result is kept under.
+    pub(crate) app_name: Arc<str>,
+    /// The instance this process runs on (`WEBSITE_INSTANCE_ID`), stored
+    /// beside the timer's result.
+    pub(crate) instance_id: Arc<str>,
     /// The built-in functions, then those added with
     /// [`AppState::with_functions`].
     functions: Arc<[Function]>,
@@ -30,7 +34,8 @@ impl AppState {
             cache,
             max_value_bytes: settings.max_value_bytes,
             worker_id: settings.worker_id.as_str().into(),
-            last_check: Arc::default(),
+            app_name: settings.app_name.as_str().into(),
+            instance_id: settings.instance_id.as_str().into(),
             functions: FUNCTIONS.into(),
         }
     }

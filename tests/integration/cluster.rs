@@ -258,7 +258,8 @@ where
 /// `CLIENT LIST` after traffic on every shard; `Clients` lists the clients
 /// of every master, each with its `node`; `Health` says mode `cluster` and
 /// shows every master with its slots; `CacheHealthCheck` checks every
-/// master. A handler told `Redis__clusterMode=standalone` says mode
+/// master, and another instance's `Health` shows that per-shard result from
+/// the one master holding its key. A handler told `Redis__clusterMode=standalone` says mode
 /// `standalone` and fails the keys of other shards, as a client without
 /// cluster support does. (Checked broken: with the main handler in standalone mode,
 /// the mode and shard assertions fail.)
@@ -339,6 +340,34 @@ async fn one_connection_per_master_and_every_shard_shown() {
                 "{c}"
             );
         }
+
+        // Another instance's Health shows the timer's per-shard result,
+        // stored under one key, on the one master that owns its slot.
+        let http = app.spawn_another(&[("WEBSITE_INSTANCE_ID", "another-instance")]).await;
+        let (s, h) = support::call_handler(&http, Method::GET, "/api/health", None).await;
+        assert_eq!(s, 200, "{h}");
+        let stored = h["last_check"]["shards"]
+            .as_array()
+            .unwrap_or_else(|| panic!("per-shard results: {h}"));
+        assert_eq!(stored.len(), masters.len(), "{h}");
+        assert_ne!(h["last_check"]["instance"], "another-instance", "{h}");
+        let key = "CacheHealthCheck:last:local";
+        let slot = devhost::redis_cluster::key_slot(key.as_bytes());
+        let mut holders = Vec::new();
+        for m in &masters {
+            let count: i64 = app
+                .admin_query(m.index, redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot))
+                .await;
+            if count > 0 {
+                holders.push(m.index);
+                assert!(
+                    m.slots.iter().any(|r| r.contains(&slot)),
+                    "master {} holds a slot it does not own",
+                    m.index
+                );
+            }
+        }
+        assert_eq!(holders.len(), 1, "the result lives on one shard: {holders:?}");
 
         // The same cluster with cluster support turned off.
         let standalone = app.spawn_another(&[("Redis__clusterMode", "standalone")]).await;

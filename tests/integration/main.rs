@@ -17,6 +17,7 @@ mod cluster;
 mod connection;
 mod function_app;
 mod functions;
+mod instances;
 mod process;
 mod proxying;
 mod resilience;
