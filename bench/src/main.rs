@@ -16,8 +16,12 @@
 //! `BENCHMARKS.md`; `-- --rig` starts only Redis and the identity endpoint
 //! and prints the settings, for profiling a handler by hand;
 //! `-- --maintenance [--before <handler>]` only the ride through a restart
-//! and failovers, and writes just the "Maintenance" section. `-- --help`
-//! lists the flags.
+//! and failovers, and writes just the "Maintenance" section; `-- --flex`
+//! only the handler under the CPU quotas of the Flex Consumption sizes
+//! (cgroup cpu controller: root, and a writable cgroup v1 cpu or v2
+//! hierarchy), and writes just the "Flex Consumption sizes" section (the
+//! smoke run does one short point of it when it can make a cgroup, and says
+//! so when it cannot). `-- --help` lists the flags.
 //!
 //! # Layout
 //!
@@ -35,6 +39,9 @@
 //!   --cluster` on a local TLS Redis Cluster, with its part of the report.
 //! - `maintenance`: the handler under load through a restart and cluster
 //!   failovers, with its part of the report.
+//! - `flex`: the handler under the CPU quotas of the Flex Consumption sizes,
+//!   with its part of the report; `quota` the cgroup cpu controller it uses,
+//!   `delay` the delay line that makes the cache answer late.
 //! - `plan`: the mode a flag picks and how long each part runs in it.
 //! - `report`, `method`, `plot`, `machine`: the Markdown, its Method section
 //!   (from the plans), the SVG, the machine's description; `template` fills
@@ -43,12 +50,15 @@
 
 mod client;
 mod cluster;
+mod delay;
+mod flex;
 mod load;
 mod machine;
 mod maintenance;
 mod method;
 mod plan;
 mod plot;
+mod quota;
 mod report;
 mod rig;
 mod scenarios;
@@ -74,7 +84,7 @@ use std::time::Duration;
     name = "bench",
     about = "Benchmarks the handler against redis-benchmark and a Python peer"
 )]
-#[command(group(ArgGroup::new("mode").args(["smoke", "refresh", "slow_identity", "cluster", "maintenance", "rig"])))]
+#[command(group(ArgGroup::new("mode").args(["smoke", "refresh", "slow_identity", "cluster", "maintenance", "flex", "rig"])))]
 struct Cli {
     /// A few seconds of each part at one concurrency; writes nothing.
     #[arg(long)]
@@ -93,6 +103,11 @@ struct Cli {
     /// writes the Maintenance section of BENCHMARKS.md.
     #[arg(long)]
     maintenance: bool,
+    /// Only the handler under the CPU quotas of the Flex Consumption sizes
+    /// (needs root and a writable cgroup cpu controller); writes the "Flex
+    /// Consumption sizes" section of BENCHMARKS.md.
+    #[arg(long)]
+    flex: bool,
     /// Starts Redis and the identity endpoint only and prints the settings,
     /// for profiling a handler by hand.
     #[arg(long)]
@@ -115,6 +130,7 @@ impl Cli {
             (self.slow_identity, Mode::SlowIdentity),
             (self.cluster, Mode::Cluster),
             (self.maintenance, Mode::Maintenance),
+            (self.flex, Mode::Flex),
         ];
         match picked.into_iter().find(|(set, _)| *set) {
             Some((_, mode)) => Some(mode),
@@ -175,6 +191,7 @@ fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
     match mode {
         Mode::Cluster => cluster_only(root, &lua, &handler, &plan, &results),
         Mode::Maintenance => maintenance_only(root, &handler, cli.before.as_deref(), &plan),
+        Mode::Flex => flex_only(root, &lua, &handler, &plan, &results),
         Mode::Refresh | Mode::SlowIdentity => refresh_only(root, &lua, &handler, &plan, results),
         Mode::Full | Mode::Smoke => {
             let python = tools::python_venv(root, full)?.map(|interpreter| Program::Python {
@@ -215,6 +232,29 @@ fn maintenance_only(root: &Path, handler: &Program, before: Option<&Path>, plan:
         before_commit.as_deref(),
     );
     write_section(root, &section, "Maintenance")
+}
+
+/// `--flex`: the Flex Consumption sizes, spliced into `BENCHMARKS.md`.
+fn flex_only(root: &Path, lua: &Path, handler: &Program, plan: &Plan, results: &Results) -> anyhow::Result<()> {
+    let f = run_flex(root, lua, handler, plan, results)?;
+    write_section(root, &f.section(), "Flex Consumption sizes")
+}
+
+/// The Flex Consumption sizes, described with this run's machine and commit.
+fn run_flex(
+    root: &Path,
+    lua: &Path,
+    handler: &Program,
+    plan: &Plan,
+    results: &Results,
+) -> anyhow::Result<flex::FlexResults> {
+    eprintln!("bench: Flex Consumption sizes (the handler under CPU quotas)");
+    let mut f = flex::run(root, lua, handler, &plan.flex)?;
+    f.machine = results.machine.clone();
+    f.command = plan.mode.command().to_owned();
+    f.commit = machine::commit(root);
+    f.check()?;
+    Ok(f)
 }
 
 /// Prints `section` and puts it in place of its namesake in `BENCHMARKS.md`.
@@ -303,6 +343,12 @@ fn everything(
     if smoke {
         eprintln!("bench: maintenance (a restart under load)");
         maintenance::run(root, &[("this handler".to_owned(), handler.clone())], &plan.maintenance)?;
+        match flex::probe() {
+            Ok(()) => drop(run_flex(root, lua, handler, plan, &results)?),
+            Err(e) => {
+                eprintln!("bench: smoke run without the Flex point: cannot make a cgroup with a CPU quota: {e:#}")
+            }
+        }
     }
 
     check(&results)?;
@@ -316,12 +362,13 @@ fn everything(
             root.join(plot_rel),
             plot::svg(&results.points, &plan.concurrency, &title),
         )?;
-        // The hand-measured "Logging writer" section, and "Maintenance"
+        // The hand-measured "Logging writer" section, "Maintenance"
         // (written by `-- --maintenance --before <handler>`, which compares
-        // with an older build), stay until measured again.
+        // with an older build) and "Flex Consumption sizes" (written by
+        // `-- --flex`, which needs root) stay until measured again.
         let old = std::fs::read_to_string(root.join("BENCHMARKS.md")).unwrap_or_default();
         let mut markdown = markdown;
-        for heading in ["## Maintenance", "## Logging writer"] {
+        for heading in ["## Flex Consumption sizes", "## Maintenance", "## Logging writer"] {
             if let Some(kept) = cluster::section(&old, heading) {
                 markdown = cluster::splice(&markdown, &format!("{}\n", kept.trim_end()));
             }

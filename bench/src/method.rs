@@ -17,6 +17,22 @@ pub fn markdown(full: &Plan, smoke: &Plan, refresh_only_rounds: usize) -> String
     let burst_life = life.max(4);
     let slow = &full.slow;
     let v = |k, v: String| (k, v);
+    // The sizes the Flex plan runs against Redis as it is, and the delay of the other case.
+    let sizes = |f: &crate::flex::FlexPlan| {
+        let plain: Vec<String> = f
+            .cases
+            .iter()
+            .filter(|c| c.cache_delay.is_none())
+            .map(|c| c.label())
+            .collect();
+        plain.join(", ")
+    };
+    let fl_delay = full
+        .flex
+        .cases
+        .iter()
+        .find_map(|c| c.cache_delay)
+        .map_or("–".to_owned(), |d| format!("{} ms", d.as_millis()));
     fill(
         text::METHOD,
         &[
@@ -39,6 +55,15 @@ pub fn markdown(full: &Plan, smoke: &Plan, refresh_only_rounds: usize) -> String
             v("cl_run", secs(full.cluster.timing.measure)),
             v("smoke_cl_conns", list(&smoke.cluster.concurrency)),
             v("smoke_cl_run", secs(smoke.cluster.timing.measure)),
+            v("fl_sizes", sizes(&full.flex)),
+            v("fl_delay", fl_delay),
+            v("fl_conns", list(&full.flex.concurrency)),
+            v("fl_rounds", full.flex.rounds.to_string()),
+            v("fl_run", secs(full.flex.timing.measure)),
+            v("fl_warm", secs(full.flex.timing.warm)),
+            v("smoke_fl_size", sizes(&smoke.flex)),
+            v("smoke_fl_conns", list(&smoke.flex.concurrency)),
+            v("smoke_fl_run", secs(smoke.flex.timing.measure)),
             v("smoke_run", secs(smoke.timing.measure)),
             v("smoke_conns", conns(smoke)),
             v("smoke_cold", smoke.cold_starts.to_string()),

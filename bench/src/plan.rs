@@ -2,6 +2,7 @@
 //! plan of each mode.
 
 use crate::cluster::ClusterPlan;
+use crate::flex::{Case, FlexPlan, SIZES};
 use crate::maintenance::MaintenancePlan;
 use crate::scenarios::Timing;
 use crate::slow_identity::SlowPlan;
@@ -26,6 +27,8 @@ pub enum Mode {
     Cluster,
     /// Only the maintenance scenario (`--maintenance`).
     Maintenance,
+    /// Only the handler under the Flex Consumption sizes' CPU quotas (`--flex`).
+    Flex,
 }
 
 impl Mode {
@@ -38,6 +41,7 @@ impl Mode {
             Mode::SlowIdentity => "cargo run --release -p bench -- --slow-identity",
             Mode::Cluster => "cargo run --release -p bench -- --cluster",
             Mode::Maintenance => "cargo run --release -p bench -- --maintenance",
+            Mode::Flex => "cargo run --release -p bench -- --flex",
         }
     }
 }
@@ -66,6 +70,8 @@ pub struct Plan {
     pub cluster: ClusterPlan,
     /// The handler under load through a restart and cluster failovers.
     pub maintenance: MaintenancePlan,
+    /// The handler under the Flex Consumption sizes' CPU quotas.
+    pub flex: FlexPlan,
 }
 
 impl Plan {
@@ -112,6 +118,26 @@ impl Plan {
                 down_for: Duration::from_secs(2),
                 settle: Duration::from_secs(1),
                 cluster: true,
+            },
+            // 4 handlers × 5 concurrencies × (1 s + 3 × 3 s): under 4 min.
+            flex: FlexPlan {
+                cases: SIZES
+                    .iter()
+                    .map(|&size| Case {
+                        size,
+                        cache_delay: None,
+                    })
+                    .chain([Case {
+                        size: SIZES[0],
+                        cache_delay: Some(Duration::from_millis(5)),
+                    }])
+                    .collect(),
+                concurrency: vec![4, 16, 32, 64, 256],
+                rounds: 3,
+                timing: Timing {
+                    warm: Duration::from_secs(1),
+                    measure: Duration::from_secs(3),
+                },
             },
         }
     }
@@ -160,6 +186,20 @@ impl Plan {
                 down_for: Duration::from_secs(1),
                 settle: Duration::from_secs(1),
                 cluster: false,
+            },
+            // One point: the smallest size at 16 connections, when this
+            // machine lets the bench make a cgroup.
+            flex: FlexPlan {
+                cases: vec![Case {
+                    size: SIZES[0],
+                    cache_delay: None,
+                }],
+                concurrency: vec![16],
+                rounds: 1,
+                timing: Timing {
+                    warm: Duration::from_secs(1),
+                    measure: Duration::from_secs(1),
+                },
             },
         }
     }

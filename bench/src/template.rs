@@ -63,6 +63,22 @@ pub mod text {
     pub const MAINTENANCE_READING: &str = include_str!("../templates/maintenance_reading.md");
     /// The Method section.
     pub const METHOD: &str = include_str!("../templates/method.md");
+    /// The Flex Consumption sizes section up to its tables.
+    pub const FLEX: &str = include_str!("../templates/flex.md");
+    /// How to read the Flex tables: waiting out the quota.
+    pub const FLEX_READING: &str = include_str!("../templates/flex_reading.md");
+    /// What changes with a slow cache.
+    pub const FLEX_SLOW: &str = include_str!("../templates/flex_slow.md");
+    /// The slow cache, measured.
+    pub const FLEX_SLOW_MEASURED: &str = include_str!("../templates/flex_slow_measured.md");
+    /// The slow cache past 10 ms with quota to spare.
+    pub const FLEX_SLOW_NOT_QUOTA: &str = include_str!("../templates/flex_slow_not_quota.md");
+    /// Sizes this machine bounded more than their quota.
+    pub const FLEX_MACHINE_BOUND: &str = include_str!("../templates/flex_machine_bound.md");
+    /// The slow cache, computed only.
+    pub const FLEX_SLOW_COMPUTED: &str = include_str!("../templates/flex_slow_computed.md");
+    /// The recommended size and `perInstanceConcurrency`.
+    pub const FLEX_RECOMMEND: &str = include_str!("../templates/flex_recommend.md");
 }
 
 #[cfg(test)]
