@@ -71,6 +71,8 @@ pub mod text {
     pub const FLEX_SLOW: &str = include_str!("../templates/flex_slow.md");
     /// The slow cache, measured.
     pub const FLEX_SLOW_MEASURED: &str = include_str!("../templates/flex_slow_measured.md");
+    /// Why a request costs more CPU at low concurrency.
+    pub const FLEX_SLOW_CPU_NOTE: &str = include_str!("../templates/flex_slow_cpu_note.md");
     /// The slow cache past 10 ms with quota to spare.
     pub const FLEX_SLOW_NOT_QUOTA: &str = include_str!("../templates/flex_slow_not_quota.md");
     /// Sizes this machine bounded more than their quota.
