@@ -172,6 +172,10 @@ fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
     // Only the full run compares with the Python peer, so only it makes the venv.
     let full = mode == Mode::Full;
     tools::check(full)?;
+    if mode == Mode::Flex {
+        // Before building anything: this machine must let the bench make a cgroup.
+        flex::probe().context("--flex runs the handler under a CPU quota")?;
+    }
     let handler_bin = match &cli.handler {
         Some(bin) => bin.clone(),
         None => tools::build_handler(root)?,
