@@ -1047,9 +1047,6 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("perInstanceConcurrency=4"), "{md}");
-        if std::env::var_os("FLEX_PRINT").is_some() {
-            println!("{md}");
-        }
     }
 
     /// A slow cache past 10 ms with quota to spare says the quota is not
