@@ -278,6 +278,12 @@ impl Gateway {
         self.set_cut_after(commands, nth, None);
     }
 
+    /// Like [`Gateway::cut_after`], but only `times` cuts, then no more: a
+    /// storm of cuts that ends, as a maintenance event's does.
+    pub fn cut_after_times(&self, commands: &[&str], nth: u64, times: u64) {
+        self.set_cut_after(commands, nth, Some(times));
+    }
+
     /// Like [`Gateway::cut_after`] every time, but only the next `times` of
     /// `commands`.
     pub fn cut_after_next(&self, commands: &[&str], times: u64) {
