@@ -48,6 +48,8 @@
 //!   adapter, per-invocation logging.
 //! - `run`: the handler as a program ([`run`]).
 //! - `telemetry`: tracing set-up, stdout written in batches.
+//! - `trace_context`: W3C `traceparent`/`tracestate` of an invocation
+//!   ([`TraceContext`], in each request's extensions).
 //! - `malloc`: one glibc malloc arena (less resident memory).
 //! - `server`: bind, serve, graceful shutdown.
 //! - `doctor`: `handler doctor`, the first-run check of sign-in, network,
@@ -75,6 +77,7 @@ mod state;
 mod telemetry;
 mod tls;
 mod token;
+mod trace_context;
 
 pub use cache::{Cache, CacheError, Replay};
 pub use error::AppError;
@@ -85,6 +88,7 @@ pub use secret::Secret;
 pub use settings::{Settings, SettingsError};
 pub use state::StartupError;
 pub use token::TokenError;
+pub use trace_context::{Hex, TraceContext};
 
 /// The web framework the functions are written with (this crate's version).
 pub use axum;

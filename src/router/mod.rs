@@ -14,13 +14,16 @@
 //! Whichever way, the invocation id comes in a header
 //! (`X-Azure-Functions-InvocationId`, and from the proxy `x-ms-invocation-id`
 //! too) and every log line of the invocation carries it: the proxy's answer
-//! has no `Logs` array for the host to file under the invocation.
+//! has no `Logs` array for the host to file under the invocation. They also
+//! carry the invocation's `trace_id` and `span_id` (W3C Trace Context, see
+//! `trace_context`), so log queries join with the host's request rows.
 
 mod envelope;
 
 use crate::error::AppError;
 use crate::functions::AppState;
 use crate::functions::{self, Function, Trigger};
+use crate::trace_context::TraceContext;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -94,10 +97,13 @@ pub(crate) async fn method_not_allowed(method: Method) -> AppError {
     AppError::MethodNotAllowed(method.to_string())
 }
 
-/// Runs the invocation in a span holding the function name and invocation
-/// id, so that every line it logs carries both, and logs one line when it is
-/// done: function, invocation id, status, duration.
-async fn log_invocation(State(functions): State<Arc<[Function]>>, request: Request, next: Next) -> Response {
+/// Runs the invocation in a span holding the function name, the invocation
+/// id and its W3C trace context (`trace_id`, and its own `span_id`: a child
+/// of the request's `traceparent`, or a new trace), so that every line it
+/// logs carries them all, and logs one line when it is done: function,
+/// invocation id, status, duration. The [`TraceContext`] goes into the
+/// request's extensions, for a function that calls on.
+async fn log_invocation(State(functions): State<Arc<[Function]>>, mut request: Request, next: Next) -> Response {
     let path = request
         .extensions()
         .get::<MatchedPath>()
@@ -115,7 +121,15 @@ async fn log_invocation(State(functions): State<Arc<[Function]>>, request: Reque
     // Borrowed: the span formats it right away.
     let invocation_id = crate::host::invocation_id(request.headers());
     let method = request.method().clone();
-    let span = tracing::info_span!("invocation", function, invocation_id = %invocation_id);
+    let trace = TraceContext::from_headers(request.headers());
+    let span = tracing::info_span!(
+        "invocation",
+        function,
+        invocation_id = %invocation_id,
+        trace_id = %trace.trace_id_hex(),
+        span_id = %trace.span_id_hex(),
+    );
+    request.extensions_mut().insert(trace);
     let start = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();

@@ -179,7 +179,7 @@ async fn a_chunked_put_at_the_value_limit_streams_through_the_proxy() {
 
 /// The lines the handler wrote with `id` as their invocation id.
 fn lines_of(app: &TestApp, id: &str) -> Vec<String> {
-    let tag = format!("invocation_id={id}}}");
+    let tag = format!("invocation_id={id} ");
     app.output()
         .lines()
         .filter(|l| l.contains(&tag))
@@ -256,10 +256,117 @@ async fn every_log_line_of_an_invocation_carries_its_id() {
         .output()
         .lines()
         .filter(|l| l.contains("invocation failed") || l.contains("invocation done"))
-        .filter(|l| !l.contains("invocation{") || l.contains("invocation_id=}"))
+        .filter(|l| !l.contains("invocation{") || l.contains("invocation_id= "))
         .map(String::from)
         .collect();
     assert!(unlabelled.is_empty(), "lines without an invocation id: {unlabelled:#?}");
+}
+
+/// A `traceparent` (W3C) sent with a request parents the invocation: every
+/// line the handler logs for it carries the caller's trace id and a span
+/// id of the invocation's own (not the caller's), in the text form and as
+/// JSON fields, through the local host's proxy and sent straight as the
+/// host's client sends it. A malformed one starts a new trace and is never
+/// logged. (Checked broken: with the span's `trace_id` taken from a new
+/// trace every time, the first assertion on the caller's trace id fails.)
+#[tokio::test]
+async fn traceparent_parents_the_invocation_in_every_log_line() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER_SPAN: &str = "00f067aa0ba902b7";
+    const MALFORMED: &str = "00-NOT-A-TRACE\"injected\"=1-01";
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for format in ["text", "json"] {
+        let app = spawn_app(Options {
+            env: vec![
+                ("Redis__port".into(), closed.to_string()),
+                ("LOG_FORMAT".into(), format.into()),
+            ],
+            ..Options::default()
+        })
+        .await;
+        let host = local_host(&app, HttpMode::Proxying).await;
+        let mut log = host.log.follow();
+        let http = client();
+        let traceparent = format!("00-{TRACE}-{CALLER_SPAN}-01");
+        let req = http
+            .get(format!("{}/api/cache/k", host.url))
+            .header("traceparent", &traceparent);
+        assert_eq!(send(req).await.0, 503);
+        let proxied = recorded(&mut log, "CacheItem").await.id;
+        let direct = format!("direct-{format}");
+        let req = http
+            .get(format!("{}/api/cache/k", app.handler.base_url()))
+            .header("x-azure-functions-invocationid", &direct)
+            .header("traceparent", &traceparent)
+            .header("tracestate", "congo=t61rcWkgMzE");
+        assert_eq!(send(req).await.0, 503);
+        let malformed = format!("malformed-{format}");
+        let req = http
+            .get(format!("{}/api/cache/k", app.handler.base_url()))
+            .header("x-azure-functions-invocationid", &malformed)
+            .header("traceparent", MALFORMED);
+        assert_eq!(send(req).await.0, 503);
+
+        // (invocation id, the trace id its lines must carry: None for a new one)
+        let cases = [
+            (proxied.as_str(), Some(TRACE)),
+            (direct.as_str(), Some(TRACE)),
+            (malformed.as_str(), None),
+        ];
+        for (id, trace) in cases {
+            let done = |app: &TestApp| {
+                app.output()
+                    .lines()
+                    .any(|l| l.contains(id) && l.contains("invocation done"))
+            };
+            support::wait_until(&format!("{id} done"), PATIENCE, || done(&app)).await;
+            let output = app.output();
+            let mine: Vec<&str> = output.lines().filter(|l| l.contains(id)).collect();
+            assert!(mine.len() >= 2, "{id}: the failure and the end: {mine:#?}");
+            let mut span_ids = std::collections::BTreeSet::new();
+            for line in &mine {
+                let (trace_id, span_id) = match format {
+                    "json" => {
+                        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                        let field = |k: &str| {
+                            v["span"][k]
+                                .as_str()
+                                .unwrap_or_else(|| panic!("no span.{k}: {line}"))
+                                .to_owned()
+                        };
+                        (field("trace_id"), field("span_id"))
+                    }
+                    _ => {
+                        let field = |k: &str| {
+                            let at = line.find(&format!(" {k}=")).unwrap_or_else(|| panic!("no {k}: {line}"));
+                            line[at + k.len() + 2..]
+                                .chars()
+                                .take_while(|c| c.is_ascii_hexdigit())
+                                .collect::<String>()
+                        };
+                        (field("trace_id"), field("span_id"))
+                    }
+                };
+                assert_eq!(trace_id.len(), 32, "{line}");
+                assert_eq!(span_id.len(), 16, "{line}");
+                match trace {
+                    Some(t) => assert_eq!(trace_id, t, "{format} {id}: {line}"),
+                    None => assert_ne!(trace_id, TRACE, "{line}"),
+                }
+                assert_ne!(span_id, CALLER_SPAN, "the invocation's own span: {line}");
+                span_ids.insert(span_id);
+            }
+            assert_eq!(span_ids.len(), 1, "{id}: one span for the invocation: {mine:#?}");
+        }
+        assert!(
+            !app.output().contains("NOT-A-TRACE"),
+            "the malformed header is never logged"
+        );
+    }
 }
 
 /// A caller that closes its connection after the first 64 KiB of a 24 MiB
