@@ -6,7 +6,8 @@
 //! is in `proxy.rs`): forwarding keeps method, `/api/...` path and
 //! query and adds `X-Azure-Functions-InvocationId` and
 //! `X-Azure-Functions-HostVersion`, the
-//! body only when non-empty, redirects not followed; other invocations are
+//! body only when non-empty, redirects not followed, the caller's
+//! `traceparent` kept or the host's own added; other invocations are
 //! `POST /{FunctionName}` with a chunked JSON envelope, `User-Agent:
 //! Azure-Functions-Host/<ver>` and a `traceparent`.
 
@@ -21,6 +22,24 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(230);
 
 pub(super) const INVOCATION_ID: &str = "x-azure-functions-invocationid";
 pub(super) const HOST_VERSION_HEADER: &str = "x-azure-functions-hostversion";
+
+/// The `traceparent` of the host's own activity for one invocation (a new
+/// trace, sampled): the host's `HttpClient` adds it to every call to the
+/// handler that has none, as it does with App Insights or OpenTelemetry on
+/// (docs/azure.md, "Telemetry").
+pub fn host_traceparent() -> String {
+    format!("00-{}-{}-01", crate::util::random_hex(16), crate::util::random_hex(8))
+}
+
+/// Sets the host's `traceparent` on `headers` unless the caller's is there:
+/// the host's client never overwrites one already present.
+pub(super) fn add_traceparent(headers: &mut HeaderMap) {
+    if !headers.contains_key("traceparent") {
+        if let Ok(v) = HeaderValue::from_str(&host_traceparent()) {
+            headers.insert("traceparent", v);
+        }
+    }
+}
 
 /// A new invocation id (a random UUID), as the host makes one per invocation.
 pub fn new_invocation_id() -> String {
@@ -89,8 +108,9 @@ impl HandlerClient {
     /// Forwards an HTTP request as the host does with
     /// `enableForwardingHttpRequest`: same method and `/api/...` path and
     /// query, the caller's `headers` plus the invocation id and host version
-    /// headers (any the caller sent are replaced), the body only when
-    /// non-empty. Redirects are not followed.
+    /// headers (any the caller sent are replaced) and a `traceparent` when
+    /// the caller sent none, the body only when non-empty. Redirects are not
+    /// followed.
     pub async fn forward_as(
         &self,
         invocation_id: &str,
@@ -101,6 +121,7 @@ impl HandlerClient {
     ) -> reqwest::Result<reqwest::Response> {
         headers.remove(INVOCATION_ID);
         headers.remove(HOST_VERSION_HEADER);
+        add_traceparent(&mut headers);
         let url = format!("{}{}", self.base_url, path_and_query);
         let mut req = self
             .client
@@ -138,7 +159,7 @@ impl HandlerClient {
     ) -> reqwest::Result<reqwest::Response> {
         let body = serde_json::to_vec(&envelope(function_name, data, metadata)).expect("envelope serialises");
         let chunks = vec![Ok::<_, std::io::Error>(bytes::Bytes::from(body))];
-        let traceparent = format!("00-{}-{}-01", crate::util::random_hex(16), crate::util::random_hex(8));
+        let traceparent = host_traceparent();
         self.client
             .post(format!("{}/{}", self.base_url, function_name))
             .header("content-type", "application/json; charset=utf-8")

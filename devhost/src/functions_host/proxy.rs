@@ -97,7 +97,8 @@ pub struct ProxyRequest {
 
 /// The headers the proxy sends the handler for a caller's `headers`: all but
 /// the hop-by-hop ones, `Host` and `Forwarded`, with the invocation id, the
-/// host version and `X-Forwarded-*` set (any the caller sent are replaced).
+/// host version and `X-Forwarded-*` set (any the caller sent are replaced),
+/// and the caller's `traceparent` or, when it sent none, the host's own.
 pub fn proxy_headers(headers: &HeaderMap, invocation_id: &str, origin: &Origin) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(headers.len() + 8);
     for (name, value) in headers.iter().filter(|(n, _)| passes(n) && *n != HOST) {
@@ -127,6 +128,7 @@ pub fn proxy_headers(headers: &HeaderMap, invocation_id: &str, origin: &Origin) 
         .filter(|p| !p.is_empty())
         .and_then(|p| HeaderValue::from_str(p).ok());
     set("x-forwarded-prefix", prefix);
+    super::client::add_traceparent(&mut out);
     out
 }
 
@@ -248,7 +250,8 @@ mod tests {
 
     /// The proxy's headers are YARP's: invocation ids and X-Forwarded-* set
     /// over the caller's, Forwarded, Host and hop-by-hop headers dropped, the
-    /// function key, Content-Length and the rest passed on.
+    /// function key, Content-Length and the rest passed on; the caller's
+    /// `traceparent` kept, the host's own added when there is none.
     #[test]
     fn headers_are_set_the_way_yarp_sets_them() {
         let origin = Origin {
@@ -280,6 +283,19 @@ mod tests {
         assert_eq!(one("content-length").as_deref(), Some("12"));
         assert_eq!(one("accept").as_deref(), Some("application/json"));
         assert_eq!(out.get_all("x-multi").iter().count(), 2);
+        let host_trace = one("traceparent").expect("the host's own traceparent when the caller sent none");
+        assert!(host_trace.starts_with("00-") && host_trace.len() == 55, "{host_trace}");
+        let mut traced = caller_headers();
+        traced.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let out = proxy_headers(&traced, "inv-1", &origin);
+        assert_eq!(
+            out.get_all("traceparent").iter().collect::<Vec<_>>(),
+            ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+            "the caller's, kept"
+        );
 
         let bare = Origin {
             path_base: "/base".into(),
