@@ -319,13 +319,7 @@ impl ClusterResults {
 
     /// The "## Cluster" section of BENCHMARKS.md, ending with a newline.
     pub fn section(&self) -> String {
-        let get = |k: &str| {
-            self.machine
-                .iter()
-                .find(|(name, _)| name.starts_with(k))
-                .map_or("?", |(_, v)| v.as_str())
-                .to_owned()
-        };
+        let get = |k: &str| crate::machine::value(&self.machine, k);
         let ports: Vec<String> = self
             .masters
             .iter()

@@ -588,13 +588,7 @@ impl FlexResults {
     /// The "## Flex Consumption sizes" section of BENCHMARKS.md, ending
     /// with a newline.
     pub fn section(&self) -> String {
-        let get = |k: &str| {
-            self.machine
-                .iter()
-                .find(|(name, _)| name.starts_with(k))
-                .map_or("?", |(_, v)| v.as_str())
-                .to_owned()
-        };
+        let get = |k: &str| crate::machine::value(&self.machine, k);
         let workers: Vec<String> = self
             .cases
             .iter()

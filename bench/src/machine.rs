@@ -45,6 +45,16 @@ pub fn describe() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The value of the first line of `machine` (as [`describe`] gives it) whose
+/// name starts with `prefix`; `?` when there is none.
+pub fn value(machine: &[(&'static str, String)], prefix: &str) -> String {
+    machine
+        .iter()
+        .find(|(name, _)| name.starts_with(prefix))
+        .map_or("?", |(_, v)| v.as_str())
+        .to_owned()
+}
+
 /// Now, UTC, to the second.
 pub fn now_utc() -> String {
     let now = time::OffsetDateTime::now_utc();
