@@ -3,23 +3,11 @@
 //! (per-function scaling, docs/azure.md "Hosting plans"), so what the timer
 //! found must reach `Health` through the cache, not through process memory.
 
-use crate::support::{app_root, call_handler, handler_binary, spawn_app, Options};
-use devhost::functions_host::{timer_info_with_status, HandlerProcess, ScheduleStatus};
+use crate::support::{call_handler, spawn_app, Options};
+use devhost::functions_host::{timer_info_with_status, ScheduleStatus};
 use reqwest::Method;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
-
-/// Settings for another instance of `app`'s function app: the same settings
-/// with `overrides` in place of the ones they name.
-fn instance_env(env: &[(String, String)], overrides: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = env
-        .iter()
-        .filter(|(k, _)| !overrides.iter().any(|(name, _)| name == k))
-        .cloned()
-        .collect();
-    env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    env
-}
 
 /// Two handler processes on one cache, the timer on one and Health on the
 /// other: Health shows the check the other instance ran, with that
@@ -39,10 +27,7 @@ async fn timer_result_reaches_health_on_another_instance() {
         ..Options::default()
     })
     .await;
-    let http_env = instance_env(&app.env, &[("WEBSITE_INSTANCE_ID", "http-instance-7")]);
-    let http = HandlerProcess::spawn(&handler_binary(), app_root(), &http_env)
-        .await
-        .expect("a second handler starts");
+    let http = app.spawn_another(&[("WEBSITE_INSTANCE_ID", "http-instance-7")]).await;
 
     let (s, h) = call_handler(&http, Method::GET, "/api/health", None).await;
     assert_eq!(s, 200, "{h}");
@@ -119,10 +104,7 @@ async fn timer_result_reaches_health_on_another_instance() {
     assert!(h["last_check"]["age_s"].as_f64().unwrap() >= 1200.0, "{h}");
 
     // Another app sharing the cache has a key of its own.
-    let other_env = instance_env(&app.env, &[("WEBSITE_SITE_NAME", "billing-api")]);
-    let other = HandlerProcess::spawn(&handler_binary(), app_root(), &other_env)
-        .await
-        .expect("another app's handler starts");
+    let other = app.spawn_another(&[("WEBSITE_SITE_NAME", "billing-api")]).await;
     let (s, h) = call_handler(&other, Method::GET, "/api/health", None).await;
     assert_eq!(s, 200, "{h}");
     assert_eq!(

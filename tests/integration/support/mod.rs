@@ -223,6 +223,17 @@ impl TestApp {
         all.into_iter().filter(|c| c.user == self.oid).collect()
     }
 
+    /// Starts another handler with the same settings, `overrides` applied
+    /// last (another instance of the app, say), as the cluster rig's
+    /// `ClusterApp::spawn_another` does.
+    pub async fn spawn_another(&self, overrides: &[(&str, &str)]) -> HandlerProcess {
+        let mut env = self.env.clone();
+        env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        HandlerProcess::spawn(&handler_binary(), app_root(), &env)
+            .await
+            .expect("handler starts")
+    }
+
     /// The gateway (the test asked for one).
     pub fn gateway(&self) -> &Gateway {
         self.gateway.as_ref().expect("started with gateway: true")
