@@ -167,14 +167,13 @@ fn tracestate(headers: &HeaderMap) -> Option<String> {
         }
         joined.push_str(value);
     }
-    let valid = !joined.is_empty()
-        && joined.len() <= 512
-        && joined.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && joined.split(',').filter(|m| !m.trim().is_empty()).count() <= 32
-        && joined
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
+    if joined.is_empty() || joined.len() > 512 || !joined.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    let members: Vec<&str> = joined.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+    let valid = members.len() <= 32
+        && members
+            .iter()
             .all(|m| m.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !v.is_empty()));
     valid.then_some(joined)
 }
