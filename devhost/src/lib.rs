@@ -32,6 +32,10 @@
 //!   protocol: start, readiness probe, forwarded HTTP and envelope
 //!   invocations ([`functions_host::HandlerProcess`]; envelope builders in
 //!   `functions_host/envelope.rs`).
+//! - [`otlp`]: an OTLP/HTTP receiver for the handler's OpenTelemetry
+//!   traces and metrics (decoded with the OTLP protobuf definitions, a
+//!   collector that hangs or fails on demand), and [`otlp::waterfall()`],
+//!   one invocation's spans drawn on a time line.
 //! - `util`: loopback port picking and random ids (private).
 //!
 //! The `devhost` binary runs the function app on a developer's machine with
@@ -62,6 +66,7 @@ pub mod identity;
 pub mod invoke;
 pub mod local;
 pub mod local_settings;
+pub mod otlp;
 pub mod package;
 pub mod pki;
 pub mod redis_cluster;
