@@ -48,6 +48,7 @@
 //!   adapter, per-invocation logging.
 //! - `run`: the handler as a program ([`run`]).
 //! - `telemetry`: tracing set-up, stdout written in batches.
+//! - `otel`: OpenTelemetry traces and metrics over OTLP (`OTEL_*`).
 //! - `trace_context`: W3C `traceparent`/`tracestate` of an invocation
 //!   ([`TraceContext`], in each request's extensions).
 //! - `malloc`: one glibc malloc arena (less resident memory).
@@ -68,6 +69,7 @@ mod error;
 mod functions;
 pub mod host;
 mod malloc;
+mod otel;
 mod router;
 mod run;
 mod secret;

@@ -3,10 +3,11 @@
 //! binary, and of a function app of one's own that adds its functions to
 //! the built-in ones; `handler doctor` runs the first-run check instead.
 
+use crate::functions::AppState;
 use crate::functions::Function;
 use crate::settings::Settings;
 use crate::state::{process_state, StartupError};
-use crate::{doctor, malloc, router, server, telemetry, tls};
+use crate::{doctor, malloc, otel, router, server, telemetry, tls};
 use std::process::ExitCode;
 
 /// Runs the function app: the built-in functions and `extra` ones, served
@@ -65,6 +66,7 @@ async fn serve(extra: &[Function]) -> ExitCode {
         Ok(state) => state.with_functions(extra),
         Err(e) => return fail(&e),
     };
+    let telemetry = start_telemetry(&settings, &state);
     let listener = match server::bind(settings.listen_port).await {
         Ok(l) => l,
         Err(source) => {
@@ -76,13 +78,35 @@ async fn serve(extra: &[Function]) -> ExitCode {
     };
     tracing::info!(port = settings.listen_port, cache = %crate::settings::endpoint(&settings.redis.host, settings.redis.port), "handler listening on 127.0.0.1");
     state.warm_up();
-    match server::serve(listener, router(state), settings.drain).await {
+    let served = server::serve(listener, router(state), settings.drain).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown(TELEMETRY_FLUSH).await;
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("handler: server error: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// How long the last telemetry export may take when the handler stops.
+const TELEMETRY_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// OTLP export, when the `OTEL_*` variables ask for it, with the token's
+/// remaining lifetime as a gauge.
+fn start_telemetry(settings: &Settings, state: &AppState) -> Option<otel::Running> {
+    let extra = tls::extra_roots(settings.redis.extra_ca_file.as_deref()).ok().flatten();
+    let running = otel::start(&settings.app_name, &settings.instance_id, extra.as_deref())?;
+    if let (Some(metrics), Some(tokens)) = (otel::recorder(), state.cache().tokens()) {
+        let tokens = tokens.clone();
+        metrics.observe(
+            otel::TOKEN_LIFETIME,
+            Box::new(move || tokens.peek().map(|t| t.expires_in().as_secs_f64())),
+        );
+    }
+    Some(running)
 }
 
 /// Prints why the handler cannot start, on one line, and gives its exit code.

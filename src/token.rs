@@ -51,6 +51,18 @@ pub enum TokenError {
     BackingOff(String),
 }
 
+impl TokenError {
+    /// Its class, as telemetry's `error.type` names it.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            TokenError::Credential(_) => "credential",
+            TokenError::Timeout(_) => "timeout",
+            TokenError::Invalid(_) => "invalid_token",
+            TokenError::BackingOff(_) => "backing_off",
+        }
+    }
+}
+
 /// A future that yields a token.
 pub(crate) type TokenFuture = Pin<Box<dyn Future<Output = Result<FetchedToken, TokenError>> + Send>>;
 
@@ -273,8 +285,9 @@ impl TokenManager {
                 return Ok(token);
             }
             if now < token.expires_at {
-                // Whatever the refresh's state, this invocation goes on.
-                let _ = self.start_refresh();
+                // Whatever the refresh's state, this invocation goes on;
+                // the refresh is a trace of its own, not the invocation's.
+                let _ = crate::otel::detached(|| self.start_refresh());
                 return Ok(token);
             }
         }
@@ -324,8 +337,15 @@ impl TokenManager {
         drop(state);
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let source = self.clone();
-        tokio::spawn(async move {
-            let outcome = source.fetch_and_install().await;
+        // In the current span: an invocation that waits for this token
+        // shows the refresh in its trace.
+        crate::otel::spawn(async move {
+            let mut span = crate::otel::Span::start("token refresh", crate::otel::Kind::Internal);
+            let outcome = span.scope(source.fetch_and_install()).await;
+            if let Err(e) = &outcome {
+                span.fail(e.kind(), &e.to_string());
+            }
+            drop(span);
             source.refresh.lock().unwrap_or_else(|p| p.into_inner()).in_flight = None;
             tx.send_replace(Some(outcome));
         });
@@ -335,10 +355,18 @@ impl TokenManager {
     /// The refresh task: fetch within the deadline, then take the token into
     /// use (listeners first, invocations after) or record the failure.
     async fn fetch_and_install(&self) -> Result<Arc<Token>, TokenError> {
+        let mut span = crate::otel::Span::start("token fetch", crate::otel::Kind::Client);
         let fetched = match tokio::time::timeout(self.fetch_timeout, self.source.fetch()).await {
             Ok(result) => result.and_then(|t| self.accept(t)),
             Err(_) => Err(TokenError::Timeout(self.fetch_timeout)),
         };
+        match &fetched {
+            Ok(t) => span.set("azure_redis.token.expires_in_s", t.expires_in().as_secs() as i64),
+            Err(e) => span.fail(e.kind(), &e.to_string()),
+        }
+        drop(span);
+        let outcome = if fetched.is_ok() { "ok" } else { "failed" };
+        crate::otel::count(crate::otel::TOKEN_REFRESHES, || vec![("outcome", outcome.into())]);
         let existing = self.current.load_full();
         let fresh = match fetched {
             Ok(fresh) => fresh,

@@ -199,7 +199,7 @@ fn hex_array<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
     Some(out)
 }
 
-fn new_trace_id() -> [u8; 16] {
+pub(crate) fn new_trace_id() -> [u8; 16] {
     loop {
         let id = fastrand::u128(..).to_be_bytes();
         if id != [0; 16] {
@@ -208,7 +208,7 @@ fn new_trace_id() -> [u8; 16] {
     }
 }
 
-fn new_span_id() -> [u8; 8] {
+pub(crate) fn new_span_id() -> [u8; 8] {
     loop {
         let id = fastrand::u64(..).to_be_bytes();
         if id != [0; 8] {

@@ -60,6 +60,21 @@ impl CacheError {
         }
     }
 
+    /// Its class, as telemetry's `error.type` names it.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            CacheError::Token(_) => "token",
+            CacheError::Auth(_) => "auth_refused",
+            CacheError::Certificate(_) => "certificate",
+            CacheError::Unavailable(_) => "unavailable",
+            CacheError::Timeout(_) => "timeout",
+            CacheError::WrongType(_) => "wrong_type",
+            CacheError::NotAnInteger(_) => "not_an_integer",
+            CacheError::NoScript(_) => "no_script",
+            CacheError::Command(_) => "command",
+        }
+    }
+
     /// Whether waiting cannot help: the cache refused the credentials or
     /// its certificate does not verify, until someone changes a setting or
     /// an access policy.

@@ -101,6 +101,34 @@ impl Failure {
             Self::NotNow(msg) => CacheError::Unavailable(msg),
         }
     }
+
+    /// Its class (`error.type` in telemetry) and a sentence, for the
+    /// try's span.
+    pub(super) fn telemetry(&self) -> (&'static str, String) {
+        match self {
+            Self::NoConnection(e) => (e.kind(), e.to_string()),
+            Self::Retired => (
+                "node_retired",
+                "the node left the cluster while the command waited".into(),
+            ),
+            Self::Lost(e) => ("connection_lost", e.to_string()),
+            Self::TimedOut { budget, abandoned } => (
+                "timeout",
+                format!(
+                    "no answer within {budget:?}{}",
+                    if *abandoned {
+                        "; the connection was silent and dropped"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            Self::Moved { slot, addr } => ("MOVED", format!("MOVED slot {slot} to {addr}")),
+            Self::Ask { addr } => ("ASK", format!("ASK to {addr}")),
+            Self::NotNow(msg) => ("not_now", msg.clone()),
+            Self::Reply(e) => (e.kind(), e.to_string()),
+        }
+    }
 }
 
 /// What one command has been through so far.

@@ -23,6 +23,7 @@ mod envelope;
 use crate::error::AppError;
 use crate::functions::AppState;
 use crate::functions::{self, Function, Trigger};
+use crate::otel;
 use crate::trace_context::TraceContext;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
@@ -111,32 +112,72 @@ async fn log_invocation(State(functions): State<Arc<[Function]>>, mut request: R
     if path == "/" {
         return next.run(request).await;
     }
+    let enveloped = path == "/{function}";
     let function = match functions::by_path(&functions, path) {
-        Some(f) => f.name,
-        None if path == "/{function}" => {
-            functions::by_path(&functions, request.uri().path()).map_or("unknown", |f| f.name)
-        }
-        None => "unknown",
+        Some(f) => Some(f),
+        None if enveloped => functions::by_path(&functions, request.uri().path()),
+        None => None,
     };
+    let name = function.map_or("unknown", |f| f.name);
     // Borrowed: the span formats it right away.
     let invocation_id = crate::host::invocation_id(request.headers());
     let method = request.method().clone();
-    let trace = TraceContext::from_headers(request.headers());
+    let mut trace = TraceContext::from_headers(request.headers());
+    let trigger = match function.map(|f| &f.trigger) {
+        Some(Trigger::Timer { .. }) => "timer",
+        _ => "http",
+    };
+    let mut server = invocation_span(&mut trace, name, trigger, (!enveloped).then_some((&method, path)));
+    if !invocation_id.is_empty() {
+        server.set("faas.invocation_id", invocation_id.to_owned());
+    }
     let span = tracing::info_span!(
         "invocation",
-        function,
+        function = name,
         invocation_id = %invocation_id,
         trace_id = %trace.trace_id_hex(),
         span_id = %trace.span_id_hex(),
     );
+    let context = otel::invocation_context(&trace);
     request.extensions_mut().insert(trace);
     let start = Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
+    let response = otel::within(context, next.run(request).instrument(span.clone())).await;
     let status = response.status().as_u16();
     span.in_scope(|| {
         tracing::info!(%method, status, duration_ms = crate::functions::elapsed_ms(start), "invocation done");
     });
+    if let Some(metrics) = otel::recorder() {
+        metrics.invocation(name, trigger, status, start.elapsed().as_secs_f64());
+    }
+    server.set("http.response.status_code", i64::from(status));
+    if status >= 500 {
+        server.fail("http_error", &format!("the invocation answered {status}"));
+    }
     response
+}
+
+/// The invocation's server span (OpenTelemetry's conventions): named
+/// `{method} {route}` for an HTTP request the host passed on as it came,
+/// else after the function (an envelope, a timer).
+fn invocation_span(
+    trace: &mut TraceContext,
+    function: &'static str,
+    trigger: &'static str,
+    http: Option<(&Method, &str)>,
+) -> otel::Span {
+    let name: std::borrow::Cow<'static, str> = match http {
+        Some((method, route)) => format!("{method} {route}").into(),
+        None => function.into(),
+    };
+    let mut span = otel::server_span(trace, name, function);
+    if span.is_recording() {
+        span.set("faas.trigger", trigger);
+        if let Some((method, route)) = http {
+            span.set("http.request.method", method.as_str().to_owned());
+            span.set("http.route", route.to_owned());
+        }
+    }
+    span
 }
 
 #[cfg(test)]

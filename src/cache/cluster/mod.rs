@@ -183,10 +183,14 @@ impl Cluster {
                 Next::Retry => {}
                 Next::FollowMoved { slot, addr } => {
                     tracing::debug!(slot, to = %addr, "MOVED");
+                    redirected("MOVED", &addr);
                     self.state.moved(slot, &addr);
                     self.state.ctx.want_topology();
                 }
-                Next::FollowAsk { addr } => ask = Some(self.state.node_for_ask(&addr)),
+                Next::FollowAsk { addr } => {
+                    redirected("ASK", &addr);
+                    ask = Some(self.state.node_for_ask(&addr));
+                }
                 Next::Pause { pause, reread, .. } => {
                     if reread {
                         self.state.ctx.want_topology();
@@ -207,6 +211,16 @@ impl Cluster {
         }
         .cloned()
     }
+}
+
+/// Counts a redirect followed, by kind and the node it sends to.
+fn redirected(kind: &'static str, to: &str) {
+    crate::otel::count(crate::otel::REDIRECTS, || {
+        vec![
+            ("redirect.kind", kind.into()),
+            ("azure_redis.node", to.to_owned().into()),
+        ]
+    });
 }
 
 /// Reads the topology whenever someone asks (`Context::want_topology`),

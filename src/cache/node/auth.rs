@@ -6,7 +6,9 @@ use super::{Live, Node};
 use crate::cache::context::{Call, Credentials};
 use crate::cache::error::{classify, connection_broken, CacheError};
 use crate::cache::retry::{reauth_backoff, Failure};
+use crate::otel;
 use crate::secret::redact;
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -79,7 +81,24 @@ impl Node {
         auth.arg(creds.password());
         let mut conn = live.conn.clone();
         let budget = call.budget(self.ctx.target.deadlines.command);
-        match tokio::time::timeout(budget, auth.query_async::<()>(&mut conn)).await {
+        let mut span = self.client_span(Cow::Borrowed("AUTH"));
+        span.set("azure_redis.reauth", true);
+        span.set("azure_redis.connection", live.number as i64);
+        let sent = tokio::time::timeout(budget, auth.query_async::<()>(&mut conn)).await;
+        let outcome = match &sent {
+            Ok(Ok(())) => "ok",
+            Ok(Err(e)) if connection_broken(e) => "connection_lost",
+            Ok(Err(_)) => "refused",
+            Err(_) => "timeout",
+        };
+        otel::count(otel::REAUTHS, || {
+            vec![
+                ("server.address", self.host.clone().into()),
+                ("server.port", i64::from(self.port).into()),
+                ("outcome", outcome.into()),
+            ]
+        });
+        match sent {
             Ok(Ok(())) => {
                 live.authed_generation.store(creds.generation(), Ordering::Release);
                 *live.reauth_after.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -92,10 +111,12 @@ impl Node {
                 Ok(())
             }
             Ok(Err(e)) if connection_broken(&e) => {
+                span.fail(outcome, &e.to_string());
                 self.lost(live, &e.to_string());
                 Err(Failure::Lost(CacheError::Unavailable(redact(&e.to_string()))))
             }
             Ok(Err(e)) => {
+                span.fail(outcome, &classify(&e).to_string());
                 let backoff = reauth_backoff(failures + 1);
                 *live.reauth_after.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((Instant::now() + backoff, failures + 1));
@@ -106,10 +127,13 @@ impl Node {
             // AUTH was written: whether it took is unknown, and the
             // connection's own token is still valid. The next invocation
             // tries again.
-            Err(_) => Err(Failure::TimedOut {
-                budget,
-                abandoned: false,
-            }),
+            Err(_) => {
+                span.fail(outcome, &format!("no answer within {budget:?}"));
+                Err(Failure::TimedOut {
+                    budget,
+                    abandoned: false,
+                })
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::cache::context::{Call, Credentials};
 use crate::cache::error::CacheError;
 use crate::cache::gate::{Admit, Gate};
 use crate::cache::retry::Failure;
+use crate::otel;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
@@ -80,11 +81,35 @@ impl Node {
     /// deadline.
     pub(super) fn start_attempt(self: &Arc<Self>) {
         let node = self.clone();
-        tokio::spawn(async move { node.attempt().await });
+        // In the current span: an invocation waiting for this connection
+        // shows the attempt in its trace.
+        otel::spawn(async move { node.attempt().await });
     }
 
     pub(super) async fn attempt(self: Arc<Self>) {
-        match self.connect_in_time(None).await {
+        let mut span = otel::Span::start("connect", otel::Kind::Client);
+        if span.is_recording() {
+            span.set("server.address", self.host.clone());
+            span.set("server.port", i64::from(self.port));
+            span.set("azure_redis.tls", self.ctx.target.tls);
+        }
+        let made = span.scope(self.connect_in_time(None)).await;
+        match &made {
+            Ok(live) => {
+                span.set("azure_redis.connection", live.number as i64);
+                if live.number > 1 {
+                    otel::count(otel::RECONNECTS, || {
+                        vec![
+                            ("server.address", self.host.clone().into()),
+                            ("server.port", i64::from(self.port).into()),
+                        ]
+                    });
+                }
+            }
+            Err(e) => span.fail(e.kind(), &e.to_string()),
+        }
+        drop(span);
+        match made {
             Ok(live) if self.retired.load(Ordering::Acquire) => {
                 drop(live);
                 self.lock_gate().abandoned();

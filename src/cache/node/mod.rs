@@ -21,10 +21,12 @@ use super::gate::Gate;
 use super::maintenance::command_deadline;
 use super::retry::Failure;
 use super::status::CacheStatus;
+use crate::otel;
 use crate::secret::redact;
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use redis::FromRedisValue;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -49,6 +51,69 @@ fn failure_of(e: &redis::RedisError) -> Failure {
         return Failure::NotNow(redact(&format!("{code} {}", e.detail().unwrap_or_default())));
     }
     Failure::Reply(classify(e))
+}
+
+/// The command's name, upper-case, as telemetry names it: borrowed for
+/// the commands the handler and most apps send, so a span and a metric
+/// point cost no allocation for it.
+pub(super) fn operation_name(cmd: &redis::Cmd) -> Cow<'static, str> {
+    const KNOWN: &[&str] = &[
+        "GET",
+        "SET",
+        "DEL",
+        "PING",
+        "INCR",
+        "INCRBY",
+        "DECR",
+        "EXPIRE",
+        "PEXPIRE",
+        "TTL",
+        "PTTL",
+        "EXISTS",
+        "EVALSHA",
+        "EVAL",
+        "AUTH",
+        "INFO",
+        "CLUSTER",
+        "CLIENT",
+        "HELLO",
+        "SUBSCRIBE",
+        "MGET",
+        "MSET",
+        "GETEX",
+        "GETDEL",
+        "SETEX",
+        "HGET",
+        "HSET",
+        "HDEL",
+        "HGETALL",
+        "LPUSH",
+        "RPUSH",
+        "LPOP",
+        "RPOP",
+        "SADD",
+        "SREM",
+        "SMEMBERS",
+        "ZADD",
+        "ZRANGE",
+        "PUBLISH",
+        "SCAN",
+        "TYPE",
+        "UNLINK",
+        "APPEND",
+        "STRLEN",
+        "ECHO",
+    ];
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => match KNOWN.iter().find(|k| k.as_bytes().eq_ignore_ascii_case(name)) {
+            Some(known) => Cow::Borrowed(known),
+            None => {
+                let name = &name[..name.len().min(32)];
+                Cow::Owned(String::from_utf8_lossy(name).to_ascii_uppercase())
+            }
+        },
+        _ => Cow::Borrowed("UNKNOWN"),
+    }
 }
 
 /// Counters shown by Health.
@@ -179,8 +244,53 @@ impl Node {
 
     /// Runs `cmd` once on this node's connection (waiting for one, within
     /// the call's window, if there is none), preceded by `ASKING` in the
-    /// same write when `asking`.
+    /// same write when `asking`. With telemetry on, the try is a client
+    /// span (named for the command, with this node's address: never a key
+    /// or a value) and a point of the command-duration histogram.
     pub(super) async fn run<T: FromRedisValue>(
+        self: &Arc<Self>,
+        call: &Call,
+        cmd: &redis::Cmd,
+        asking: bool,
+    ) -> Result<T, Failure> {
+        if !otel::is_on() {
+            return self.run_once(call, cmd, asking).await;
+        }
+        let operation = operation_name(cmd);
+        let mut span = self.client_span(operation.clone());
+        let started = std::time::Instant::now();
+        let outcome = span.scope(self.run_once(call, cmd, asking)).await;
+        let failure = outcome.as_ref().err().map(Failure::telemetry);
+        if let Some(metrics) = otel::recorder() {
+            let error = failure.as_ref().map(|(kind, _)| *kind);
+            metrics.command(
+                &operation,
+                &self.host,
+                self.port,
+                error,
+                started.elapsed().as_secs_f64(),
+            );
+        }
+        if let Some((kind, message)) = failure {
+            span.fail(kind, &message);
+        }
+        outcome
+    }
+
+    /// A client span for a command on this node, by the conventions for
+    /// databases (`db.system.name`, `db.operation.name`, `server.*`).
+    pub(super) fn client_span(&self, operation: Cow<'static, str>) -> otel::Span {
+        let mut span = otel::Span::start(operation.clone(), otel::Kind::Client);
+        if span.is_recording() {
+            span.set("db.system.name", "redis");
+            span.set("db.operation.name", operation);
+            span.set("server.address", self.host.clone());
+            span.set("server.port", i64::from(self.port));
+        }
+        span
+    }
+
+    async fn run_once<T: FromRedisValue>(
         self: &Arc<Self>,
         call: &Call,
         cmd: &redis::Cmd,

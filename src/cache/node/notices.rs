@@ -11,6 +11,7 @@ use crate::cache::maintenance::{
     azure_action, parse_azure_event, parse_handoff, text, AzureAction, Handoff, AZURE_CHANNEL, AZURE_RELAX_CAP,
     RELAXED_COMMAND,
 };
+use crate::otel;
 use redis::aio::MultiplexedConnection;
 use redis::{PushInfo, PushKind, Value};
 use std::sync::atomic::Ordering;
@@ -169,10 +170,14 @@ impl Node {
             (Some(ip), None) => ip.clone(),
             _ => node.addr.clone(),
         };
+        // One span per notification (every connection of a cluster hears
+        // it): it lasts as long as what the handler does about it.
+        let mut span = otel::Span::none();
         if m.first_time(message) {
             tracing::info!(kind = %event.kind, node = %named, start = event.start.as_deref().unwrap_or(""),
             is_replica = event.is_replica.unwrap_or(false), "maintenance notification from the cache ({AZURE_CHANNEL})");
             m.show(&event.kind, &named, event.start.clone());
+            span = notification_span(AZURE_CHANNEL, event.kind.clone(), &named);
         }
         match azure_action(&event.kind) {
             AzureAction::Note => {}
@@ -180,7 +185,10 @@ impl Node {
             AzureAction::Relax => {}
             AzureAction::Recheck => {
                 let node = node.clone();
-                tokio::spawn(async move { node.check().await });
+                tokio::spawn(async move {
+                    let span = span;
+                    span.scope(node.check()).await;
+                });
                 ctx.want_topology();
             }
             AzureAction::Reshape => ctx.want_topology(),
@@ -207,13 +215,19 @@ impl Node {
             Handoff::SMigrating { seq } => ("SMIGRATING", seq),
             Handoff::SMigrated { seq } => ("SMIGRATED", seq),
         };
+        let mut span = otel::Span::none();
         if m.first_time(&format!("{kind} {seq} {}", node.addr)) {
             tracing::info!(kind = %kind, seq, node = %node.addr, "maintenance notification from the cache (handoff)");
+            span = notification_span("handoff", kind.to_owned(), &node.addr);
         }
         match handoff {
             Handoff::Moving { time, to, .. } => {
                 m.show(kind, &node.addr, None);
-                tokio::spawn(node.clone().hand_off(to, time));
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let span = span;
+                    span.scope(node.hand_off(to, time)).await;
+                });
             }
             Handoff::Migrating { time, .. } | Handoff::FailingOver { time, .. } => {
                 m.show(kind, &node.addr, None);
@@ -230,4 +244,16 @@ impl Node {
             }
         }
     }
+}
+
+/// The root span of a maintenance notification (`source`: the channel, or
+/// `handoff` for Redis's own pushes), about the node `node` names.
+fn notification_span(source: &'static str, kind: String, node: &str) -> otel::Span {
+    let mut span = otel::detached(|| otel::Span::start("maintenance notification", otel::Kind::Internal));
+    if span.is_recording() {
+        span.set("azure_redis.notification.source", source);
+        span.set("azure_redis.notification.kind", kind);
+        span.set("azure_redis.node", node.to_owned());
+    }
+    span
 }

@@ -1,0 +1,290 @@
+//! The exporter: spans wait in a bounded queue and go out in batches from
+//! a task of their own; metrics go out at their interval. Nothing here is
+//! on an invocation's path but [`record`]: a lock, a push, and (once per
+//! batch) a wake-up.
+//!
+//! When the queue is full (the collector slow, down or hanging), new spans
+//! are dropped and counted, never waited for: memory stays at the queue's
+//! bound, and the count is exported as a metric and logged (once a
+//! minute). One request is in flight per signal, bounded by the OTLP
+//! timeout.
+
+use super::config::{Config, Signal};
+use super::metrics::{MetricData, Metrics, SPANS_DROPPED};
+use super::span::{unix_nanos, SpanData};
+use super::{json, proto, Resource};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+/// The process's exporter, once [`start`] has run with export on.
+static EXPORTER: OnceLock<Arc<Exporter>> = OnceLock::new();
+
+/// How often, at most, a failing export or dropped spans are logged.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Spans waiting for export.
+struct Queue {
+    spans: Mutex<Vec<SpanData>>,
+    /// Woken when a batch is full.
+    ready: Notify,
+    max: usize,
+    batch: usize,
+    dropped: AtomicU64,
+}
+
+pub(super) struct Exporter {
+    config: Config,
+    resource: Resource,
+    client: reqwest::Client,
+    /// `WEBSITE_SITE_NAME`, for `faas.name` (`<app>/<function>`).
+    app_name: String,
+    /// When metrics began (cumulative sums start here).
+    started: u64,
+    queue: Option<Queue>,
+    pub(super) metrics: Option<Metrics>,
+}
+
+/// Whether anything is exported (spans or metrics).
+pub(crate) fn is_on() -> bool {
+    EXPORTER.get().is_some()
+}
+
+/// Whether spans are exported (a check on the hot path: one atomic load).
+pub(crate) fn tracing_on() -> bool {
+    EXPORTER.get().is_some_and(|e| e.queue.is_some())
+}
+
+/// The metrics being recorded, when exported.
+pub(crate) fn metrics() -> Option<&'static Metrics> {
+    EXPORTER.get().and_then(|e| e.metrics.as_ref())
+}
+
+/// The app's name (`WEBSITE_SITE_NAME`), when exporting.
+pub(super) fn app_name() -> &'static str {
+    EXPORTER.get().map_or("", |e| e.app_name.as_str())
+}
+
+/// The settings in use, when exporting.
+pub(super) fn config() -> Option<&'static Config> {
+    EXPORTER.get().map(|e| &e.config)
+}
+
+/// Queues a finished span, or drops and counts it when the queue is full.
+pub(crate) fn record(span: SpanData) {
+    let Some(queue) = EXPORTER.get().and_then(|e| e.queue.as_ref()) else {
+        return;
+    };
+    let mut spans = queue.spans.lock().unwrap_or_else(|p| p.into_inner());
+    if spans.len() >= queue.max {
+        drop(spans);
+        queue.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    spans.push(span);
+    if spans.len() == queue.batch {
+        drop(spans);
+        queue.ready.notify_one();
+    }
+}
+
+/// Stops the export tasks after a last export of what is waiting.
+#[derive(Debug)]
+pub(crate) struct Running {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Sends what is left (within `budget`) and stops.
+    pub(crate) async fn shutdown(self, budget: Duration) {
+        self.stop.send_replace(true);
+        let all = futures_util::future::join_all(self.tasks);
+        if tokio::time::timeout(budget, all).await.is_err() {
+            tracing::warn!(
+                budget_ms = budget.as_millis() as u64,
+                "telemetry: the last export did not finish in time"
+            );
+        }
+    }
+}
+
+/// Starts exporting as `config` says (in the current runtime); `None` when
+/// export is off, or already started.
+pub(crate) fn start(config: Config, resource: Resource, app_name: &str, extra_roots: Option<&[u8]>) -> Option<Running> {
+    if !config.is_on() || EXPORTER.get().is_some() {
+        return None;
+    }
+    let client = match reqwest::Client::builder()
+        .tls_backend_preconfigured(crate::tls::https_client_config(extra_roots.unwrap_or_default()))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "telemetry: cannot build the HTTP client; nothing is exported");
+            return None;
+        }
+    };
+    let queue = config.traces.as_ref().map(|_| Queue {
+        spans: Mutex::new(Vec::with_capacity(config.max_batch)),
+        ready: Notify::new(),
+        max: config.max_queue,
+        batch: config.max_batch,
+        dropped: AtomicU64::new(0),
+    });
+    let metrics = config.metrics.as_ref().map(|_| Metrics::new(app_name));
+    let exporter = Arc::new(Exporter {
+        config,
+        resource,
+        client,
+        app_name: app_name.to_owned(),
+        started: unix_nanos(),
+        queue,
+        metrics,
+    });
+    EXPORTER.set(exporter.clone()).ok()?;
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if exporter.config.traces.is_some() {
+        tasks.push(tokio::spawn(export_spans(exporter.clone(), stopped.clone())));
+    }
+    if exporter.config.metrics.is_some() {
+        tasks.push(tokio::spawn(export_metrics(exporter.clone(), stopped)));
+    }
+    let c = &exporter.config;
+    tracing::info!(
+        traces = c.traces.as_ref().map_or("off", |s| s.url.as_str()),
+        metrics = c.metrics.as_ref().map_or("off", |s| s.url.as_str()),
+        "telemetry: exporting over OTLP"
+    );
+    Some(Running { stop, tasks })
+}
+
+/// Sends batches as they fill, and whatever waits every schedule delay.
+async fn export_spans(exporter: Arc<Exporter>, mut stop: watch::Receiver<bool>) {
+    let (Some(queue), Some(signal)) = (&exporter.queue, &exporter.config.traces) else {
+        return;
+    };
+    let mut log = Warnings::default();
+    loop {
+        let stopping = tokio::select! {
+            () = queue.ready.notified() => false,
+            () = tokio::time::sleep(exporter.config.schedule_delay) => false,
+            _ = stop.changed() => true,
+        };
+        loop {
+            let batch = {
+                let mut spans = queue.spans.lock().unwrap_or_else(|p| p.into_inner());
+                let n = spans.len().min(queue.batch);
+                spans.drain(..n).collect::<Vec<_>>()
+            };
+            if batch.is_empty() {
+                break;
+            }
+            let full = batch.len() == queue.batch;
+            let body = match signal.protocol {
+                super::config::Protocol::Protobuf => proto::traces(&exporter.resource, &batch),
+                super::config::Protocol::Json => json::traces(&exporter.resource, &batch),
+            };
+            if let Err(e) = send(&exporter.client, signal, body).await {
+                log.failed(&format!("{} spans not exported: {e}", batch.len()), &signal.url);
+            }
+            if !full {
+                break;
+            }
+        }
+        log.dropped(queue.dropped.load(Ordering::Relaxed), queue.max, &signal.url);
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Sends every metric at each interval, and once more when stopping.
+async fn export_metrics(exporter: Arc<Exporter>, mut stop: watch::Receiver<bool>) {
+    let (Some(metrics), Some(signal)) = (&exporter.metrics, &exporter.config.metrics) else {
+        return;
+    };
+    let mut log = Warnings::default();
+    let mut ticks = tokio::time::interval(exporter.config.metric_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: skip it, nothing has happened yet.
+    ticks.tick().await;
+    loop {
+        let stopping = tokio::select! {
+            _ = ticks.tick() => false,
+            _ = stop.changed() => true,
+        };
+        let dropped = exporter.queue.as_ref().map_or(0, |q| q.dropped.load(Ordering::Relaxed));
+        let data: Vec<MetricData> = metrics.collect(&[(SPANS_DROPPED, dropped)]);
+        let now = unix_nanos();
+        let body = match signal.protocol {
+            super::config::Protocol::Protobuf => proto::metrics(&exporter.resource, exporter.started, now, &data),
+            super::config::Protocol::Json => json::metrics(&exporter.resource, exporter.started, now, &data),
+        };
+        if let Err(e) = send(&exporter.client, signal, body).await {
+            log.failed(&format!("metrics not exported: {e}"), &signal.url);
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// One OTLP/HTTP request: 2xx is success; anything else, or no answer
+/// within the timeout, an error (the batch is not sent again).
+async fn send(client: &reqwest::Client, signal: &Signal, body: Vec<u8>) -> Result<(), String> {
+    let mut request = client
+        .post(&signal.url)
+        .timeout(signal.timeout)
+        .header("content-type", signal.protocol.content_type())
+        .body(body);
+    for (name, value) in &signal.headers {
+        request = request.header(name.as_str(), value.expose());
+    }
+    match request.send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("the collector answered {}", r.status())),
+        Err(e) if e.is_timeout() => Err(format!("no answer within {:?}", signal.timeout)),
+        Err(e) if e.is_connect() => Err("cannot connect to the collector".to_owned()),
+        Err(e) => Err(crate::secret::redact(&e.to_string())),
+    }
+}
+
+/// Export trouble, logged at most once a [`WARN_EVERY`].
+#[derive(Default)]
+struct Warnings {
+    last_failure: Option<Instant>,
+    failures: u64,
+    reported_drops: u64,
+    last_drop: Option<Instant>,
+}
+
+impl Warnings {
+    fn failed(&mut self, what: &str, url: &str) {
+        self.failures += 1;
+        if self.last_failure.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            self.last_failure = Some(Instant::now());
+            tracing::warn!(
+                endpoint = url,
+                failures = self.failures,
+                "telemetry: export failed: {what}"
+            );
+        }
+    }
+
+    fn dropped(&mut self, total: u64, max: usize, url: &str) {
+        if total > self.reported_drops && self.last_drop.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            self.last_drop = Some(Instant::now());
+            self.reported_drops = total;
+            tracing::warn!(
+                dropped = total,
+                queue = max,
+                endpoint = url,
+                "telemetry: spans dropped, the export queue was full (the collector is slow or down); invocations do not wait for it"
+            );
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Spans: what one is made of, the span an invocation's code runs under,
+//! and the guard that records one when it ends.
+//!
+//! The current span travels with the task (a tokio task-local set around
+//! an invocation, and carried into the tasks it spawns by [`spawn`]), so
+//! the cache's code opens its spans as children without a context
+//! argument on every function. With export off, a [`Span`] is an empty
+//! `Option` and costs a branch.
+
+use super::exporter;
+use crate::secret::redact;
+use std::borrow::Cow;
+use std::future::Future;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The identity of a span, as children and `traceparent` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpanContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// Whether the trace is recorded; an unsampled parent has unsampled
+    /// children.
+    pub sampled: bool,
+}
+
+tokio::task_local! {
+    /// The span the running task's work belongs to, if any.
+    static CURRENT: Option<SpanContext>;
+}
+
+/// The span the running task is in, if any.
+pub(crate) fn current() -> Option<SpanContext> {
+    CURRENT.try_with(|c| *c).ok().flatten()
+}
+
+/// Runs `fut` with `ctx` as its current span.
+pub(crate) fn within<F: Future>(ctx: Option<SpanContext>, fut: F) -> impl Future<Output = F::Output> {
+    CURRENT.scope(ctx, fut)
+}
+
+/// `tokio::spawn`, the task in the current span (work an invocation waits
+/// for, such as a connection attempt, shows in its trace).
+pub(crate) fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(within(current(), fut))
+}
+
+/// Runs `f` outside any span: what it spawns with [`spawn`] starts a trace
+/// of its own (a token refresh that runs beside an invocation, which does
+/// not wait for it).
+pub(crate) fn detached<R>(f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(None, f)
+}
+
+/// What a span is, in OpenTelemetry's terms (the protobuf enum's numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Internal = 1,
+    Server = 2,
+    Client = 3,
+}
+
+/// An attribute's value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    Str(Cow<'static, str>),
+    Int(i64),
+    Bool(bool),
+}
+
+impl From<&'static str> for Value {
+    fn from(s: &'static str) -> Self {
+        Value::Str(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Str(Cow::Owned(s))
+    }
+}
+
+impl From<Cow<'static, str>> for Value {
+    fn from(s: Cow<'static, str>) -> Self {
+        Value::Str(s)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(n: i64) -> Self {
+        Value::Int(n)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+
+/// One attribute.
+pub(crate) type KeyValue = (&'static str, Value);
+
+/// An event on a span (an exception, a notification).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Event {
+    pub time_unix_nano: u64,
+    pub name: &'static str,
+    pub attributes: Vec<KeyValue>,
+}
+
+/// A finished span, as it is exported.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SpanData {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub trace_state: Option<String>,
+    pub name: Cow<'static, str>,
+    pub kind: Kind,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    pub attributes: Vec<KeyValue>,
+    pub events: Vec<Event>,
+    /// `Some(message)` when the span failed (message redacted).
+    pub error: Option<String>,
+}
+
+/// A span being recorded; it is recorded when dropped.
+/// Empty when export is off or the trace is not sampled.
+#[derive(Debug)]
+#[must_use = "a span is recorded when it is dropped"]
+pub(crate) struct Span(Option<Box<(SpanData, Instant)>>);
+
+impl Span {
+    /// A span that records nothing.
+    pub(crate) const fn none() -> Self {
+        Span(None)
+    }
+
+    /// A child of the current span, or the root of a new trace when there
+    /// is none (as the sampler decides).
+    pub(crate) fn start(name: impl Into<Cow<'static, str>>, kind: Kind) -> Self {
+        if !exporter::tracing_on() {
+            return Span(None);
+        }
+        let (trace_id, parent) = match current() {
+            Some(p) if !p.sampled => return Span(None),
+            Some(p) => (p.trace_id, Some(p.span_id)),
+            None => {
+                let trace_id = super::new_trace_id();
+                if !super::sample_root(&trace_id) {
+                    return Span(None);
+                }
+                (trace_id, None)
+            }
+        };
+        Self::with_ids(name, kind, trace_id, super::new_span_id(), parent, None)
+    }
+
+    /// A span with the given identity (the invocation's server span, whose
+    /// ids the log lines already carry).
+    pub(crate) fn with_ids(
+        name: impl Into<Cow<'static, str>>,
+        kind: Kind,
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+        parent_span_id: Option<[u8; 8]>,
+        trace_state: Option<String>,
+    ) -> Self {
+        let data = SpanData {
+            trace_id,
+            span_id,
+            parent_span_id,
+            trace_state,
+            name: name.into(),
+            kind,
+            start_unix_nano: unix_nanos(),
+            end_unix_nano: 0,
+            attributes: Vec::with_capacity(8),
+            events: Vec::new(),
+            error: None,
+        };
+        Span(Some(Box::new((data, Instant::now()))))
+    }
+
+    /// Whether anything is recorded (to skip work only a span needs).
+    pub(crate) fn is_recording(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// This span's identity, for its children.
+    pub(crate) fn context(&self) -> Option<SpanContext> {
+        self.0.as_ref().map(|b| SpanContext {
+            trace_id: b.0.trace_id,
+            span_id: b.0.span_id,
+            sampled: true,
+        })
+    }
+
+    /// Runs `fut` as this span's child work (the span stays open).
+    pub(crate) fn scope<'a, F: Future + 'a>(&self, fut: F) -> impl Future<Output = F::Output> + 'a {
+        let ctx = self.context().or_else(current);
+        within(ctx, fut)
+    }
+
+    /// Sets an attribute.
+    pub(crate) fn set(&mut self, key: &'static str, value: impl Into<Value>) {
+        if let Some(b) = &mut self.0 {
+            b.0.attributes.push((key, value.into()));
+        }
+    }
+
+    /// Marks the span failed: status error with `message` (redacted), and
+    /// an `exception` event of `kind` (the error's class, e.g. `timeout`).
+    pub(crate) fn fail(&mut self, kind: &'static str, message: &str) {
+        if let Some(b) = &mut self.0 {
+            let message = redact(message);
+            b.0.events.push(Event {
+                time_unix_nano: unix_nanos(),
+                name: "exception",
+                attributes: vec![
+                    ("exception.type", kind.into()),
+                    ("exception.message", message.clone().into()),
+                ],
+            });
+            b.0.attributes.push(("error.type", kind.into()));
+            b.0.error = Some(message);
+        }
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            let (mut data, started) = *b;
+            // The wall clock at the start, plus the monotonic duration:
+            // a clock step in between does not give a negative span.
+            data.end_unix_nano = data.start_unix_nano + started.elapsed().as_nanos() as u64;
+            exporter::record(data);
+        }
+    }
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub(crate) fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The current span is set by `within`, carried by `spawn`, and
+    /// cleared by `detached`.
+    #[tokio::test]
+    async fn context_travels_with_the_task() {
+        let ctx = SpanContext {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            sampled: true,
+        };
+        assert_eq!(current(), None);
+        within(Some(ctx), async move {
+            assert_eq!(current(), Some(ctx));
+            let inherited = spawn(async { current() }).await.unwrap();
+            assert_eq!(inherited, Some(ctx));
+            let outside = detached(|| spawn(async { current() }));
+            assert_eq!(outside.await.unwrap(), None);
+        })
+        .await;
+    }
+
+    /// With export off, spans are empty and record nothing.
+    #[test]
+    fn off_means_empty() {
+        let mut span = Span::start("GET", Kind::Client);
+        span.set("db.system.name", "redis");
+        assert!(!span.is_recording());
+        assert_eq!(span.context(), None);
+    }
+}
