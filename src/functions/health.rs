@@ -66,6 +66,9 @@ pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<V
         "last_check": last_check,
         "maintenance": state.cache.maintenance(),
         "latency_ms": latency_ms,
+        // OTLP span export (null when off): a collector that is slow or
+        // down shows here as dropped spans, never as slow invocations.
+        "telemetry": crate::otel::span_stats(),
     });
     if state.cache.mode_name() == "cluster" {
         body["topology_reads"] = json!(state.cache.topology_reads());

@@ -33,6 +33,10 @@ struct Queue {
     max: usize,
     batch: usize,
     dropped: AtomicU64,
+    /// Spans the collector took (2xx).
+    exported: AtomicU64,
+    /// Spans in requests that failed (no answer, refused, not 2xx).
+    failed: AtomicU64,
 }
 
 pub(super) struct Exporter {
@@ -133,6 +137,8 @@ pub(crate) fn start(config: Config, resource: Resource, app_name: &str, extra_ro
         max: config.max_queue,
         batch: config.max_batch,
         dropped: AtomicU64::new(0),
+        exported: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
     });
     let metrics = config.metrics.as_ref().map(|_| Metrics::new(app_name));
     let exporter = Arc::new(Exporter {
@@ -149,6 +155,7 @@ pub(crate) fn start(config: Config, resource: Resource, app_name: &str, extra_ro
     let mut tasks = Vec::new();
     if exporter.config.traces.is_some() {
         tasks.push(tokio::spawn(export_spans(exporter.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(report_drops(exporter.clone(), stopped.clone())));
     }
     if exporter.config.metrics.is_some() {
         tasks.push(tokio::spawn(export_metrics(exporter.clone(), stopped)));
@@ -188,18 +195,64 @@ async fn export_spans(exporter: Arc<Exporter>, mut stop: watch::Receiver<bool>) 
                 super::config::Protocol::Protobuf => proto::traces(&exporter.resource, &batch),
                 super::config::Protocol::Json => json::traces(&exporter.resource, &batch),
             };
-            if let Err(e) = send(&exporter.client, signal, body).await {
-                log.failed(&format!("{} spans not exported: {e}", batch.len()), &signal.url);
-            }
+            match send(&exporter.client, signal, body).await {
+                Ok(()) => queue.exported.fetch_add(batch.len() as u64, Ordering::Relaxed),
+                Err(e) => {
+                    log.failed(&format!("{} spans not exported: {e}", batch.len()), &signal.url);
+                    queue.failed.fetch_add(batch.len() as u64, Ordering::Relaxed)
+                }
+            };
             if !full {
                 break;
             }
         }
-        log.dropped(queue.dropped.load(Ordering::Relaxed), queue.max, &signal.url);
         if stopping {
             return;
         }
     }
+}
+
+/// Logs dropped spans (at most once a [`WARN_EVERY`]) while the exporter
+/// may be stuck on a collector that does not answer.
+async fn report_drops(exporter: Arc<Exporter>, mut stop: watch::Receiver<bool>) {
+    let (Some(queue), Some(signal)) = (&exporter.queue, &exporter.config.traces) else {
+        return;
+    };
+    let mut log = Warnings::default();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => log.dropped(queue.dropped.load(Ordering::Relaxed), queue.max, &signal.url),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The span export's counters, for Health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct SpanStats {
+    /// Spans waiting in the queue now.
+    pub queued: usize,
+    /// The queue's bound (`OTEL_BSP_MAX_QUEUE_SIZE`).
+    pub max_queue: usize,
+    /// Spans the collector took.
+    pub exported: u64,
+    /// Spans whose request failed.
+    pub failed: u64,
+    /// Spans dropped on a full queue.
+    pub dropped: u64,
+}
+
+/// The span export's counters, when spans are exported.
+pub(crate) fn span_stats() -> Option<SpanStats> {
+    let queue = EXPORTER.get()?.queue.as_ref()?;
+    Some(SpanStats {
+        queued: queue.spans.lock().unwrap_or_else(|p| p.into_inner()).len(),
+        max_queue: queue.max,
+        exported: queue.exported.load(Ordering::Relaxed),
+        failed: queue.failed.load(Ordering::Relaxed),
+        dropped: queue.dropped.load(Ordering::Relaxed),
+    })
 }
 
 /// Sends every metric at each interval, and once more when stopping.

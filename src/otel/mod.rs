@@ -32,7 +32,7 @@ mod metrics;
 mod proto;
 mod span;
 
-pub(crate) use exporter::{is_on, metrics as recorder, Running};
+pub(crate) use exporter::{is_on, metrics as recorder, span_stats, Running};
 pub(crate) use metrics::{REAUTHS, RECONNECTS, REDIRECTS, TOKEN_LIFETIME, TOKEN_REFRESHES};
 pub(crate) use span::{detached, spawn, within, Kind, Span, SpanContext};
 

@@ -23,3 +23,4 @@ mod proxying;
 mod resilience;
 mod ride_through;
 mod sign_in;
+mod telemetry;
