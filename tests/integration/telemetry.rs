@@ -57,8 +57,7 @@ fn attr<'a>(span: &'a ReceivedSpan, key: &str) -> &'a AttrValue {
 /// malformed `traceparent` starts a new trace; the resource says what and
 /// where; the invocation and command histograms arrive; and neither the
 /// key nor the value is in anything exported. (Checked broken: with the
-/// server span's parent left out, the first assertion on the parent fails;
-/// with `http/json` sending base64 ids, the JSON receiver rejects them.)
+/// server span's parent left out, the first assertion on the parent fails.)
 #[tokio::test]
 async fn spans_and_metrics_reach_a_collector_in_both_encodings() {
     const KEY: &str = "telemetry-key-3f9a";
@@ -338,7 +337,7 @@ async fn command_spans_name_their_node_and_a_moved() {
 /// that do not fit the bounded queue are dropped and counted (Health shows
 /// both; the queue never holds more than its bound); the handler says so
 /// in its log. (Checked broken: with the queue's bound not
-/// enforced, `queued` passes `max_queue`.)
+/// enforced, nothing is dropped and the wait for the warning fails.)
 #[tokio::test]
 async fn a_collector_down_or_hanging_costs_no_invocation() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
