@@ -7,11 +7,15 @@
 //! schedule (or `--data`); another non-HTTP function gets `--data` as its
 //! trigger value; an HTTP function gets the forwarded request, or with
 //! `--envelope` (or when forwarding does not apply) the `Data.req` envelope.
+//!
+//! Every invocation carries a `traceparent` of a new trace (or the caller's
+//! `-H traceparent`), so that [`trace_view`] can fetch its spans from the
+//! running `devhost start`'s OTLP receiver and draw them.
 
 use crate::app_manifest::{expand_settings, AppManifest, Function, Trigger};
 use crate::functions_host::{
-    http_envelope_metadata, http_envelope_request, new_invocation_id, timer_info_with_status, HandlerClient,
-    ScheduleStatus,
+    host_traceparent, http_envelope_metadata, http_envelope_request, new_invocation_id, timer_info_with_status,
+    HandlerClient, ScheduleStatus,
 };
 use crate::local::http::{query_pairs, str_pairs};
 use crate::local::{routes::RouteTable, run_file};
@@ -60,6 +64,8 @@ pub struct InvokeAnswer {
     pub body: Vec<u8>,
     /// How long the handler took.
     pub elapsed: Duration,
+    /// The `traceparent` sent: `00-<trace id>-<parent span id>-<flags>`.
+    pub traceparent: String,
 }
 
 impl InvokeAnswer {
@@ -89,6 +95,11 @@ pub async fn invoke(req: &InvokeRequest) -> anyhow::Result<InvokeAnswer> {
     };
     let client = HandlerClient::new(url)?;
     let id = new_invocation_id();
+    let traceparent = req
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
+        .map_or_else(host_traceparent, |(_, v)| v.clone());
     let started = Instant::now();
     let (sent, rsp) = match &f.trigger {
         Trigger::Timer(t) => {
@@ -97,7 +108,7 @@ pub async fn invoke(req: &InvokeRequest) -> anyhow::Result<InvokeAnswer> {
                 None => timer_payload(&req.app_root, &t.schedule, t.use_monitor, req.past_due),
             };
             let rsp = client
-                .invoke_as(&id, &f.name, json!({ &t.binding: data }), json!({}))
+                .invoke_traced(&id, &f.name, json!({ &t.binding: data }), json!({}), &traceparent)
                 .await;
             (format!("POST {}/{}", client.base_url(), f.name), rsp)
         }
@@ -107,11 +118,11 @@ pub async fn invoke(req: &InvokeRequest) -> anyhow::Result<InvokeAnswer> {
                 .clone()
                 .with_context(|| format!("{} is a {kind}: pass its value with --data", f.name))?;
             let rsp = client
-                .invoke_as(&id, &f.name, json!({ binding: data }), json!({}))
+                .invoke_traced(&id, &f.name, json!({ binding: data }), json!({}), &traceparent)
                 .await;
             (format!("POST {}/{}", client.base_url(), f.name), rsp)
         }
-        Trigger::Http(_) => http(&manifest, f, req, &client, &id).await?,
+        Trigger::Http(_) => http(&manifest, f, req, &client, &id, &traceparent).await?,
     };
     let rsp = rsp.with_context(|| format!("{sent}: no answer (is the handler running?)"))?;
     let status = rsp.status().as_u16();
@@ -121,6 +132,7 @@ pub async fn invoke(req: &InvokeRequest) -> anyhow::Result<InvokeAnswer> {
         status,
         body,
         elapsed: started.elapsed(),
+        traceparent,
     })
 }
 
@@ -159,6 +171,7 @@ async fn http(
     req: &InvokeRequest,
     client: &HandlerClient,
     id: &str,
+    traceparent: &str,
 ) -> anyhow::Result<(String, reqwest::Result<reqwest::Response>)> {
     let Trigger::Http(t) = &f.trigger else {
         unreachable!("checked by the caller")
@@ -199,6 +212,7 @@ async fn http(
         for (k, v) in &req.headers {
             headers.append(HeaderName::try_from(k.as_str())?, HeaderValue::try_from(v.as_str())?);
         }
+        headers.insert("traceparent", HeaderValue::try_from(traceparent)?);
         let body = req.body.clone().map(String::into_bytes);
         let rsp = client.forward_as(id, method.parse()?, &path, headers, body).await;
         return Ok((format!("{method} {}{path}", client.base_url()), rsp));
@@ -208,7 +222,53 @@ async fn http(
     let url = format!("{}{path}", client.base_url());
     let data = json!({ &t.binding: http_envelope_request(&method, &url, &qs, &hs, &ps, req.body.as_deref()) });
     let rsp = client
-        .invoke_as(id, &f.name, data, http_envelope_metadata(&qs, &hs, &ps))
+        .invoke_traced(id, &f.name, data, http_envelope_metadata(&qs, &hs, &ps), traceparent)
         .await;
     Ok((format!("POST {}/{} (envelope)", client.base_url(), f.name), rsp))
+}
+
+/// How long [`trace_view`] waits for the invocation's spans: the handler's
+/// batch goes out within 200 ms of the span's end under `devhost start`.
+const TRACE_WAIT: Duration = Duration::from_secs(3);
+
+/// The waterfall of the invocation `answer` reports, from the running
+/// `devhost start`'s receiver, or one line saying why there is none (a
+/// handler given by `--url` that is not that run's, a run whose app
+/// exports elsewhere, no spans in time).
+pub async fn trace_view(req: &InvokeRequest, answer: &InvokeAnswer) -> String {
+    let mut parts = answer.traceparent.split('-');
+    let (Some(trace_id), Some(parent)) = (parts.nth(1), parts.next()) else {
+        return format!("(no trace view: traceparent {:?} does not parse)\n", answer.traceparent);
+    };
+    let run = match run_file::read(&req.app_root) {
+        Ok(run)
+            if req
+                .url
+                .as_deref()
+                .is_none_or(|u| u.trim_end_matches('/') == run.handler_url) =>
+        {
+            run
+        }
+        _ => {
+            return "(no trace view: the handler is not a running devhost start's, whose receiver has the spans)\n"
+                .into()
+        }
+    };
+    let spans = match crate::local::traces::fetch(&run.host_url, trace_id, TRACE_WAIT).await {
+        Ok(spans) => spans,
+        Err(e) => return format!("(no trace view: {e:#})\n"),
+    };
+    let server = |s: &&crate::otlp::ReceivedSpan| s.kind == crate::otlp::SpanKind::Server;
+    let root = spans
+        .iter()
+        .filter(server)
+        .find(|s| s.parent_span_id == parent)
+        .or_else(|| spans.iter().find(server));
+    match root {
+        Some(root) => crate::otlp::waterfall(&spans, &root.span_id),
+        None => format!(
+            "(no trace view: no invocation span of trace {trace_id} arrived within {} s; does the handler export OTLP?)\n",
+            TRACE_WAIT.as_secs()
+        ),
+    }
 }

@@ -94,6 +94,10 @@ struct StartArgs {
     /// Replace a timer's schedule, e.g. CacheHealthCheck="*/10 * * * * *" (repeatable).
     #[arg(long, value_name = "FUNCTION=NCRONTAB", value_parser = parse_pair)]
     schedule_override: Vec<(String, String)>,
+    /// Draw each invocation's trace (its spans on a time line, from the handler's OpenTelemetry export to
+    /// devhost's receiver) as it arrives, and each background trace (a token refresh, a re-AUTH).
+    #[arg(long)]
+    traces: bool,
 }
 
 #[derive(Args)]
@@ -127,6 +131,9 @@ struct InvokeArgs {
     /// HTTP: send the host's envelope (Data.req) even when forwarding applies.
     #[arg(long)]
     envelope: bool,
+    /// Do not draw the invocation's trace after the answer.
+    #[arg(long)]
+    no_trace: bool,
 }
 
 #[derive(Args)]
@@ -195,6 +202,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 schedule_overrides: a.schedule_override,
                 force_local: a.local,
                 cluster: a.cluster,
+                traces: a.traces,
             };
             devhost::local::run(opts).await?;
             Ok(ExitCode::SUCCESS)
@@ -216,6 +224,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let ms = answer.elapsed.as_secs_f64() * 1000.0;
             eprintln!("{} -> {} ({ms:.1} ms)", answer.sent, answer.status);
             println!("{}", answer.body_text());
+            if !a.no_trace {
+                eprint!("{}", devhost::invoke::trace_view(&req, &answer).await);
+            }
             let ok = (200..300).contains(&answer.status);
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

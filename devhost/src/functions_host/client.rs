@@ -149,7 +149,7 @@ impl HandlerClient {
 
     /// `POST /{function_name}` with the [`envelope`] of `data` and
     /// `metadata`, chunked (no Content-Length), with the host's headers and a
-    /// `traceparent`.
+    /// `traceparent` of a new trace.
     pub async fn invoke_as(
         &self,
         invocation_id: &str,
@@ -157,9 +157,22 @@ impl HandlerClient {
         data: Value,
         metadata: Value,
     ) -> reqwest::Result<reqwest::Response> {
+        self.invoke_traced(invocation_id, function_name, data, metadata, &host_traceparent())
+            .await
+    }
+
+    /// [`HandlerClient::invoke_as`] with the caller's `traceparent`, for a
+    /// caller that wants to find the invocation's trace afterwards.
+    pub async fn invoke_traced(
+        &self,
+        invocation_id: &str,
+        function_name: &str,
+        data: Value,
+        metadata: Value,
+        traceparent: &str,
+    ) -> reqwest::Result<reqwest::Response> {
         let body = serde_json::to_vec(&envelope(function_name, data, metadata)).expect("envelope serialises");
         let chunks = vec![Ok::<_, std::io::Error>(bytes::Bytes::from(body))];
-        let traceparent = host_traceparent();
         self.client
             .post(format!("{}/{}", self.base_url, function_name))
             .header("content-type", "application/json; charset=utf-8")

@@ -18,7 +18,7 @@ mod envelope;
 mod output;
 pub mod proxy;
 
-pub use client::{new_invocation_id, HandlerClient};
+pub use client::{host_traceparent, new_invocation_id, HandlerClient};
 pub use envelope::{
     dotnet_time, envelope, host_encode, http_envelope_metadata, http_envelope_request, timer_info,
     timer_info_with_status, ScheduleStatus,

@@ -10,6 +10,10 @@
 //! `http://127.0.0.1:<port>/api/...` ([`http`], [`routes`]; proxied as
 //! host.json's `enableProxyingHttpRequest` says in `proxy.rs`), fires timers
 //! on their schedule ([`timer`]), and prints each invocation ([`console`]).
+//! The handler exports its OpenTelemetry traces and metrics to an OTLP
+//! receiver of devhost's own unless the app names an endpoint
+//! ([`telemetry`]); with `--traces` each invocation's spans are drawn as
+//! they arrive, and `devhost invoke` draws its own through [`traces`].
 //! Ctrl-C or SIGTERM stops the timers and the listener, lets the handler
 //! drain, then stops the cache: nothing is left running.
 
@@ -21,11 +25,14 @@ pub mod routes;
 pub mod run_file;
 pub mod stack;
 pub mod state;
+pub mod telemetry;
 pub mod timer;
+pub mod traces;
 
 use crate::app_manifest::AppManifest;
 use crate::cargo_build;
 use crate::local_settings::{CacheTarget, LocalSettings, MergedSettings};
+use crate::otlp::{Behaviour, Receiver};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +59,9 @@ pub struct StartOptions {
     pub force_local: bool,
     /// Make the built-in cache a Redis Cluster (implies `force_local`).
     pub cluster: bool,
+    /// Draw each invocation's spans (and each background trace's) on the
+    /// console as they arrive at devhost's OTLP receiver.
+    pub traces: bool,
 }
 
 /// Runs the app until Ctrl-C/SIGTERM/SIGHUP (then `Ok`) or until the
@@ -79,8 +89,10 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         true => stack::LocalTopology::Cluster,
         false => stack::LocalTopology::Single,
     };
-    let mut stack = stack::Stack::start(&manifest, &settings, &cache, topology, &binary).await?;
+    let (receiver, otel_env, otel_line) = start_telemetry(&settings, opts.traces).await?;
+    let mut stack = stack::Stack::start(&manifest, &settings, &cache, topology, &binary, &otel_env).await?;
     print_processes(&stack, &cache, &binary).await;
+    println!("{otel_line}");
     let described: Vec<(String, String)> = timers.iter().map(|t| (t.function.clone(), t.describe())).collect();
     console::functions(&manifest, &base_url, &described);
 
@@ -95,7 +107,9 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut server_stop = stop_rx.clone();
     // The caller's address is the proxy's X-Forwarded-For.
-    let app = http::router(shared.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = http::router(shared.clone())
+        .merge(traces::router(receiver.clone()))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = server_stop.wait_for(|s| *s).await;
     });
@@ -108,6 +122,10 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
             tokio::spawn(async move { t.run(&s.handler, &s.log, stop).await })
         })
         .collect();
+    let drawing = match (&receiver, opts.traces) {
+        (Some(r), true) => Some(tokio::spawn(telemetry::print_traces(r.clone()))),
+        _ => None,
+    };
     let run_file = run_file::RunFile::write(
         &opts.app_root,
         run_file::RunInfo {
@@ -139,10 +157,46 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    // The receiver outlives the handler, which flushes its spans on the way out.
     let status = stack.stop().await;
+    if let Some(d) = drawing {
+        d.abort();
+    }
+    drop(receiver);
     drop(run_file);
     println!("devhost: handler stopped ({status}); local cache and identity stopped; done");
     outcome.map(|_| ())
+}
+
+/// devhost's OTLP receiver (`None` when the app's settings name their own
+/// endpoint), the handler's variables for it, and the banner's line.
+async fn start_telemetry(
+    settings: &MergedSettings,
+    traces: bool,
+) -> anyhow::Result<(Option<Arc<Receiver>>, Vec<(String, String)>, String)> {
+    let receiver = Receiver::start(Behaviour::Accept)
+        .await
+        .context("starting the OTLP receiver")?;
+    let endpoint = receiver.endpoint();
+    Ok(match telemetry::destination(|k| settings.get(k), &endpoint) {
+        telemetry::Destination::Own(env) => {
+            let shown = match traces {
+                true => "each invocation's spans drawn below",
+                false => "--traces draws each invocation's spans",
+            };
+            let line = format!(
+                "  otlp          {endpoint}  (OpenTelemetry receiver for the handler's traces and metrics; {shown})"
+            );
+            (Some(Arc::new(receiver)), env, line)
+        }
+        telemetry::Destination::Theirs(name, value) => {
+            let line = format!(
+                "  otlp          {value}  ({name} from the app's settings: the handler's telemetry goes there, \
+                 not to devhost; no trace view)"
+            );
+            (None, Vec::new(), line)
+        }
+    })
 }
 
 async fn print_processes(stack: &stack::Stack, cache: &CacheTarget, binary: &std::path::Path) {

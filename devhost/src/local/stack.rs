@@ -97,16 +97,19 @@ fn on_path(name: &str) -> bool {
 
 impl Stack {
     /// Starts the built-in cache (`topology`) if `cache` is
-    /// [`CacheTarget::Local`], then the handler at `binary` with `settings`;
-    /// returns once the handler answers `GET /`.
+    /// [`CacheTarget::Local`], then the handler at `binary` with `settings`
+    /// and `extra_env` (the telemetry variables); returns once the handler
+    /// answers `GET /`.
     pub async fn start(
         manifest: &AppManifest,
         settings: &MergedSettings,
         cache: &CacheTarget,
         topology: LocalTopology,
         binary: &Path,
+        extra_env: &[(String, String)],
     ) -> anyhow::Result<Stack> {
         let mut env: Vec<(String, String)> = settings.from_file.clone().into_iter().collect();
+        env.extend(extra_env.iter().cloned());
         if settings.get("RUST_LOG").is_none() {
             env.push(("RUST_LOG".into(), "info".into()));
         }

@@ -126,3 +126,35 @@ pub fn metrics_request() -> ExportMetricsServiceRequest {
         }],
     }
 }
+
+/// One invocation of trace `trace_id` (32 hex digits): a GET (sent first,
+/// as it ends first) and its SERVER span, whose parent is the caller's.
+pub fn server_span_request(trace_id: &str) -> ExportTraceServiceRequest {
+    let trace: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let span = |id: u8, parent: u8, name: &str, kind: span::SpanKind| Span {
+        trace_id: trace.clone(),
+        span_id: vec![id; 8],
+        parent_span_id: vec![parent; 8],
+        name: name.into(),
+        kind: kind as i32,
+        start_time_unix_nano: 1_700_000_000_000_000_000 + u64::from(id),
+        end_time_unix_nano: 1_700_000_000_001_000_000 - u64::from(id),
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(),
+            scope_spans: vec![ScopeSpans {
+                scope: scope(),
+                spans: vec![
+                    span(2, 1, "GET", span::SpanKind::Client),
+                    span(1, 0xcc, "GET /api/cache/{key}", span::SpanKind::Server),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}

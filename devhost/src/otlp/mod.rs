@@ -32,7 +32,7 @@
 
 mod decode;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod flatten;
 mod model;
 mod server;
