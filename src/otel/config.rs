@@ -7,6 +7,7 @@
 //! endpoint is set (`OTEL_EXPORTER_OTLP_ENDPOINT`, or the traces or
 //! metrics one) and `OTEL_SDK_DISABLED` is not `true`.
 
+use super::span::Kind;
 use crate::secret::Secret;
 use std::time::Duration;
 
@@ -88,6 +89,11 @@ pub(crate) struct Config {
     pub schedule_delay: Duration,
     /// Between metric exports (`OTEL_METRIC_EXPORT_INTERVAL`, 60 s).
     pub metric_interval: Duration,
+    /// The invocation span's kind (`HANDLER_INVOCATION_SPAN_KIND`): a
+    /// server span by default; `internal` when the host's own request
+    /// telemetry goes to the same place, so a backend such as Application
+    /// Insights does not count each invocation as two requests.
+    pub invocation_kind: Kind,
     /// What could not be used, one sentence each, for the log.
     pub warnings: Vec<String>,
 }
@@ -128,6 +134,19 @@ impl Config {
         let schedule_delay = Duration::from_millis(number("OTEL_BSP_SCHEDULE_DELAY", 5000, 1));
         let metric_interval = Duration::from_millis(number("OTEL_METRIC_EXPORT_INTERVAL", 60_000, 100));
         let sampler = sampler(&get, &mut warnings);
+        let invocation_kind = match get("HANDLER_INVOCATION_SPAN_KIND")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("server") => Kind::Server,
+            Some("internal") => Kind::Internal,
+            Some(other) => {
+                warnings.push(format!(
+                    "HANDLER_INVOCATION_SPAN_KIND={other} is not server or internal; using server"
+                ));
+                Kind::Server
+            }
+        };
         Self {
             traces,
             metrics,
@@ -140,6 +159,7 @@ impl Config {
             max_batch,
             schedule_delay,
             metric_interval,
+            invocation_kind,
             warnings,
         }
     }
@@ -384,6 +404,16 @@ mod tests {
             Sampler::ParentBased(RootSampler::Ratio(0.5))
         );
         assert_eq!(s("traceidratio", "2"), Sampler::Ratio(1.0));
+    }
+
+    /// The invocation span is a server span unless told `internal`.
+    #[test]
+    fn invocation_span_kind() {
+        assert_eq!(config(&[]).invocation_kind, Kind::Server);
+        let c = config(&[("HANDLER_INVOCATION_SPAN_KIND", "Internal")]);
+        assert_eq!(c.invocation_kind, Kind::Internal);
+        let c = config(&[("HANDLER_INVOCATION_SPAN_KIND", "client")]);
+        assert_eq!((c.invocation_kind, c.warnings.len()), (Kind::Server, 1));
     }
 
     /// Resource attributes are percent-decoded key=value pairs.

@@ -146,7 +146,7 @@ pub(crate) fn server_span(
     }
     let mut span = Span::with_ids(
         name,
-        Kind::Server,
+        config.invocation_kind,
         trace.trace_id,
         trace.span_id,
         trace.parent_span_id,
