@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 /// Every line the child printed (stdout and stderr), in arrival order.
 #[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<String>>>);
+pub(crate) struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
-    fn follow(&self, pipe: impl std::io::Read + Send + 'static) {
+    pub(crate) fn follow(&self, pipe: impl std::io::Read + Send + 'static) {
         let lines = self.0.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -31,12 +31,12 @@ impl Lines {
         });
     }
 
-    fn all(&self) -> String {
+    pub(crate) fn all(&self) -> String {
         self.0.lock().unwrap().join("\n")
     }
 
     /// The first line matching `pred`, waiting up to `limit`.
-    fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
             if let Some(l) = self.0.lock().unwrap().iter().find(|l| pred(l)) {
@@ -52,11 +52,11 @@ impl Lines {
     }
 }
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -84,7 +84,7 @@ fn running(pid: i32, exe: &str) -> bool {
     state != Some('Z') && String::from_utf8_lossy(&cmdline).contains(exe)
 }
 
-fn devhost(args: &[&str]) -> Command {
+pub(crate) fn devhost(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_devhost"));
     cmd.args(args).stdin(Stdio::null());
     cmd
@@ -115,7 +115,7 @@ fn start(extra: &[&str]) -> (Guard, Lines, u16) {
 }
 
 /// Kills the child if the test fails half-way.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {

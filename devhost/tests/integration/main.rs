@@ -1,6 +1,7 @@
 //! devhost's integration tests, in one binary (one link instead of one per
 //! file): the stand-ins against real clients and a real `redis-server`, the
-//! local Functions host, `devhost start`, `doctor` and `package` end to end.
+//! local Functions host, `devhost start` (and its trace view), `doctor` and
+//! `package` end to end.
 //! The fake handler they drive is `tests/fixtures/fake_handler.py`.
 //!
 //! Tests in one binary share a process: none sets an environment variable
@@ -16,3 +17,4 @@ mod local_run;
 mod package;
 mod redis_cluster;
 mod stand_in_chain;
+mod traces;
