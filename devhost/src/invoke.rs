@@ -258,12 +258,12 @@ pub async fn trace_view(req: &InvokeRequest, answer: &InvokeAnswer) -> String {
         Ok(spans) => spans,
         Err(e) => return format!("(no trace view: {e:#})\n"),
     };
-    let server = |s: &&crate::otlp::ReceivedSpan| s.kind == crate::otlp::SpanKind::Server;
+    let invocation = |s: &&crate::otlp::ReceivedSpan| s.is_invocation();
     let root = spans
         .iter()
-        .filter(server)
+        .filter(invocation)
         .find(|s| s.parent_span_id == parent)
-        .or_else(|| spans.iter().find(server));
+        .or_else(|| spans.iter().find(invocation));
     match root {
         Some(root) => crate::otlp::waterfall(&spans, &root.span_id),
         None => format!(

@@ -8,7 +8,7 @@
 //! the batch span processor's and the metric reader's intervals, which
 //! default to 5 s and 60 s, too slow for a local loop.
 
-use crate::otlp::{waterfall, ReceivedSpan, Receiver, SpanKind};
+use crate::otlp::{waterfall, ReceivedSpan, Receiver};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,10 +54,10 @@ pub fn destination(lookup: impl Fn(&str) -> Option<String>, receiver_endpoint: &
     Destination::Own(env)
 }
 
-/// Whether a span starts a drawing: an invocation (a SERVER span, whose
-/// parent is the caller's and not exported) or a background trace's root.
+/// Whether a span starts a drawing: an invocation (whose parent is the
+/// caller's and not exported) or a background trace's root.
 pub fn starts_drawing(s: &ReceivedSpan) -> bool {
-    s.kind == SpanKind::Server || s.parent_span_id.is_empty()
+    s.is_invocation() || s.parent_span_id.is_empty()
 }
 
 /// `text` with every line indented 4 spaces, as the console sets an

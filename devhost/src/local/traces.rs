@@ -3,12 +3,12 @@
 //! waterfall of the invocation it sent, from the spans at the running
 //! `devhost start`'s receiver.
 //!
-//! The lookup long-polls: with `?wait_ms=N` it answers once a SERVER span
-//! of the trace (the invocation) has arrived and its children have settled,
+//! The lookup long-polls: with `?wait_ms=N` it answers once the trace's
+//! invocation span ([`ReceivedSpan::is_invocation`]) has arrived and its children have settled,
 //! or after N ms with whatever there is.
 
 use super::telemetry::{QUIET, SETTLE_CAP};
-use crate::otlp::{ReceivedSpan, Receiver, SpanKind};
+use crate::otlp::{ReceivedSpan, Receiver};
 use anyhow::Context;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -56,7 +56,7 @@ async fn lookup(
         return (StatusCode::BAD_REQUEST, "a trace id is 32 hex digits\n").into_response();
     }
     let wait = Duration::from_millis(wait.wait_ms.unwrap_or(0)).min(MAX_WAIT);
-    let invocation = |s: &ReceivedSpan| s.trace_id == id && s.kind == SpanKind::Server;
+    let invocation = |s: &ReceivedSpan| s.trace_id == id && s.is_invocation();
     if receiver.wait_for_span(invocation, wait).await.is_ok() {
         receiver.settle(QUIET, SETTLE_CAP).await;
     }

@@ -163,6 +163,13 @@ impl ReceivedSpan {
         Duration::from_nanos(self.end_unix_nano.saturating_sub(self.start_unix_nano))
     }
 
+    /// Whether the span is an invocation's own: a SERVER span, or one with
+    /// `faas.invocation_id` (the handler makes it INTERNAL when the host's
+    /// request telemetry goes to the same backend).
+    pub fn is_invocation(&self) -> bool {
+        self.kind == SpanKind::Server || self.attributes.contains_key("faas.invocation_id")
+    }
+
     /// Whether the span says it failed.
     pub fn is_error(&self) -> bool {
         self.status_code == SpanStatus::Error

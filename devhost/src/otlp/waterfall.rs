@@ -2,7 +2,7 @@
 //! its time went (a token fetch, a connect, a MOVED retry, a re-AUTH) at a
 //! glance. Pure: spans in, text out.
 
-use super::model::{AttrValue, ReceivedSpan, SpanKind};
+use super::model::{AttrValue, ReceivedSpan};
 use std::collections::{HashMap, HashSet};
 
 /// Width of the time bar, in characters.
@@ -21,10 +21,10 @@ struct Row<'a> {
 /// `status NNN`, `ERROR <message>`), its duration in ms in a right-aligned
 /// column and a bar placing it in the drawing's time range. Children come
 /// in start-time order. Spans of the trace whose parent never arrived hang
-/// under the root, marked `(parent not received)` (other SERVER spans
-/// excepted: they are invocations of their own). The first line ends with
-/// the short trace id, and `(background)` when the root is not a SERVER
-/// span. Every line ends with `\n`.
+/// under the root, marked `(parent not received)` (other invocations'
+/// spans excepted, [`ReceivedSpan::is_invocation`]). The first line ends
+/// with the short trace id, and `(background)` when the root is not an
+/// invocation. Every line ends with `\n`.
 pub fn waterfall(spans: &[ReceivedSpan], root_span_id: &str) -> String {
     let Some(root) = spans.iter().find(|s| s.span_id == root_span_id) else {
         return format!("(span {root_span_id} not received)\n");
@@ -49,7 +49,7 @@ pub fn waterfall(spans: &[ReceivedSpan], root_span_id: &str) -> String {
                 "  trace {}",
                 row.span.trace_id.get(..8).unwrap_or(&row.span.trace_id)
             ));
-            if root.kind != SpanKind::Server {
+            if !root.is_invocation() {
                 out.push_str(" (background)");
             }
         }
@@ -75,7 +75,7 @@ fn rows<'a>(trace: &[&'a ReceivedSpan], root: &'a ReceivedSpan) -> Vec<Row<'a>> 
     {
         if ids.contains(s.parent_span_id.as_str()) {
             children.entry(s.parent_span_id.as_str()).or_default().push((s, false));
-        } else if s.kind != SpanKind::Server {
+        } else if !s.is_invocation() {
             children.entry(root.span_id.as_str()).or_default().push((s, true));
         }
     }
@@ -160,7 +160,7 @@ fn bar(start: u64, end: u64, t0: u64, t1: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::model::{Attrs, Protocol, SpanStatus};
+    use crate::otlp::model::{Attrs, Protocol, SpanKind, SpanStatus};
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     /// 2023-11-14T22:13:20Z, in ns.
