@@ -63,7 +63,11 @@ impl AppState {
     pub fn warm_up(&self) {
         let cache = self.cache.clone();
         tokio::spawn(async move {
-            if let Err(e) = cache.warm_up().await {
+            // One trace for the whole warm-up: the token, the connection,
+            // finding out whether the cache is a cluster.
+            let mut span = crate::otel::Span::start("warm-up", crate::otel::Kind::Internal);
+            if let Err(e) = span.scope(cache.warm_up()).await {
+                span.fail(e.kind(), &e.to_string());
                 tracing::warn!(error = %e, "warm-up failed; the first invocation will try again");
             }
         });
