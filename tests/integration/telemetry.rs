@@ -52,8 +52,8 @@ fn attr<'a>(span: &'a ReceivedSpan, key: &str) -> &'a AttrValue {
 }
 
 /// In both encodings: the host's `traceparent` is the parent of the
-/// exported server span, whose id every log line of the invocation
-/// carries; the Redis command is its client child naming the node; a
+/// exported server span, whose ids every log line of the invocation
+/// carries (text and JSON logs); the Redis command is its client child naming the node; a
 /// malformed `traceparent` starts a new trace; the resource says what and
 /// where; the invocation and command histograms arrive; and neither the
 /// key nor the value is in anything exported. (Checked broken: with the
@@ -62,10 +62,16 @@ fn attr<'a>(span: &'a ReceivedSpan, key: &str) -> &'a AttrValue {
 async fn spans_and_metrics_reach_a_collector_in_both_encodings() {
     const KEY: &str = "telemetry-key-3f9a";
     const VALUE: &str = "telemetry-value-77c1";
-    for (protocol, encoding) in [("http/protobuf", Protocol::Protobuf), ("http/json", Protocol::Json)] {
+    let cases = [
+        ("http/protobuf", Protocol::Protobuf, "text"),
+        ("http/json", Protocol::Json, "json"),
+    ];
+    for (protocol, encoding, log_format) in cases {
         let collector = Receiver::start(Behaviour::Accept).await.unwrap();
+        let mut env = otel_env(&collector.endpoint(), protocol);
+        env.push(("LOG_FORMAT".into(), log_format.into()));
         let app = spawn_app(Options {
-            env: otel_env(&collector.endpoint(), protocol),
+            env,
             ..Options::default()
         })
         .await;
@@ -100,7 +106,8 @@ async fn spans_and_metrics_reach_a_collector_in_both_encodings() {
         }
         assert!(server.resource.contains_key("faas.instance"), "{:?}", server.resource);
 
-        // Every log line of the invocation carries the exported span's ids.
+        // Every log line of the invocation carries the exported span's ids
+        // (text logs with protobuf, JSON logs with JSON).
         wait_until("get-1 done", PATIENCE, || {
             app.output()
                 .lines()
@@ -108,11 +115,28 @@ async fn spans_and_metrics_reach_a_collector_in_both_encodings() {
         })
         .await;
         let output = app.output();
-        let lines: Vec<&str> = output.lines().filter(|l| l.contains("invocation_id=get-1 ")).collect();
+        let lines: Vec<&str> = output.lines().filter(|l| l.contains("get-1")).collect();
         assert!(!lines.is_empty());
         for line in lines {
-            assert!(line.contains(&format!("trace_id={TRACE}")), "{line}");
-            assert!(line.contains(&format!("span_id={}", server.span_id)), "{line}");
+            let ids = match log_format {
+                "json" => {
+                    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                    (
+                        v["span"]["trace_id"].as_str().map(str::to_owned),
+                        v["span"]["span_id"].as_str().map(str::to_owned),
+                    )
+                }
+                _ => {
+                    let field = |k: &str| {
+                        line.split(&format!("{k}="))
+                            .nth(1)
+                            .and_then(|r| r.get(..if k == "trace_id" { 32 } else { 16 }))
+                            .map(str::to_owned)
+                    };
+                    (field("trace_id"), field("span_id"))
+                }
+            };
+            assert_eq!(ids, (Some(TRACE.to_owned()), Some(server.span_id.clone())), "{line}");
         }
 
         let get = collector
