@@ -21,7 +21,10 @@
 //! (cgroup cpu controller: root, and a writable cgroup v1 cpu or v2
 //! hierarchy), and writes just the "Flex Consumption sizes" section (the
 //! smoke run does one short point of it when it can make a cgroup, and says
-//! so when it cannot). `-- --help` lists the flags.
+//! so when it cannot). `-- --telemetry` only what OTLP span export costs
+//! the handler at full speed (export off against on, alternating) and a
+//! paced run at 1,000 invocations a second that must lose no span, and
+//! writes just the "Telemetry export" section. `-- --help` lists the flags.
 //!
 //! # Layout
 //!
@@ -42,6 +45,9 @@
 //! - `flex`: the handler under the CPU quotas of the Flex Consumption sizes,
 //!   with its part of the report; `quota` the cgroup cpu controller it uses,
 //!   `delay` the delay line that makes the cache answer late.
+//! - `telemetry`: export off against on at full speed and the paced run,
+//!   against `devhost`'s OTLP receiver; `telemetry_report` its section,
+//!   `paced` the open-loop generator at a fixed rate it uses.
 //! - `plan`: the mode a flag picks and how long each part runs in it.
 //! - `report`, `method`, `plot`, `machine`: the Markdown, its Method section
 //!   (from the plans), the SVG, the machine's description; `template` fills
@@ -56,6 +62,7 @@ mod load;
 mod machine;
 mod maintenance;
 mod method;
+mod paced;
 mod plan;
 mod plot;
 mod quota;
@@ -64,6 +71,8 @@ mod rig;
 mod scenarios;
 mod slow_identity;
 mod stats;
+mod telemetry;
+mod telemetry_report;
 mod template;
 mod timed;
 mod tools;
@@ -84,7 +93,7 @@ use std::time::Duration;
     name = "bench",
     about = "Benchmarks the handler against redis-benchmark and a Python peer"
 )]
-#[command(group(ArgGroup::new("mode").args(["smoke", "refresh", "slow_identity", "cluster", "maintenance", "flex", "rig"])))]
+#[command(group(ArgGroup::new("mode").args(["smoke", "refresh", "slow_identity", "cluster", "maintenance", "flex", "telemetry", "rig"])))]
 struct Cli {
     /// A few seconds of each part at one concurrency; writes nothing.
     #[arg(long)]
@@ -108,6 +117,11 @@ struct Cli {
     /// Consumption sizes" section of BENCHMARKS.md.
     #[arg(long)]
     flex: bool,
+    /// Only what OTLP span export costs at full speed and a paced run that
+    /// must lose no span; writes the "Telemetry export" section of
+    /// BENCHMARKS.md.
+    #[arg(long)]
+    telemetry: bool,
     /// Starts Redis and the identity endpoint only and prints the settings,
     /// for profiling a handler by hand.
     #[arg(long)]
@@ -131,6 +145,7 @@ impl Cli {
             (self.cluster, Mode::Cluster),
             (self.maintenance, Mode::Maintenance),
             (self.flex, Mode::Flex),
+            (self.telemetry, Mode::Telemetry),
         ];
         match picked.into_iter().find(|(set, _)| *set) {
             Some((_, mode)) => Some(mode),
@@ -196,6 +211,7 @@ fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
         Mode::Cluster => cluster_only(root, &lua, &handler, &plan, &results),
         Mode::Maintenance => maintenance_only(root, &handler, cli.before.as_deref(), &plan),
         Mode::Flex => flex_only(root, &lua, &handler, &plan, &results),
+        Mode::Telemetry => telemetry_only(root, &lua, &handler, &plan, &results),
         Mode::Refresh | Mode::SlowIdentity => refresh_only(root, &lua, &handler, &plan, results),
         Mode::Full | Mode::Smoke => {
             let python = tools::python_venv(root, full)?.map(|interpreter| Program::Python {
@@ -259,6 +275,31 @@ fn run_flex(
     f.commit = machine::commit(root);
     f.check()?;
     Ok(f)
+}
+
+/// `--telemetry`: the telemetry export scenario, spliced into `BENCHMARKS.md`.
+fn telemetry_only(root: &Path, lua: &Path, handler: &Program, plan: &Plan, results: &Results) -> anyhow::Result<()> {
+    let rig = Rig::start(root)?;
+    let t = run_telemetry(&rig, lua, handler, plan, results)?;
+    write_section(root, &t.section(), "Telemetry export")
+}
+
+/// The telemetry export scenario, described with this run's machine and
+/// commit, and checked.
+fn run_telemetry(
+    rig: &Rig,
+    lua: &Path,
+    handler: &Program,
+    plan: &Plan,
+    results: &Results,
+) -> anyhow::Result<telemetry::TelemetryResults> {
+    eprintln!("bench: telemetry export (export off against on, then a paced run)");
+    let mut t = telemetry::run(rig, lua, handler, &plan.telemetry)?;
+    t.machine = results.machine.clone();
+    t.command = plan.mode.command().to_owned();
+    t.commit = machine::commit(&rig.root);
+    t.check()?;
+    Ok(t)
 }
 
 /// Prints `section` and puts it in place of its namesake in `BENCHMARKS.md`.
@@ -342,6 +383,7 @@ fn everything(
     results.refresh = refresh_cost(&rig, lua, handler, plan)?;
     eprintln!("bench: token refresh with a slow identity endpoint");
     results.slow = slow_identity::run(&rig, handler, plan.slow)?;
+    results.telemetry = Some(run_telemetry(&rig, lua, handler, plan, &results)?);
     drop(rig);
     results.cluster = Some(run_cluster(root, lua, handler, plan, &results)?);
     if smoke {

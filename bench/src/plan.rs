@@ -6,6 +6,7 @@ use crate::flex::{Case, FlexPlan, SIZES};
 use crate::maintenance::MaintenancePlan;
 use crate::scenarios::Timing;
 use crate::slow_identity::SlowPlan;
+use crate::telemetry::TelemetryPlan;
 use std::time::Duration;
 
 /// Rounds of the refresh cost with `-- --refresh`.
@@ -29,6 +30,8 @@ pub enum Mode {
     Maintenance,
     /// Only the handler under the Flex Consumption sizes' CPU quotas (`--flex`).
     Flex,
+    /// Only the cost of OTLP export and the paced run (`--telemetry`).
+    Telemetry,
 }
 
 impl Mode {
@@ -42,6 +45,7 @@ impl Mode {
             Mode::Cluster => "cargo run --release -p bench -- --cluster",
             Mode::Maintenance => "cargo run --release -p bench -- --maintenance",
             Mode::Flex => "cargo run --release -p bench -- --flex",
+            Mode::Telemetry => "cargo run --release -p bench -- --telemetry",
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct Plan {
     pub maintenance: MaintenancePlan,
     /// The handler under the Flex Consumption sizes' CPU quotas.
     pub flex: FlexPlan,
+    /// The cost of OTLP export, and the paced run that must lose no span.
+    pub telemetry: TelemetryPlan,
 }
 
 impl Plan {
@@ -139,6 +145,20 @@ impl Plan {
                     measure: Duration::from_secs(3),
                 },
             },
+            // 2 × 2 s warm-up, 5 rounds × 2 × 5 s, 10 s paced and up to 10 s
+            // for its last batch: about 80 s.
+            telemetry: TelemetryPlan {
+                conns: 64,
+                rounds: 5,
+                timing: Timing {
+                    warm: Duration::from_secs(2),
+                    measure: Duration::from_secs(5),
+                },
+                rate: 1000,
+                paced: Duration::from_secs(10),
+                span_wait: Duration::from_secs(10),
+                every_span: true,
+            },
         }
     }
 
@@ -200,6 +220,21 @@ impl Plan {
                     warm: Duration::from_secs(1),
                     measure: Duration::from_secs(1),
                 },
+            },
+            // No warm-up, one 1 s run per handler, 1 s paced and the wait for
+            // its last batch (up to the 5 s schedule delay): about 10 s with
+            // the handlers' start-ups. Only that spans arrive is checked.
+            telemetry: TelemetryPlan {
+                conns: 16,
+                rounds: 1,
+                timing: Timing {
+                    warm: Duration::ZERO,
+                    measure: Duration::from_secs(1),
+                },
+                rate: 1000,
+                paced: Duration::from_secs(1),
+                span_wait: Duration::from_secs(10),
+                every_span: false,
             },
         }
     }

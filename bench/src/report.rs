@@ -6,6 +6,7 @@ use crate::load::LoadResult;
 use crate::scenarios::{ColdStart, Memory, Op, Point, Refresh, Side};
 use crate::slow_identity::SlowRefresh;
 use crate::stats::{group, median, mib, Target};
+use crate::telemetry::TelemetryResults;
 use crate::template::{fill, text};
 use std::fmt::Write;
 
@@ -38,6 +39,8 @@ pub struct Results {
     pub slow: SlowRefresh,
     /// The handler in cluster mode against `redis-benchmark --cluster`.
     pub cluster: Option<ClusterResults>,
+    /// The cost of OTLP span export and the paced run.
+    pub telemetry: Option<TelemetryResults>,
     /// The Method section, written from the plans ([`crate::method`]).
     pub method: String,
     /// Hand-written notes (`bench/notes.md`): what profiling found and what
@@ -155,6 +158,9 @@ impl Results {
             });
         }
         t.extend(self.slow.targets());
+        if let Some(tel) = &self.telemetry {
+            t.extend(tel.targets());
+        }
         t
     }
 
@@ -245,6 +251,10 @@ impl Results {
         if let Some(c) = &self.cluster {
             s.push('\n');
             s.push_str(&c.section());
+        }
+        if let Some(t) = &self.telemetry {
+            s.push('\n');
+            s.push_str(&t.section());
         }
         s.push_str("\n## Machine\n\n| | |\n|---|---|\n");
         for (k, v) in &self.machine {

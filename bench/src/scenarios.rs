@@ -414,7 +414,7 @@ fn instant_of_unix(unix_s: i64) -> anyhow::Result<Instant> {
 }
 
 /// `GET /api/health` as JSON.
-fn health(port: u16) -> anyhow::Result<Value> {
+pub(crate) fn health(port: u16) -> anyhow::Result<Value> {
     let (status, body) = Conn::connect(port)?.request("GET", "/api/health", b"")?;
     ensure!(status == 200, "GET /api/health answered {status}");
     Ok(serde_json::from_slice(&body)?)

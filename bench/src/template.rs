@@ -79,6 +79,10 @@ pub mod text {
     pub const FLEX_MACHINE_BOUND: &str = include_str!("../templates/flex_machine_bound.md");
     /// The slow cache, computed only.
     pub const FLEX_SLOW_COMPUTED: &str = include_str!("../templates/flex_slow_computed.md");
+    /// The telemetry export section up to its full-speed table's rows.
+    pub const TELEMETRY: &str = include_str!("../templates/telemetry.md");
+    /// The telemetry section's paced run, up to its table's row.
+    pub const TELEMETRY_PACED: &str = include_str!("../templates/telemetry_paced.md");
     /// The recommended size and `perInstanceConcurrency`.
     pub const FLEX_RECOMMEND: &str = include_str!("../templates/flex_recommend.md");
 }

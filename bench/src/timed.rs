@@ -167,7 +167,7 @@ async fn connection(
 
 /// Reads one whole answer (head and `Content-Length` body) and returns its
 /// status; bytes past it stay in `buf` (there are none: one request at a time).
-async fn read_status(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+pub(crate) async fn read_status(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
     loop {
         if let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let (status, length) = parse_head(&buf[..head_end])
