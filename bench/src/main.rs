@@ -45,9 +45,8 @@
 //! - `flex`: the handler under the CPU quotas of the Flex Consumption sizes,
 //!   with its part of the report; `quota` the cgroup cpu controller it uses,
 //!   `delay` the delay line that makes the cache answer late.
-//! - `telemetry`: export off against on at full speed and the paced run,
-//!   against `devhost`'s OTLP receiver; `telemetry_report` its section,
-//!   `paced` the open-loop generator at a fixed rate it uses.
+//! - `telemetry`: OTLP export off against on at full speed, and a paced
+//!   run that must lose no span, with its part of the report.
 //! - `plan`: the mode a flag picks and how long each part runs in it.
 //! - `report`, `method`, `plot`, `machine`: the Markdown, its Method section
 //!   (from the plans), the SVG, the machine's description; `template` fills
@@ -62,7 +61,6 @@ mod load;
 mod machine;
 mod maintenance;
 mod method;
-mod paced;
 mod plan;
 mod plot;
 mod quota;
@@ -72,7 +70,6 @@ mod scenarios;
 mod slow_identity;
 mod stats;
 mod telemetry;
-mod telemetry_report;
 mod template;
 mod timed;
 mod tools;

@@ -145,8 +145,8 @@ impl Plan {
                     measure: Duration::from_secs(3),
                 },
             },
-            // 2 × 2 s warm-up, 5 rounds × 2 × 5 s, 10 s paced and up to 10 s
-            // for its last batch: about 80 s.
+            // 3 × 2 s warm-up, 5 rounds × 3 handlers × 5 s, 10 s paced and
+            // up to 5 s for its last batch: under 2 min.
             telemetry: TelemetryPlan {
                 conns: 64,
                 rounds: 5,
@@ -223,7 +223,7 @@ impl Plan {
             },
             // No warm-up, one 1 s run per handler, 1 s paced and the wait for
             // its last batch (up to the 5 s schedule delay): about 10 s with
-            // the handlers' start-ups. Only that spans arrive is checked.
+            // the start-ups. Only that spans arrive is checked.
             telemetry: TelemetryPlan {
                 conns: 16,
                 rounds: 1,

@@ -2,34 +2,41 @@
 //! over OTLP/HTTP costs the handler, and whether one is lost at a steady
 //! rate.
 //!
-//! Two handlers side by side on the rig, one with export off (no `OTEL_*`
-//! variable) and one exporting to `devhost`'s OTLP receiver with every
-//! other setting at its default, take turns under GET at full speed
-//! (`wrk`), each run timed with the handler's CPU; Health's `telemetry`
-//! counters say how many spans went out and how many the bounded queue
-//! dropped. Then a fresh exporting handler, against a fresh receiver so
-//! that the count starts from nothing, gets invocations at a fixed rate
-//! ([`crate::paced`]), each with its own invocation id, and the bench waits
-//! for the receiver to hold the server span of every one. The report is in
-//! `telemetry_report`.
+//! Three handlers side by side on the rig take turns under GET at full
+//! speed (`wrk`), each run timed with the handler's CPU: one with export
+//! off (no `OTEL_*` variable), one exporting to `devhost`'s OTLP receiver
+//! with every other setting at its default, and one exporting the same way
+//! to a sink that decodes nothing, which tells the handler's own cost from
+//! the receiver's. Health's `telemetry` counters say how many spans went
+//! out and how many the bounded queue dropped. Then a fresh exporting
+//! handler, against a fresh receiver so that the count starts from
+//! nothing, gets invocations at a fixed rate, each with its own invocation
+//! id, and the bench waits for the receiver to hold the server span of
+//! every one.
+//!
+//! # Layout
+//!
+//! - `collector`: the receiver, the sink, and the runtime they run on.
+//! - `full_speed`: the three handlers in turns under `wrk`, with their CPU.
+//! - `delivery`: the paced run and the count of the spans that arrived;
+//!   `paced` the open-loop generator it uses.
+//! - `report`: the "Telemetry export" section.
 
-use crate::load::{self, LoadResult};
-use crate::paced::{self, PacedRun};
-use crate::quota::process_cpu;
+mod collector;
+mod delivery;
+mod full_speed;
+mod paced;
+mod report;
+
+pub use delivery::Paced;
+pub use full_speed::Run;
+
 use crate::rig::{Program, Rig, Server};
-use crate::scenarios::{health, print_point, Op, Timing};
-use anyhow::{ensure, Context};
-use devhost::otlp::{Behaviour, Receiver, SpanKind};
+use crate::scenarios::{health, Timing};
+use anyhow::ensure;
 use serde_json::Value;
-use std::collections::HashSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// Keep-alive connections of the paced run: at 1,000/s each has 16 ms to
-/// be answered before its next instant, against well under 1 ms needed.
-pub(crate) const PACED_CONNS: u32 = 16;
-/// The invocation ids of the paced run are this and the request's number.
-const PACED_ID: &str = "rate-";
+use std::time::Duration;
 
 /// How the scenario runs.
 #[derive(Debug, Clone)]
@@ -52,29 +59,25 @@ pub struct TelemetryPlan {
     pub every_span: bool,
 }
 
-/// One full-speed run of one handler.
-#[derive(Debug, Clone, Copy)]
-pub struct Run {
-    /// What `wrk` measured.
-    pub load: LoadResult,
-    /// The handler's CPU time over the run.
-    pub handler_cpu: Duration,
-    /// The bench process's CPU time over the run: the receiver, and the
-    /// reading of the handlers' log lines.
-    pub bench_cpu: Duration,
-    /// Requests answered (req/s × the run's length).
-    pub requests: f64,
+/// Where a handler's spans go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    /// Nowhere: no `OTEL_*` variable.
+    Off,
+    /// `devhost`'s receiver, which decodes and keeps every span.
+    Receiver,
+    /// A sink that reads each export and decodes nothing.
+    Sink,
 }
 
-impl Run {
-    /// The handler's CPU per request, µs.
-    pub fn handler_us(&self) -> f64 {
-        self.handler_cpu.as_secs_f64() * 1e6 / self.requests.max(1.0)
-    }
-
-    /// The bench process's CPU per request, µs.
-    pub fn bench_us(&self) -> f64 {
-        self.bench_cpu.as_secs_f64() * 1e6 / self.requests.max(1.0)
+impl Export {
+    /// Its name in tables and on stderr.
+    pub fn label(self) -> &'static str {
+        match self {
+            Export::Off => "off",
+            Export::Receiver => "on, to devhost's receiver",
+            Export::Sink => "on, to a sink",
+        }
     }
 }
 
@@ -119,19 +122,6 @@ impl SpanCounts {
     }
 }
 
-/// The paced run and what arrived of it.
-#[derive(Debug, Clone, Default)]
-pub struct Paced {
-    /// What the generator did.
-    pub run: PacedRun,
-    /// Distinct invocation ids among the server spans received.
-    pub spans: u64,
-    /// From the last answer until every span was there (or the wait ended).
-    pub waited: Duration,
-    /// The exporting handler's counters over the run, read after the wait.
-    pub counts: SpanCounts,
-}
-
 /// What the scenario measured, and what it ran.
 #[derive(Debug, Clone, Default)]
 pub struct TelemetryResults {
@@ -139,10 +129,17 @@ pub struct TelemetryResults {
     pub plan: Option<TelemetryPlan>,
     /// Full-speed runs with export off, one per round.
     pub off: Vec<Run>,
-    /// Full-speed runs with export on, one per round.
+    /// Full-speed runs exporting to the receiver, one per round.
     pub on: Vec<Run>,
-    /// The exporting handler's counters over its measured runs.
+    /// Full-speed runs exporting to the sink, one per round.
+    pub sink: Vec<Run>,
+    /// The counters of the handler exporting to the receiver over its
+    /// measured runs.
     pub full_speed: SpanCounts,
+    /// The same for the handler exporting to the sink.
+    pub sink_full_speed: SpanCounts,
+    /// Export requests the sink answered.
+    pub sink_requests: u64,
     /// The paced run.
     pub paced: Paced,
     /// The commit measured.
@@ -153,30 +150,13 @@ pub struct TelemetryResults {
     pub command: String,
 }
 
-/// The receiver and the runtime it (and the paced load) runs on, owned by
-/// the scenario so that the receiver's work is on threads of its own.
-struct Collector {
-    receiver: Receiver,
-    /// Last, so it outlives the receiver's tasks.
-    rt: tokio::runtime::Runtime,
-}
-
-impl Collector {
-    fn start() -> anyhow::Result<Collector> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(crate::machine::cores() as usize)
-            .enable_all()
-            .build()?;
-        let receiver = rt.block_on(Receiver::start(Behaviour::Accept))?;
-        Ok(Collector { receiver, rt })
+/// The rig's settings, and the OTLP endpoint when there is one.
+fn settings(rig: &Rig, endpoint: Option<&str>) -> Vec<(String, String)> {
+    let mut env = rig.app_settings(&rig.identity, 300);
+    if let Some(endpoint) = endpoint {
+        env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint.to_owned()));
     }
-
-    /// The rig's settings plus the receiver as the OTLP endpoint.
-    fn settings(&self, rig: &Rig) -> Vec<(String, String)> {
-        let mut env = rig.app_settings(&rig.identity, 300);
-        env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), self.receiver.endpoint()));
-        env
-    }
+    env
 }
 
 /// Runs the full-speed rounds, then the paced run.
@@ -185,107 +165,9 @@ pub fn run(rig: &Rig, lua: &Path, handler: &Program, plan: &TelemetryPlan) -> an
         plan: Some(plan.clone()),
         ..TelemetryResults::default()
     };
-    {
-        let collector = Collector::start()?;
-        let off = Server::start(handler, &rig.root, &rig.app_settings(&rig.identity, 300))?;
-        let on = Server::start(handler, &rig.root, &collector.settings(rig))?;
-        ensure!(counts(&off)?.is_none(), "the handler without OTEL_* variables exports");
-        let before = counts(&on)?.context("the handler given OTEL_EXPORTER_OTLP_ENDPOINT does not export")?;
-        if !plan.timing.warm.is_zero() {
-            for server in [&off, &on] {
-                load::wrk(lua, server.port, "GET", plan.conns, plan.timing.warm)?;
-            }
-        }
-        let before = counts(&on)?.unwrap_or(before);
-        for round in 0..plan.rounds {
-            let order = if round % 2 == 0 { [false, true] } else { [true, false] };
-            for export in order {
-                let server = if export { &on } else { &off };
-                let r = measure(lua, server, plan.conns, plan.timing.measure)?;
-                let what = if export { "export on" } else { "export off" };
-                print_point(what, Op::Get, plan.conns, &r.load);
-                if export { &mut out.on } else { &mut out.off }.push(r);
-            }
-        }
-        out.full_speed = counts(&on)?.unwrap_or_default().since(&before);
-        let f = out.full_speed;
-        eprintln!(
-            "bench: export on at full speed: {} spans exported, {} dropped, {} failed, {} queued",
-            f.exported, f.dropped, f.failed, f.queued
-        );
-    }
-    out.paced = paced_run(rig, handler, plan)?;
+    full_speed::run(rig, lua, handler, plan, &mut out)?;
+    out.paced = delivery::run(rig, handler, plan)?;
     Ok(out)
-}
-
-/// One `wrk` run, with the handler's and the bench's CPU time around it.
-fn measure(lua: &Path, server: &Server, conns: u32, length: Duration) -> anyhow::Result<Run> {
-    let (pid, me) = (server.pid(), std::process::id());
-    let (h0, b0) = (process_cpu(pid)?, process_cpu(me)?);
-    let load = load::wrk(lua, server.port, "GET", conns, length)?;
-    let (h1, b1) = (process_cpu(pid)?, process_cpu(me)?);
-    Ok(Run {
-        load,
-        handler_cpu: h1.saturating_sub(h0),
-        bench_cpu: b1.saturating_sub(b0),
-        requests: load.rps * length.as_secs_f64(),
-    })
-}
-
-/// A fresh exporting handler and receiver, invocations at the plan's rate,
-/// then the wait for their server spans.
-fn paced_run(rig: &Rig, handler: &Program, plan: &TelemetryPlan) -> anyhow::Result<Paced> {
-    let collector = Collector::start()?;
-    let server = Server::start(handler, &rig.root, &collector.settings(rig))?;
-    let before = counts(&server)?.context("the paced run's handler does not export")?;
-    eprintln!(
-        "bench: export on, paced: {} invocations a second for {:?}",
-        plan.rate, plan.paced
-    );
-    let rt = &collector.rt;
-    let run = rt.block_on(paced::run(server.port, plan.rate, plan.paced, PACED_CONNS, PACED_ID))?;
-    let answered_at = Instant::now();
-    let spans = rt.block_on(server_spans(&collector.receiver, run.sent, plan.span_wait));
-    let waited = answered_at.elapsed();
-    let counts = counts(&server)?.unwrap_or_default().since(&before);
-    eprintln!(
-        "bench: paced: {} sent ({:.0}/s, latest {:.1} ms after its instant), {} answered, {} failed; \
-         {} server spans received after {:.1} s, {} dropped",
-        run.sent,
-        run.achieved_rate(),
-        run.max_late.as_secs_f64() * 1e3,
-        run.answered,
-        run.failed,
-        spans,
-        waited.as_secs_f64(),
-        counts.dropped
-    );
-    Ok(Paced {
-        run,
-        spans,
-        waited,
-        counts,
-    })
-}
-
-/// Distinct invocation ids of the paced run among the server spans the
-/// receiver got, waiting on each arrival until there are `want` or `wait`
-/// has passed.
-async fn server_spans(receiver: &Receiver, want: u64, wait: Duration) -> u64 {
-    let deadline = tokio::time::Instant::now() + wait;
-    let (mut seen, mut ids) = (0, HashSet::new());
-    while (ids.len() as u64) < want {
-        let Ok(spans) = tokio::time::timeout_at(deadline, receiver.next_spans(&mut seen)).await else {
-            break;
-        };
-        let paced = spans
-            .iter()
-            .filter(|s| s.kind == SpanKind::Server)
-            .filter_map(|s| s.attr_str("faas.invocation_id"))
-            .filter(|id| id.starts_with(PACED_ID));
-        ids.extend(paced.map(str::to_owned));
-    }
-    ids.len() as u64
 }
 
 /// Health's span counters (`None`: export off).
@@ -294,25 +176,40 @@ fn counts(server: &Server) -> anyhow::Result<Option<SpanCounts>> {
 }
 
 impl TelemetryResults {
+    /// The full-speed runs of one handler.
+    pub fn runs(&self, export: Export) -> &[Run] {
+        match export {
+            Export::Off => &self.off,
+            Export::Receiver => &self.on,
+            Export::Sink => &self.sink,
+        }
+    }
+
     /// What must hold: every request answered; with export on, spans went
     /// out; in the paced run every request sent and answered, and (when
     /// the plan asks) a server span received for each.
     pub fn check(&self) -> anyhow::Result<()> {
-        for (what, runs) in [("off", &self.off), ("on", &self.on)] {
-            for r in runs {
+        for export in [Export::Off, Export::Receiver, Export::Sink] {
+            for r in self.runs(export) {
                 ensure!(
                     r.load.errors == 0 && r.load.rps > 0.0,
-                    "telemetry, export {what}: {} errors, {:.0} req/s",
+                    "telemetry, export {}: {} errors, {:.0} req/s",
+                    export.label(),
                     r.load.errors,
                     r.load.rps
                 );
             }
         }
-        ensure!(
-            self.on.is_empty() || self.full_speed.exported > 0,
-            "telemetry: no span exported at full speed ({:?})",
-            self.full_speed
-        );
+        for (export, f) in [
+            (Export::Receiver, self.full_speed),
+            (Export::Sink, self.sink_full_speed),
+        ] {
+            ensure!(
+                self.runs(export).is_empty() || (f.exported > 0 && f.failed == 0),
+                "telemetry: export {} at full speed: {f:?}",
+                export.label()
+            );
+        }
         let p = &self.paced;
         ensure!(
             p.run.sent == p.run.planned && p.run.answered == p.run.sent && p.run.failed == 0,
