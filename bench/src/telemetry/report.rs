@@ -130,7 +130,9 @@ impl TelemetryResults {
                 "To the sink, which decodes nothing, the same handler keeps {ratio:.3}× (paired {paired:.3}×): \
                  that is the handler's own cost of export (its CPU per request above, beside export off's); \
                  the rest of the gap to the receiver's row is the receiver's decoding on the same cores (the \
-                 bench process's CPU per request).\n"
+                 bench process's CPU per request). A span dropped on a full queue is never encoded or sent, so \
+                 where the receiver's pace made the queue drop, the handler's own CPU per request is below the \
+                 sink's.\n"
             );
         }
         for (export, f) in [
