@@ -12,7 +12,7 @@ use serde_json::{json, Value as Json};
 
 fn any_value(value: &Value) -> Json {
     match value {
-        Value::Str(s) => json!({ "stringValue": s }),
+        Value::Str(_) | Value::Shared(_) | Value::Inline(_) => json!({ "stringValue": value.as_str() }),
         Value::Bool(b) => json!({ "boolValue": b }),
         Value::Int(n) => json!({ "intValue": n.to_string() }),
     }
@@ -25,8 +25,8 @@ fn attributes<'a>(attrs: impl IntoIterator<Item = (&'a str, &'a Value)>) -> Json
         .collect()
 }
 
-fn kvs(attrs: &[KeyValue]) -> Json {
-    attributes(attrs.iter().map(|(k, v)| (*k, v)))
+fn kvs<'a>(attrs: impl IntoIterator<Item = &'a KeyValue>) -> Json {
+    attributes(attrs.into_iter().map(|(k, v)| (*k, v)))
 }
 
 fn resource(resource: &Resource) -> Json {
@@ -57,7 +57,7 @@ fn span(s: &SpanData) -> Json {
         "kind": s.kind as i32,
         "startTimeUnixNano": s.start_unix_nano.to_string(),
         "endTimeUnixNano": s.end_unix_nano.to_string(),
-        "attributes": kvs(&s.attributes),
+        "attributes": kvs(s.attributes.iter()),
     });
     if let Some(parent) = s.parent_span_id {
         out["parentSpanId"] = json!(Hex(parent).to_string());

@@ -27,6 +27,7 @@
 
 mod config;
 mod exporter;
+pub(crate) mod intern;
 mod json;
 mod metrics;
 mod proto;
@@ -34,11 +35,10 @@ mod span;
 
 pub(crate) use exporter::{is_on, metrics as recorder, span_stats, Running};
 pub(crate) use metrics::{REAUTHS, RECONNECTS, REDIRECTS, TOKEN_LIFETIME, TOKEN_REFRESHES};
-pub(crate) use span::{detached, spawn, within, Kind, Span, SpanContext};
+pub(crate) use span::{detached, spawn, within, Kind, Span, SpanContext, Value};
 
 use crate::trace_context::{new_span_id, new_trace_id, TraceContext};
 use config::{Config, RootSampler, Sampler};
-use span::Value;
 
 /// The instrumentation scope every span and metric is reported under.
 const SCOPE_NAME: &str = "azure-redis-handler";
@@ -153,7 +153,7 @@ pub(crate) fn server_span(
         trace.tracestate.clone(),
     );
     // As the conventions name an Azure function: `<app>/<function>`.
-    span.set("faas.name", format!("{}/{function}", exporter::app_name()));
+    span.set("faas.name", intern::joined(exporter::app_name(), "/", function));
     span
 }
 

@@ -69,7 +69,8 @@ fn message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
 /// `AnyValue`: 1 string, 2 bool, 3 int64.
 fn any_value(buf: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Str(s) => {
+        Value::Str(_) | Value::Shared(_) | Value::Inline(_) => {
+            let s = value.as_str().unwrap_or_default();
             // An empty string is still a value: write the field.
             tag(buf, 1, LEN);
             varint(buf, s.len() as u64);
@@ -94,7 +95,7 @@ fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
     });
 }
 
-fn attributes(buf: &mut Vec<u8>, field: u32, attrs: &[KeyValue]) {
+fn attributes<'a>(buf: &mut Vec<u8>, field: u32, attrs: impl IntoIterator<Item = &'a KeyValue>) {
     for (k, v) in attrs {
         key_value(buf, field, k, v);
     }
@@ -152,7 +153,7 @@ fn span_message(b: &mut Vec<u8>, span: &SpanData) {
     uint(b, 6, span.kind as u64);
     fixed64(b, 7, span.start_unix_nano);
     fixed64(b, 8, span.end_unix_nano);
-    attributes(b, 9, &span.attributes);
+    attributes(b, 9, span.attributes.iter());
     for Event {
         time_unix_nano,
         name,

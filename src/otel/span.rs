@@ -11,6 +11,7 @@ use super::exporter;
 use crate::secret::redact;
 use std::borrow::Cow;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The identity of a span, as children and `traceparent` name it.
@@ -63,12 +64,66 @@ pub(crate) enum Kind {
     Client = 3,
 }
 
-/// An attribute's value.
+/// An attribute's value. Strings an invocation records (an invocation id,
+/// a node's address) are kept without a heap allocation of their own: short
+/// ones inline, shared ones as a reference-counted copy; an allocation made
+/// on an invocation's thread and freed on the exporter's is what export
+/// cost most (BENCHMARKS.md, "Telemetry export").
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value {
     Str(Cow<'static, str>),
+    Shared(Arc<str>),
+    Inline(Inline),
     Int(i64),
     Bool(bool),
+}
+
+/// A string of up to [`Inline::CAPACITY`] bytes, stored in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Inline {
+    len: u8,
+    bytes: [u8; Inline::CAPACITY],
+}
+
+impl Inline {
+    /// Enough for a GUID invocation id (36).
+    pub(crate) const CAPACITY: usize = 38;
+
+    fn new(s: &str) -> Option<Self> {
+        let mut bytes = [0; Self::CAPACITY];
+        bytes.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
+        Some(Self {
+            len: s.len() as u8,
+            bytes,
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl Value {
+    /// `s`, copied: in place when it is short, else on the heap.
+    pub(crate) fn text(s: &str) -> Self {
+        Inline::new(s).map_or_else(|| Value::Str(Cow::Owned(s.to_owned())), Value::Inline)
+    }
+
+    /// The string, for a string value.
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            Value::Shared(s) => Some(s),
+            Value::Inline(s) => Some(s.as_str()),
+            Value::Int(_) | Value::Bool(_) => None,
+        }
+    }
+}
+
+impl From<Arc<str>> for Value {
+    fn from(s: Arc<str>) -> Self {
+        Value::Shared(s)
+    }
 }
 
 impl From<&'static str> for Value {
@@ -104,6 +159,39 @@ impl From<bool> for Value {
 /// One attribute.
 pub(crate) type KeyValue = (&'static str, Value);
 
+/// A span's attributes, in place (no allocation): the handler's spans have
+/// at most nine; more are dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Attributes {
+    len: usize,
+    items: [Option<KeyValue>; Attributes::CAPACITY],
+}
+
+impl Default for Attributes {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            items: [const { None }; Attributes::CAPACITY],
+        }
+    }
+}
+
+impl Attributes {
+    const CAPACITY: usize = 10;
+
+    fn push(&mut self, kv: KeyValue) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = Some(kv);
+            self.len += 1;
+        }
+    }
+
+    /// The attributes, in the order they were set.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &KeyValue> {
+        self.items[..self.len].iter().flatten()
+    }
+}
+
 /// An event on a span (an exception, a notification).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Event {
@@ -123,7 +211,7 @@ pub(crate) struct SpanData {
     pub kind: Kind,
     pub start_unix_nano: u64,
     pub end_unix_nano: u64,
-    pub attributes: Vec<KeyValue>,
+    pub attributes: Attributes,
     pub events: Vec<Event>,
     /// `Some(message)` when the span failed (message redacted).
     pub error: Option<String>,
@@ -180,7 +268,7 @@ impl Span {
             kind,
             start_unix_nano: unix_nanos(),
             end_unix_nano: 0,
-            attributes: Vec::with_capacity(8),
+            attributes: Attributes::default(),
             events: Vec::new(),
             error: None,
         };

@@ -129,7 +129,7 @@ async fn log_invocation(State(functions): State<Arc<[Function]>>, mut request: R
     };
     let mut server = invocation_span(&mut trace, name, trigger, (!enveloped).then_some((&method, path)));
     if !invocation_id.is_empty() {
-        server.set("faas.invocation_id", invocation_id.to_owned());
+        server.set("faas.invocation_id", otel::Value::text(invocation_id));
     }
     let span = tracing::info_span!(
         "invocation",
@@ -158,23 +158,28 @@ async fn log_invocation(State(functions): State<Arc<[Function]>>, mut request: R
 
 /// The invocation's server span (OpenTelemetry's conventions): named
 /// `{method} {route}` for an HTTP request the host passed on as it came,
-/// else after the function (an envelope, a timer).
+/// else after the function (an envelope, a timer). Its strings are kept
+/// once for the process (`otel::intern`) or in place: no allocation.
 fn invocation_span(
     trace: &mut TraceContext,
     function: &'static str,
     trigger: &'static str,
     http: Option<(&Method, &str)>,
 ) -> otel::Span {
-    let name: std::borrow::Cow<'static, str> = match http {
-        Some((method, route)) => format!("{method} {route}").into(),
-        None => function.into(),
+    if !otel::is_on() {
+        return otel::Span::none();
+    }
+    let http = http.map(|(method, route)| (otel::intern::method(method), otel::intern::joined(route, "", "")));
+    let name = match http {
+        Some((method, route)) => otel::intern::joined(method, " ", route),
+        None => function,
     };
     let mut span = otel::server_span(trace, name, function);
     if span.is_recording() {
         span.set("faas.trigger", trigger);
         if let Some((method, route)) = http {
-            span.set("http.request.method", method.as_str().to_owned());
-            span.set("http.route", route.to_owned());
+            span.set("http.request.method", method);
+            span.set("http.route", route);
         }
     }
     span

@@ -284,7 +284,7 @@ impl Node {
         if span.is_recording() {
             span.set("db.system.name", "redis");
             span.set("db.operation.name", operation);
-            span.set("server.address", self.host.clone());
+            span.set("server.address", otel::Value::text(&self.host));
             span.set("server.port", i64::from(self.port));
         }
         span
