@@ -13,7 +13,7 @@ use super::config::{Config, Signal};
 use super::metrics::{MetricData, Metrics, SPANS_DROPPED};
 use super::span::{unix_nanos, SpanData};
 use super::{json, proto, Resource};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -25,9 +25,13 @@ static EXPORTER: OnceLock<Arc<Exporter>> = OnceLock::new();
 /// How often, at most, a failing export or dropped spans are logged.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// Spans waiting for export.
+/// Spans waiting for export: one buffer per thread that records spans
+/// (each thread locks only its own, so worker threads never wait for each
+/// other; the exporter takes them all), bounded together by `queued`.
 struct Queue {
-    spans: Mutex<Vec<SpanData>>,
+    shards: Mutex<Vec<Arc<Shard>>>,
+    /// Spans in all the shards.
+    queued: AtomicUsize,
     /// Woken when a batch is full.
     ready: Notify,
     max: usize,
@@ -76,20 +80,77 @@ pub(super) fn config() -> Option<&'static Config> {
     EXPORTER.get().map(|e| &e.config)
 }
 
+/// One thread's spans waiting for export.
+type Shard = Mutex<Vec<SpanData>>;
+
+/// Threads past this many share one shard (a runtime has a few workers;
+/// this only bounds the list if threads come and go).
+const MAX_SHARDS: usize = 64;
+
+thread_local! {
+    /// This thread's shard, once it has recorded a span.
+    static SHARD: std::cell::OnceCell<Arc<Shard>> = const { std::cell::OnceCell::new() };
+}
+
+impl Queue {
+    /// This thread's shard, made and listed on its first span.
+    fn shard(&self) -> Arc<Shard> {
+        SHARD.with(|s| {
+            s.get_or_init(|| {
+                let mut shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
+                if shards.len() >= MAX_SHARDS {
+                    return shards[0].clone();
+                }
+                let shard = Arc::new(Mutex::new(Vec::with_capacity(self.batch)));
+                shards.push(shard.clone());
+                shard
+            })
+            .clone()
+        })
+    }
+
+    /// Up to a batch of the spans waiting into `batch` (emptied first),
+    /// taken from the shards in turn (so no more than one batch is ever out
+    /// of the queue's bound). The caller keeps `batch` from one call to the
+    /// next: a batch is hundreds of kilobytes, not worth allocating each time.
+    fn take_batch(&self, batch: &mut Vec<SpanData>) {
+        batch.clear();
+        let shards: Vec<Arc<Shard>> = self.shards.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for shard in shards {
+            let mut spans = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let room = self.batch - batch.len();
+            if spans.len() <= room {
+                // One copy of them all, the shard keeping its capacity.
+                batch.append(&mut spans);
+            } else {
+                batch.extend(spans.drain(..room));
+            }
+            if batch.len() == self.batch {
+                break;
+            }
+        }
+        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+    }
+}
+
 /// Queues a finished span, or drops and counts it when the queue is full.
-pub(crate) fn record(span: SpanData) {
+/// It is moved out of its box once, straight into the queue: a span is a
+/// few hundred bytes, and each copy showed in the profile.
+pub(crate) fn record(span: Box<(SpanData, std::time::Instant)>) {
     let Some(queue) = EXPORTER.get().and_then(|e| e.queue.as_ref()) else {
         return;
     };
-    let mut spans = queue.spans.lock().unwrap_or_else(|p| p.into_inner());
-    if spans.len() >= queue.max {
-        drop(spans);
+    let before = queue.queued.fetch_add(1, Ordering::Relaxed);
+    if before >= queue.max {
+        queue.queued.fetch_sub(1, Ordering::Relaxed);
         queue.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    spans.push(span);
-    if spans.len() == queue.batch {
-        drop(spans);
+    SHARD.with(|s| match s.get() {
+        Some(shard) => shard.lock().unwrap_or_else(|p| p.into_inner()).push(span.0),
+        None => queue.shard().lock().unwrap_or_else(|p| p.into_inner()).push(span.0),
+    });
+    if before + 1 == queue.batch {
         queue.ready.notify_one();
     }
 }
@@ -132,7 +193,8 @@ pub(crate) fn start(config: Config, resource: Resource, app_name: &str, extra_ro
         }
     };
     let queue = config.traces.as_ref().map(|_| Queue {
-        spans: Mutex::new(Vec::with_capacity(config.max_batch)),
+        shards: Mutex::new(Vec::new()),
+        queued: AtomicUsize::new(0),
         ready: Notify::new(),
         max: config.max_queue,
         batch: config.max_batch,
@@ -175,6 +237,7 @@ async fn export_spans(exporter: Arc<Exporter>, mut stop: watch::Receiver<bool>) 
         return;
     };
     let mut log = Warnings::default();
+    let mut batch = Vec::with_capacity(queue.batch);
     loop {
         let stopping = tokio::select! {
             () = queue.ready.notified() => false,
@@ -182,11 +245,7 @@ async fn export_spans(exporter: Arc<Exporter>, mut stop: watch::Receiver<bool>) 
             _ = stop.changed() => true,
         };
         loop {
-            let batch = {
-                let mut spans = queue.spans.lock().unwrap_or_else(|p| p.into_inner());
-                let n = spans.len().min(queue.batch);
-                spans.drain(..n).collect::<Vec<_>>()
-            };
+            queue.take_batch(&mut batch);
             if batch.is_empty() {
                 break;
             }
@@ -247,7 +306,7 @@ pub(crate) struct SpanStats {
 pub(crate) fn span_stats() -> Option<SpanStats> {
     let queue = EXPORTER.get()?.queue.as_ref()?;
     Some(SpanStats {
-        queued: queue.spans.lock().unwrap_or_else(|p| p.into_inner()).len(),
+        queued: queue.queued.load(Ordering::Relaxed),
         max_queue: queue.max,
         exported: queue.exported.load(Ordering::Relaxed),
         failed: queue.failed.load(Ordering::Relaxed),

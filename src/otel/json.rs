@@ -12,9 +12,9 @@ use serde_json::{json, Value as Json};
 
 fn any_value(value: &Value) -> Json {
     match value {
-        Value::Str(_) | Value::Shared(_) | Value::Inline(_) => json!({ "stringValue": value.as_str() }),
-        Value::Bool(b) => json!({ "boolValue": b }),
         Value::Int(n) => json!({ "intValue": n.to_string() }),
+        Value::Bool(b) => json!({ "boolValue": b }),
+        text => json!({ "stringValue": text.as_str(&mut [0; 36]) }),
     }
 }
 

@@ -9,8 +9,10 @@
 //! of series, not thousands, and a scan of a few is cheaper than hashing.
 
 use super::span::{KeyValue, Value};
+use arc_swap::ArcSwap;
 use std::borrow::Cow;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// One instrument's name, unit and description, as exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,28 +93,6 @@ pub(crate) struct Histogram {
     pub max: f64,
 }
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: vec![0; bounds.len() + 1],
-            count: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-        }
-    }
-
-    fn record(&mut self, value: f64) {
-        let bucket = self.bounds.partition_point(|b| *b < value);
-        self.counts[bucket] += 1;
-        self.count += 1;
-        self.sum += value;
-        self.min = self.min.min(value);
-        self.max = self.max.max(value);
-    }
-}
-
 /// A number data point.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Number {
@@ -156,12 +136,122 @@ struct CommandKey {
     error: Option<&'static str>,
 }
 
+/// A histogram every worker thread records into at once: atomic counts,
+/// the sum and extremes in nanoseconds.
+struct AtomicHistogram {
+    bounds: &'static [f64],
+    counts: Box<[AtomicU64]>,
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+    min_ns: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+impl AtomicHistogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+            min_ns: AtomicU64::new(u64::MAX),
+            max_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, seconds: f64) {
+        let ns = (seconds * 1e9) as u64;
+        let bucket = self.bounds.partition_point(|b| *b < seconds);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        // Read first: most values change neither extreme, and a read does
+        // not take the cache line from the other threads.
+        if ns < self.min_ns.load(Ordering::Relaxed) {
+            self.min_ns.fetch_min(ns, Ordering::Relaxed);
+        }
+        if ns > self.max_ns.load(Ordering::Relaxed) {
+            self.max_ns.fetch_max(ns, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> Histogram {
+        let count = self.count.load(Ordering::Relaxed);
+        let seconds = |ns: u64| ns as f64 / 1e9;
+        Histogram {
+            bounds: self.bounds,
+            counts: self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            count,
+            sum: seconds(self.sum_ns.load(Ordering::Relaxed)),
+            min: if count == 0 {
+                f64::INFINITY
+            } else {
+                seconds(self.min_ns.load(Ordering::Relaxed))
+            },
+            max: if count == 0 {
+                f64::NEG_INFINITY
+            } else {
+                seconds(self.max_ns.load(Ordering::Relaxed))
+            },
+        }
+    }
+}
+
+/// Histograms by key, found without a lock (the list is swapped whole when
+/// a series is added, which is rare: tens of series in a process's life).
+struct Series<K> {
+    list: ArcSwap<Vec<(K, Arc<AtomicHistogram>)>>,
+    writer: Mutex<()>,
+    bounds: &'static [f64],
+}
+
+impl<K: Clone> Series<K> {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            list: ArcSwap::from_pointee(Vec::new()),
+            writer: Mutex::new(()),
+            bounds,
+        }
+    }
+
+    /// Records `seconds` in the series `matches` finds, made by `make` if
+    /// there is none yet.
+    fn record(&self, matches: impl Fn(&K) -> bool, make: impl FnOnce() -> K, seconds: f64) {
+        if let Some((_, h)) = self.list.load().iter().find(|(k, _)| matches(k)) {
+            h.record(seconds);
+            return;
+        }
+        let _one_writer = lock(&self.writer);
+        let list = self.list.load_full();
+        let h = match list.iter().find(|(k, _)| matches(k)) {
+            Some((_, h)) => h.clone(),
+            None => {
+                let h = Arc::new(AtomicHistogram::new(self.bounds));
+                let mut longer = Vec::with_capacity(list.len() + 1);
+                longer.extend(list.iter().cloned());
+                longer.push((make(), h.clone()));
+                self.list.store(Arc::new(longer));
+                h
+            }
+        };
+        h.record(seconds);
+    }
+
+    fn snapshot(&self) -> Vec<(K, Histogram)> {
+        self.list
+            .load()
+            .iter()
+            .map(|(k, h)| (k.clone(), h.snapshot()))
+            .collect()
+    }
+}
+
 /// Every instrument's state.
 pub(crate) struct Metrics {
     /// The app's name: functions are `<app>/<function>` (`faas.name`).
     app: String,
-    invocations: Mutex<Vec<(InvocationKey, Histogram)>>,
-    commands: Mutex<Vec<(CommandKey, Histogram)>>,
+    invocations: Series<InvocationKey>,
+    commands: Series<CommandKey>,
     counters: Mutex<Vec<(Instrument, Vec<KeyValue>, u64)>>,
     gauges: Mutex<Vec<(Instrument, Observer)>>,
 }
@@ -181,8 +271,8 @@ impl Metrics {
     pub(crate) fn new(app: &str) -> Self {
         Self {
             app: app.to_owned(),
-            invocations: Mutex::default(),
-            commands: Mutex::default(),
+            invocations: Series::new(INVOKE_BOUNDS),
+            commands: Series::new(COMMAND_BOUNDS),
             counters: Mutex::default(),
             gauges: Mutex::default(),
         }
@@ -195,37 +285,21 @@ impl Metrics {
             trigger,
             status,
         };
-        let mut series = lock(&self.invocations);
-        match series.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, h)) => h.record(seconds),
-            None => {
-                let mut h = Histogram::new(INVOKE_BOUNDS);
-                h.record(seconds);
-                series.push((key, h));
-            }
-        }
+        self.invocations.record(|k| *k == key, || key.clone(), seconds);
     }
 
     /// One try of a Redis command on `host:port`.
     pub(crate) fn command(&self, operation: &str, host: &str, port: u16, error: Option<&'static str>, seconds: f64) {
-        let mut series = lock(&self.commands);
-        let found = series
-            .iter_mut()
-            .find(|(k, _)| k.port == port && k.error == error && k.operation == operation && k.host == host);
-        match found {
-            Some((_, h)) => h.record(seconds),
-            None => {
-                let mut h = Histogram::new(COMMAND_BOUNDS);
-                h.record(seconds);
-                let key = CommandKey {
-                    operation: Cow::Owned(operation.to_owned()),
-                    host: host.to_owned(),
-                    port,
-                    error,
-                };
-                series.push((key, h));
-            }
-        }
+        self.commands.record(
+            |k| k.port == port && k.error == error && k.operation == operation && k.host == host,
+            || CommandKey {
+                operation: Cow::Owned(operation.to_owned()),
+                host: host.to_owned(),
+                port,
+                error,
+            },
+            seconds,
+        );
     }
 
     /// Adds one to a counter's series.
@@ -249,15 +323,17 @@ impl Metrics {
     /// the dropped spans) are added as sums.
     pub(crate) fn collect(&self, extra: &[(Instrument, u64)]) -> Vec<MetricData> {
         let mut out = Vec::new();
-        let invocations: Vec<_> = lock(&self.invocations)
-            .iter()
+        let invocations: Vec<_> = self
+            .invocations
+            .snapshot()
+            .into_iter()
             .map(|(k, h)| {
                 let attrs = vec![
                     ("faas.name", Value::from(format!("{}/{}", self.app, k.function))),
                     ("faas.trigger", Value::from(k.trigger)),
                     ("http.response.status_code", Value::Int(i64::from(k.status))),
                 ];
-                (attrs, h.clone())
+                (attrs, h)
             })
             .collect();
         if !invocations.is_empty() {
@@ -266,19 +342,21 @@ impl Metrics {
                 data: Data::Histogram(invocations),
             });
         }
-        let commands: Vec<_> = lock(&self.commands)
-            .iter()
+        let commands: Vec<_> = self
+            .commands
+            .snapshot()
+            .into_iter()
             .map(|(k, h)| {
                 let mut attrs = vec![
                     ("db.system.name", Value::from("redis")),
-                    ("db.operation.name", Value::Str(k.operation.clone())),
-                    ("server.address", Value::from(k.host.clone())),
+                    ("db.operation.name", Value::Str(k.operation)),
+                    ("server.address", Value::from(k.host)),
                     ("server.port", Value::Int(i64::from(k.port))),
                 ];
                 if let Some(e) = k.error {
                     attrs.push(("error.type", Value::from(e)));
                 }
-                (attrs, h.clone())
+                (attrs, h)
             })
             .collect();
         if !commands.is_empty() {
@@ -324,10 +402,11 @@ mod tests {
     /// the overflow bucket; count, sum, min and max follow.
     #[test]
     fn histogram_buckets() {
-        let mut h = Histogram::new(&[1.0, 2.0]);
+        let recorded = AtomicHistogram::new(&[1.0, 2.0]);
         for v in [0.5, 1.0, 1.5, 2.0, 3.0] {
-            h.record(v);
+            recorded.record(v);
         }
+        let h = recorded.snapshot();
         assert_eq!(h.counts, [2, 2, 1]);
         assert_eq!((h.count, h.sum, h.min, h.max), (5, 8.0, 0.5, 3.0));
     }

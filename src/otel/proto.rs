@@ -56,26 +56,57 @@ fn uint(buf: &mut Vec<u8>, field: u32, v: u64) {
     }
 }
 
-/// A nested message: written by `body`, then its length put in front.
+/// A nested message: written by `body`, then its length put in front
+/// (appended, and rotated into place: no allocation, which matters more
+/// than the copy: every allocation in the process shares one arena).
 fn message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     tag(buf, field, LEN);
     let start = buf.len();
     body(buf);
-    let mut len = Vec::with_capacity(5);
-    varint(&mut len, (buf.len() - start) as u64);
-    buf.splice(start..start, len);
+    let mut len = (buf.len() - start) as u64;
+    let mut n = 0;
+    loop {
+        n += 1;
+        if len < 0x80 {
+            buf.push(len as u8);
+            break;
+        }
+        buf.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    buf[start..].rotate_right(n);
 }
 
-/// `AnyValue`: 1 string, 2 bool, 3 int64.
-fn any_value(buf: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::Str(_) | Value::Shared(_) | Value::Inline(_) => {
-            let s = value.as_str().unwrap_or_default();
-            // An empty string is still a value: write the field.
-            tag(buf, 1, LEN);
-            varint(buf, s.len() as u64);
-            buf.extend_from_slice(s.as_bytes());
+/// How many bytes `v` takes as a varint.
+fn varint_len(v: u64) -> usize {
+    // 7 bits a byte; 0 takes one.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// `KeyValue` (1 key, 2 value: `AnyValue` with 1 string, 2 bool, 3 int64)
+/// as field `field` of the enclosing message. Both lengths are known
+/// before writing, so it is written straight through: this runs for every
+/// attribute of every span.
+fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    let mut scratch = [0; 36];
+    let any_len = match value {
+        Value::Bool(_) => 2,
+        Value::Int(n) => 1 + varint_len(*n as u64),
+        other => {
+            let s = other.as_str(&mut scratch).unwrap_or_default();
+            1 + varint_len(s.len() as u64) + s.len()
         }
+    };
+    let kv_len = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any_len as u64) + any_len;
+    buf.reserve(kv_len + 6);
+    tag(buf, field, LEN);
+    varint(buf, kv_len as u64);
+    tag(buf, 1, LEN);
+    varint(buf, key.len() as u64);
+    buf.extend_from_slice(key.as_bytes());
+    tag(buf, 2, LEN);
+    varint(buf, any_len as u64);
+    match value {
         Value::Bool(b) => {
             tag(buf, 2, VARINT);
             varint(buf, u64::from(*b));
@@ -84,15 +115,14 @@ fn any_value(buf: &mut Vec<u8>, value: &Value) {
             tag(buf, 3, VARINT);
             varint(buf, *n as u64);
         }
+        other => {
+            // An empty string is still a value: write the field.
+            let s = other.as_str(&mut scratch).unwrap_or_default();
+            tag(buf, 1, LEN);
+            varint(buf, s.len() as u64);
+            buf.extend_from_slice(s.as_bytes());
+        }
     }
-}
-
-/// `KeyValue` (1 key, 2 value) as field `field` of the enclosing message.
-fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
-    message(buf, field, |b| {
-        string(b, 1, key);
-        message(b, 2, |b| any_value(b, value));
-    });
 }
 
 fn attributes<'a>(buf: &mut Vec<u8>, field: u32, attrs: impl IntoIterator<Item = &'a KeyValue>) {
@@ -261,6 +291,11 @@ mod tests {
     /// of its message, longer than one byte when it must be.
     #[test]
     fn varints_and_nesting() {
+        for v in [0u64, 1, 127, 128, 300, 16_383, 16_384, u64::MAX] {
+            let mut b = Vec::new();
+            varint(&mut b, v);
+            assert_eq!(varint_len(v), b.len(), "{v}");
+        }
         let mut b = Vec::new();
         varint(&mut b, 300);
         assert_eq!(b, [0xac, 0x02]);

@@ -74,8 +74,66 @@ pub(crate) enum Value {
     Str(Cow<'static, str>),
     Shared(Arc<str>),
     Inline(Inline),
+    /// A GUID (the host's invocation ids), as its 16 bytes.
+    Guid(Guid),
     Int(i64),
     Bool(bool),
+}
+
+/// A GUID in its canonical text form (`8-4-4-4-12` hex digits), kept as
+/// 16 bytes and the case it was written in, and written back the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Guid {
+    bytes: [u8; 16],
+    upper: bool,
+}
+
+impl Guid {
+    /// Dashes after these many bytes.
+    const GROUPS: [usize; 5] = [4, 2, 2, 2, 6];
+
+    fn parse(s: &str) -> Option<Self> {
+        let upper = s.bytes().any(|b| b.is_ascii_uppercase());
+        let lower = s.bytes().any(|b| b.is_ascii_lowercase());
+        if s.len() != 36 || (upper && lower) {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        let mut i = 0;
+        for (n, group) in s.split('-').enumerate() {
+            if Self::GROUPS.get(n).is_none_or(|len| group.len() != len * 2) {
+                return None;
+            }
+            for pair in group.as_bytes().chunks(2) {
+                let hex = std::str::from_utf8(pair).ok()?;
+                bytes[i] = u8::from_str_radix(hex, 16).ok()?;
+                i += 1;
+            }
+        }
+        (i == 16).then_some(Self { bytes, upper })
+    }
+
+    /// Its text, written into `out`.
+    fn write<'a>(&self, out: &'a mut [u8; 36]) -> &'a str {
+        let digits: &[u8; 16] = if self.upper {
+            b"0123456789ABCDEF"
+        } else {
+            b"0123456789abcdef"
+        };
+        let (mut at, mut byte) = (0, 0);
+        for (n, group) in Self::GROUPS.iter().enumerate() {
+            if n > 0 {
+                out[at] = b'-';
+                at += 1;
+            }
+            for _ in 0..*group {
+                out[at] = digits[usize::from(self.bytes[byte] >> 4)];
+                out[at + 1] = digits[usize::from(self.bytes[byte] & 0xf)];
+                (at, byte) = (at + 2, byte + 1);
+            }
+        }
+        std::str::from_utf8(out).unwrap_or_default()
+    }
 }
 
 /// A string of up to [`Inline::CAPACITY`] bytes, stored in place.
@@ -86,8 +144,9 @@ pub(crate) struct Inline {
 }
 
 impl Inline {
-    /// Enough for a GUID invocation id (36).
-    pub(crate) const CAPACITY: usize = 38;
+    /// Enough for an IPv4 address or a short host name; the span stays
+    /// small (it is copied into the queue and out).
+    pub(crate) const CAPACITY: usize = 22;
 
     fn new(s: &str) -> Option<Self> {
         let mut bytes = [0; Self::CAPACITY];
@@ -104,17 +163,21 @@ impl Inline {
 }
 
 impl Value {
-    /// `s`, copied: in place when it is short, else on the heap.
+    /// `s`, copied: in place when it is short or a GUID, else on the heap.
     pub(crate) fn text(s: &str) -> Self {
-        Inline::new(s).map_or_else(|| Value::Str(Cow::Owned(s.to_owned())), Value::Inline)
+        if let Some(inline) = Inline::new(s) {
+            return Value::Inline(inline);
+        }
+        Guid::parse(s).map_or_else(|| Value::Str(Cow::Owned(s.to_owned())), Value::Guid)
     }
 
-    /// The string, for a string value.
-    pub(crate) fn as_str(&self) -> Option<&str> {
+    /// The string, for a string value (`scratch` holds a GUID's text).
+    pub(crate) fn as_str<'a>(&'a self, scratch: &'a mut [u8; 36]) -> Option<&'a str> {
         match self {
             Value::Str(s) => Some(s),
             Value::Shared(s) => Some(s),
             Value::Inline(s) => Some(s.as_str()),
+            Value::Guid(g) => Some(g.write(scratch)),
             Value::Int(_) | Value::Bool(_) => None,
         }
     }
@@ -160,7 +223,7 @@ impl From<bool> for Value {
 pub(crate) type KeyValue = (&'static str, Value);
 
 /// A span's attributes, in place (no allocation): the handler's spans have
-/// at most nine; more are dropped.
+/// at most seven; more are dropped.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Attributes {
     len: usize,
@@ -177,7 +240,7 @@ impl Default for Attributes {
 }
 
 impl Attributes {
-    const CAPACITY: usize = 10;
+    const CAPACITY: usize = 8;
 
     fn push(&mut self, kv: KeyValue) {
         if let Some(slot) = self.items.get_mut(self.len) {
@@ -323,12 +386,11 @@ impl Span {
 
 impl Drop for Span {
     fn drop(&mut self) {
-        if let Some(b) = self.0.take() {
-            let (mut data, started) = *b;
+        if let Some(mut b) = self.0.take() {
             // The wall clock at the start, plus the monotonic duration:
             // a clock step in between does not give a negative span.
-            data.end_unix_nano = data.start_unix_nano + started.elapsed().as_nanos() as u64;
-            exporter::record(data);
+            b.0.end_unix_nano = b.0.start_unix_nano + b.1.elapsed().as_nanos() as u64;
+            exporter::record(b);
         }
     }
 }
@@ -362,6 +424,32 @@ mod tests {
             assert_eq!(outside.await.unwrap(), None);
         })
         .await;
+    }
+
+    /// Strings are kept in place when short, as 16 bytes when a GUID (in
+    /// either case, written back as they came), else on the heap.
+    #[test]
+    fn text_values() {
+        let mut scratch = [0; 36];
+        for s in [
+            "10.0.0.4",
+            "0983d235-5b9e-4d8c-a1f2-7c3e9b4d6a10",
+            "0983D235-5B9E-4D8C-A1F2-7C3E9B4D6A10",
+            "0983d235-5B9E-4d8c-a1f2-7c3e9b4d6a10",
+            "not-a-guid-but-long-enough-to-be-on-the-heap",
+        ] {
+            let v = Value::text(s);
+            assert_eq!(v.as_str(&mut scratch), Some(s));
+        }
+        assert!(matches!(
+            Value::text("0983d235-5b9e-4d8c-a1f2-7c3e9b4d6a10"),
+            Value::Guid(_)
+        ));
+        assert!(matches!(
+            Value::text("0983d235-5B9E-4d8c-a1f2-7c3e9b4d6a10"),
+            Value::Str(_)
+        ));
+        assert!(std::mem::size_of::<Value>() <= 32, "{}", std::mem::size_of::<Value>());
     }
 
     /// With export off, spans are empty and record nothing.
