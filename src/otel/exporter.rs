@@ -71,7 +71,7 @@ pub(crate) fn metrics() -> Option<&'static Metrics> {
 }
 
 /// The app's name (`WEBSITE_SITE_NAME`), when exporting.
-pub(super) fn app_name() -> &'static str {
+pub(crate) fn app_name() -> &'static str {
     EXPORTER.get().map_or("", |e| e.app_name.as_str())
 }
 

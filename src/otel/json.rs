@@ -57,7 +57,7 @@ fn span(s: &SpanData) -> Json {
         "kind": s.kind as i32,
         "startTimeUnixNano": s.start_unix_nano.to_string(),
         "endTimeUnixNano": s.end_unix_nano.to_string(),
-        "attributes": kvs(s.attributes.iter()),
+        "attributes": kvs(s.fixed.iter().flat_map(|f| f.attributes.iter()).chain(s.attributes.iter())),
     });
     if let Some(parent) = s.parent_span_id {
         out["parentSpanId"] = json!(Hex(parent).to_string());

@@ -27,13 +27,14 @@
 
 mod config;
 mod exporter;
+pub(crate) mod fixed;
 pub(crate) mod intern;
 mod json;
 mod metrics;
 mod proto;
 mod span;
 
-pub(crate) use exporter::{is_on, metrics as recorder, span_stats, Running};
+pub(crate) use exporter::{app_name, is_on, metrics as recorder, span_stats, Running};
 pub(crate) use metrics::{REAUTHS, RECONNECTS, REDIRECTS, TOKEN_LIFETIME, TOKEN_REFRESHES};
 pub(crate) use span::{detached, spawn, within, Kind, Span, SpanContext, Value};
 
@@ -127,11 +128,7 @@ fn ratio_keeps(trace_id: &[u8; 16], ratio: f64) -> bool {
 /// The invocation's server span, with the ids its log lines carry: the
 /// sampler decides (the caller's `sampled` flag, by default), and the
 /// decision is written into `trace.flags` for the calls it makes.
-pub(crate) fn server_span(
-    trace: &mut TraceContext,
-    name: impl Into<std::borrow::Cow<'static, str>>,
-    function: &str,
-) -> Span {
+pub(crate) fn server_span(trace: &mut TraceContext, name: impl Into<std::borrow::Cow<'static, str>>) -> Span {
     let Some(config) = exporter::config().filter(|_| exporter::tracing_on()) else {
         return Span::none();
     };
@@ -144,17 +141,14 @@ pub(crate) fn server_span(
     if !sampled {
         return Span::none();
     }
-    let mut span = Span::with_ids(
+    Span::with_ids(
         name,
         config.invocation_kind,
         trace.trace_id,
         trace.span_id,
         trace.parent_span_id,
         trace.tracestate.clone(),
-    );
-    // As the conventions name an Azure function: `<app>/<function>`.
-    span.set("faas.name", intern::joined(exporter::app_name(), "/", function));
-    span
+    )
 }
 
 /// The span context an invocation's work runs under (unsampled ones

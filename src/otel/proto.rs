@@ -131,6 +131,13 @@ fn attributes<'a>(buf: &mut Vec<u8>, field: u32, attrs: impl IntoIterator<Item =
     }
 }
 
+/// Attributes as `Span.attributes` (field 9), for a set encoded once.
+pub(crate) fn span_attributes(attrs: &[KeyValue]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    attributes(&mut buf, 9, attrs);
+    buf
+}
+
 /// `Resource` (1 attributes) as field 1 of `ResourceSpans`/`ResourceMetrics`,
 /// and `InstrumentationScope` (1 name, 2 version) as field 1 of the scope's.
 fn resource_and_scope<'a>(
@@ -183,6 +190,9 @@ fn span_message(b: &mut Vec<u8>, span: &SpanData) {
     uint(b, 6, span.kind as u64);
     fixed64(b, 7, span.start_unix_nano);
     fixed64(b, 8, span.end_unix_nano);
+    if let Some(fixed) = span.fixed {
+        b.extend_from_slice(&fixed.proto);
+    }
     attributes(b, 9, span.attributes.iter());
     for Event {
         time_unix_nano,

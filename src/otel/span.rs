@@ -222,8 +222,8 @@ impl From<bool> for Value {
 /// One attribute.
 pub(crate) type KeyValue = (&'static str, Value);
 
-/// A span's attributes, in place (no allocation): the handler's spans have
-/// at most seven; more are dropped.
+/// A span's own attributes, in place (no allocation): beside their fixed
+/// set, the handler's spans have at most five; more are dropped.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Attributes {
     len: usize,
@@ -240,7 +240,7 @@ impl Default for Attributes {
 }
 
 impl Attributes {
-    const CAPACITY: usize = 8;
+    const CAPACITY: usize = 6;
 
     fn push(&mut self, kv: KeyValue) {
         if let Some(slot) = self.items.get_mut(self.len) {
@@ -274,6 +274,10 @@ pub(crate) struct SpanData {
     pub kind: Kind,
     pub start_unix_nano: u64,
     pub end_unix_nano: u64,
+    /// Attributes shared with every span of its kind on the same target,
+    /// encoded once ([`super::fixed`]).
+    pub fixed: Option<&'static super::fixed::Fixed>,
+    /// The span's own attributes.
     pub attributes: Attributes,
     pub events: Vec<Event>,
     /// `Some(message)` when the span failed (message redacted).
@@ -331,6 +335,7 @@ impl Span {
             kind,
             start_unix_nano: unix_nanos(),
             end_unix_nano: 0,
+            fixed: None,
             attributes: Attributes::default(),
             events: Vec::new(),
             error: None,
@@ -356,6 +361,18 @@ impl Span {
     pub(crate) fn scope<'a, F: Future + 'a>(&self, fut: F) -> impl Future<Output = F::Output> + 'a {
         let ctx = self.context().or_else(current);
         within(ctx, fut)
+    }
+
+    /// Sets the attributes it shares with every span of its kind on the
+    /// same target (`None`: set them one by one instead).
+    pub(crate) fn set_fixed(&mut self, fixed: Option<&'static super::fixed::Fixed>) -> bool {
+        match (&mut self.0, fixed) {
+            (Some(b), Some(f)) => {
+                b.0.fixed = Some(f);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Sets an attribute.

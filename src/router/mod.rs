@@ -158,8 +158,9 @@ async fn log_invocation(State(functions): State<Arc<[Function]>>, mut request: R
 
 /// The invocation's server span (OpenTelemetry's conventions): named
 /// `{method} {route}` for an HTTP request the host passed on as it came,
-/// else after the function (an envelope, a timer). Its strings are kept
-/// once for the process (`otel::intern`) or in place: no allocation.
+/// else after the function (an envelope, a timer). Its name and the
+/// attributes every invocation of the function shares are found ready,
+/// encoded once for the process (`otel::fixed`): no allocation, no encoding.
 fn invocation_span(
     trace: &mut TraceContext,
     function: &'static str,
@@ -169,17 +170,21 @@ fn invocation_span(
     if !otel::is_on() {
         return otel::Span::none();
     }
-    let http = http.map(|(method, route)| (otel::intern::method(method), otel::intern::joined(route, "", "")));
-    let name = match http {
-        Some((method, route)) => otel::intern::joined(method, " ", route),
-        None => function,
+    let http = http.map(|(method, route)| (otel::intern::method(method), route));
+    let fixed = otel::fixed::invocation(otel::app_name(), function, trigger, http);
+    let name = match (fixed, http) {
+        (Some(fixed), _) => fixed.name,
+        (None, Some((method, route))) => otel::intern::joined(method, " ", route),
+        (None, None) => function,
     };
-    let mut span = otel::server_span(trace, name, function);
-    if span.is_recording() {
+    let mut span = otel::server_span(trace, name);
+    if span.is_recording() && !span.set_fixed(fixed) {
+        // As the conventions name an Azure function: `<app>/<function>`.
+        span.set("faas.name", otel::intern::joined(otel::app_name(), "/", function));
         span.set("faas.trigger", trigger);
         if let Some((method, route)) = http {
             span.set("http.request.method", method);
-            span.set("http.route", route);
+            span.set("http.route", otel::intern::joined(route, "", ""));
         }
     }
     span

@@ -281,7 +281,7 @@ impl Node {
     /// databases (`db.system.name`, `db.operation.name`, `server.*`).
     pub(super) fn client_span(&self, operation: Cow<'static, str>) -> otel::Span {
         let mut span = otel::Span::start(operation.clone(), otel::Kind::Client);
-        if span.is_recording() {
+        if span.is_recording() && !span.set_fixed(otel::fixed::command(&operation, &self.host, self.port)) {
             span.set("db.system.name", "redis");
             span.set("db.operation.name", operation);
             span.set("server.address", otel::Value::text(&self.host));
