@@ -73,3 +73,5 @@ pub mod redis_cluster;
 pub mod redis_server;
 pub mod schedule;
 mod util;
+
+pub use util::RefusingPort;

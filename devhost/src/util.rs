@@ -10,6 +10,31 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A loopback port that refuses every connection for as long as this
+/// lives: a socket bound to it that never listens. Unlike a port found free
+/// and released, it cannot be handed to another test's server meanwhile
+/// (tests run side by side and ask for free ports all the time).
+#[derive(Debug)]
+pub struct RefusingPort {
+    _socket: tokio::net::TcpSocket,
+    port: u16,
+}
+
+impl RefusingPort {
+    /// Binds a new one on 127.0.0.1.
+    pub fn new() -> std::io::Result<Self> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((Ipv4Addr::LOCALHOST, 0).into())?;
+        let port = socket.local_addr()?.port();
+        Ok(Self { _socket: socket, port })
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
 /// `n` bytes from the OS random source.
 pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];

@@ -257,9 +257,8 @@ async fn doctor_names_a_refused_token() {
 #[tokio::test]
 async fn doctor_names_an_unreachable_cache() {
     let app = spawn_app(Options::default()).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let closed = devhost::RefusingPort::new().unwrap();
+    let port = closed.port();
     let (code, text) = doctor(&app, &[("Redis__port", port.to_string())]).await;
     assert_eq!(code, 1, "{text}");
     assert_eq!(failed_step(&text), Some("network"), "{text}");

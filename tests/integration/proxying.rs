@@ -200,11 +200,8 @@ async fn wait_for_line(app: &TestApp, id: &str, needle: &str) -> String {
 /// an empty `X-Azure-Functions-InvocationId`, and the host's header alone.
 #[tokio::test]
 async fn every_log_line_of_an_invocation_carries_its_id() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refusing = devhost::RefusingPort::new().unwrap();
+    let closed = refusing.port();
     // A cache that refuses connections: each invocation logs its failure
     // before the line that ends it.
     let app = spawn_app(Options {
@@ -274,11 +271,8 @@ async fn traceparent_parents_the_invocation_in_every_log_line() {
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     const CALLER_SPAN: &str = "00f067aa0ba902b7";
     const MALFORMED: &str = "00-NOT-A-TRACE\"injected\"=1-01";
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refusing = devhost::RefusingPort::new().unwrap();
+    let closed = refusing.port();
     for format in ["text", "json"] {
         let app = spawn_app(Options {
             env: vec![

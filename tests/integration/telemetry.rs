@@ -364,13 +364,13 @@ async fn command_spans_name_their_node_and_a_moved() {
 /// enforced, nothing is dropped and the wait for the warning fails.)
 #[tokio::test]
 async fn a_collector_down_or_hanging_costs_no_invocation() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refusing = devhost::RefusingPort::new().unwrap();
     let hanging = Receiver::start(Behaviour::Hang).await.unwrap();
     let cases = [
-        (format!("http://{closed}"), "telemetry: export failed"),
+        (
+            format!("http://127.0.0.1:{}", refusing.port()),
+            "telemetry: export failed",
+        ),
         (hanging.endpoint(), "telemetry: spans dropped"),
     ];
     for (endpoint, said) in cases {

@@ -483,10 +483,8 @@ mod tests {
     /// (1.85 s of waits), before the invocation fails with a 500.
     #[tokio::test]
     async fn proxying_retries_a_handler_that_refuses_connections() {
-        let closed = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            format!("http://{}", l.local_addr().unwrap())
-        };
+        let refusing = crate::RefusingPort::new().unwrap();
+        let closed = format!("http://127.0.0.1:{}", refusing.port());
         let (host, log) = local_host(proxying(), &closed).await;
         let mut invocations = log.follow();
         let start = Instant::now();

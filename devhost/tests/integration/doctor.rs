@@ -92,9 +92,8 @@ async fn checks_with_local_settings_and_the_environment_wins() {
     assert!(text(&out).contains("all checks passed"), "{}", text(&out));
     assert_eq!(identity.requests(), 1, "one token request");
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let closed = devhost::RefusingPort::new().unwrap();
+    let port = closed.port();
     let out = doctor(root.path(), &[("Redis__port", port.to_string())]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("FAILED  network"), "{}", text(&out));
