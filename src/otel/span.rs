@@ -11,7 +11,6 @@ use super::exporter;
 use crate::secret::redact;
 use std::borrow::Cow;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The identity of a span, as children and `traceparent` name it.
@@ -65,14 +64,13 @@ pub(crate) enum Kind {
 }
 
 /// An attribute's value. Strings an invocation records (an invocation id,
-/// a node's address) are kept without a heap allocation of their own: short
-/// ones inline, shared ones as a reference-counted copy; an allocation made
-/// on an invocation's thread and freed on the exporter's is what export
-/// cost most (BENCHMARKS.md, "Telemetry export").
+/// a node's address) are kept without a heap allocation of their own where
+/// they can be: short ones inline, GUIDs as their 16 bytes. A span is made
+/// on an invocation's thread and freed on the exporter's, and one process
+/// shares one malloc arena (`crate::malloc`).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value {
     Str(Cow<'static, str>),
-    Shared(Arc<str>),
     Inline(Inline),
     /// A GUID (the host's invocation ids), as its 16 bytes.
     Guid(Guid),
@@ -175,17 +173,10 @@ impl Value {
     pub(crate) fn as_str<'a>(&'a self, scratch: &'a mut [u8; 36]) -> Option<&'a str> {
         match self {
             Value::Str(s) => Some(s),
-            Value::Shared(s) => Some(s),
             Value::Inline(s) => Some(s.as_str()),
             Value::Guid(g) => Some(g.write(scratch)),
             Value::Int(_) | Value::Bool(_) => None,
         }
-    }
-}
-
-impl From<Arc<str>> for Value {
-    fn from(s: Arc<str>) -> Self {
-        Value::Shared(s)
     }
 }
 
@@ -223,7 +214,8 @@ impl From<bool> for Value {
 pub(crate) type KeyValue = (&'static str, Value);
 
 /// A span's own attributes, in place (no allocation): beside their fixed
-/// set, the handler's spans have at most five; more are dropped.
+/// set, the handler's spans have at most five, and seven when the fixed set
+/// could not be kept (`super::fixed`'s bound); more are dropped.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Attributes {
     len: usize,
@@ -240,7 +232,7 @@ impl Default for Attributes {
 }
 
 impl Attributes {
-    const CAPACITY: usize = 6;
+    const CAPACITY: usize = 7;
 
     fn push(&mut self, kv: KeyValue) {
         if let Some(slot) = self.items.get_mut(self.len) {
