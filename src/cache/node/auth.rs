@@ -91,13 +91,7 @@ impl Node {
             Ok(Err(_)) => "refused",
             Err(_) => "timeout",
         };
-        otel::count(otel::REAUTHS, || {
-            vec![
-                ("server.address", self.host.clone().into()),
-                ("server.port", i64::from(self.port).into()),
-                ("outcome", outcome.into()),
-            ]
-        });
+        otel::count(otel::REAUTHS, || self.metric_attributes([("outcome", outcome.into())]));
         match sent {
             Ok(Ok(())) => {
                 live.authed_generation.store(creds.generation(), Ordering::Release);

@@ -98,12 +98,7 @@ impl Node {
             Ok(live) => {
                 span.set("azure_redis.connection", live.number as i64);
                 if live.number > 1 {
-                    otel::count(otel::RECONNECTS, || {
-                        vec![
-                            ("server.address", self.host.clone().into()),
-                            ("server.port", i64::from(self.port).into()),
-                        ]
-                    });
+                    otel::count(otel::RECONNECTS, || self.metric_attributes([]));
                 }
             }
             Err(e) => span.fail(e.kind(), &e.to_string()),

@@ -290,6 +290,20 @@ impl Node {
         span
     }
 
+    /// This node as a metric's attributes (`server.address`, `server.port`),
+    /// with `more` after them.
+    pub(super) fn metric_attributes(
+        &self,
+        more: impl IntoIterator<Item = (&'static str, otel::Value)>,
+    ) -> Vec<(&'static str, otel::Value)> {
+        let mut attrs = vec![
+            ("server.address", self.host.clone().into()),
+            ("server.port", i64::from(self.port).into()),
+        ];
+        attrs.extend(more);
+        attrs
+    }
+
     async fn run_once<T: FromRedisValue>(
         self: &Arc<Self>,
         call: &Call,
