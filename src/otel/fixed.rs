@@ -2,14 +2,14 @@
 //! target (a command's name and node; an invocation's function, method and
 //! route), encoded once for the process and kept: encoding attributes was
 //! the largest part of what export cost an invocation (BENCHMARKS.md,
-//! "Telemetry export"). The sets are bounded (the commands an app sends,
+//! "Telemetry export"). They are read without a lock (`super::table`).
+//! The sets are bounded (the commands an app sends,
 //! the cache's nodes, the registry's routes); past [`MAX`] of them, spans
 //! carry their attributes one by one instead.
 
 use super::span::{KeyValue, Value};
+use super::table::Table;
 use super::{intern, proto};
-use arc_swap::ArcSwap;
-use std::sync::{Arc, LazyLock, Mutex};
 
 /// The most sets kept, of each kind.
 const MAX: usize = 4096;
@@ -35,53 +35,13 @@ impl Fixed {
     }
 }
 
-/// The sets of one kind, read without a lock.
-struct Table<K: 'static> {
-    list: LazyLock<ArcSwap<Vec<(K, &'static Fixed)>>>,
-    writer: Mutex<()>,
-}
-
-impl<K: Clone + 'static> Table<K> {
-    const fn new() -> Self {
-        Self {
-            list: LazyLock::new(|| ArcSwap::from_pointee(Vec::new())),
-            writer: Mutex::new(()),
-        }
-    }
-
-    fn get(
-        &self,
-        matches: impl Fn(&K) -> bool,
-        make: impl FnOnce() -> (K, &'static str, Vec<KeyValue>),
-    ) -> Option<&'static Fixed> {
-        if let Some((_, f)) = self.list.load().iter().find(|(k, _)| matches(k)) {
-            return Some(f);
-        }
-        let _one_writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let list = self.list.load_full();
-        if let Some((_, f)) = list.iter().find(|(k, _)| matches(k)) {
-            return Some(f);
-        }
-        if list.len() >= MAX {
-            return None;
-        }
-        let (key, name, attributes) = make();
-        let fixed = Fixed::new(name, attributes);
-        let mut longer = Vec::with_capacity(list.len() + 1);
-        longer.extend(list.iter().cloned());
-        longer.push((key, fixed));
-        self.list.store(Arc::new(longer));
-        Some(fixed)
-    }
-}
-
 type CommandKey = (String, String, u16);
-static COMMANDS: Table<CommandKey> = Table::new();
+static COMMANDS: Table<CommandKey, &'static Fixed> = Table::new(MAX);
 
 /// A Redis command on `host:port`: `db.system.name`, `db.operation.name`,
 /// `server.address`, `server.port`.
 pub(crate) fn command(operation: &str, host: &str, port: u16) -> Option<&'static Fixed> {
-    COMMANDS.get(
+    COMMANDS.with(
         |(o, h, p)| *p == port && o == operation && h == host,
         || {
             let attributes = vec![
@@ -90,14 +50,18 @@ pub(crate) fn command(operation: &str, host: &str, port: u16) -> Option<&'static
                 ("server.address", Value::from(host.to_owned())),
                 ("server.port", Value::Int(i64::from(port))),
             ];
-            ((operation.to_owned(), host.to_owned(), port), "", attributes)
+            (
+                (operation.to_owned(), host.to_owned(), port),
+                Fixed::new("", attributes),
+            )
         },
+        |f| *f,
     )
 }
 
 /// `(function, trigger, method and route)`.
 type InvocationKey = (&'static str, &'static str, Option<(&'static str, String)>);
-static INVOCATIONS: Table<InvocationKey> = Table::new();
+static INVOCATIONS: Table<InvocationKey, &'static Fixed> = Table::new(MAX);
 
 /// An invocation of `function` of the app `app`: `faas.name`
 /// (`<app>/<function>`), `faas.trigger`, and for an HTTP request as it came
@@ -110,7 +74,7 @@ pub(crate) fn invocation(
     trigger: &'static str,
     http: Option<(&'static str, &str)>,
 ) -> Option<&'static Fixed> {
-    INVOCATIONS.get(
+    INVOCATIONS.with(
         |(f, t, h)| {
             std::ptr::eq(*f, function)
                 && *t == trigger
@@ -134,12 +98,10 @@ pub(crate) fn invocation(
                 }
                 None => function,
             };
-            (
-                (function, trigger, http.map(|(m, r)| (m, r.to_owned()))),
-                name,
-                attributes,
-            )
+            let key = (function, trigger, http.map(|(m, r)| (m, r.to_owned())));
+            (key, Fixed::new(name, attributes))
         },
+        |f| *f,
     )
 }
 

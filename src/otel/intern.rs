@@ -4,42 +4,27 @@
 //! methods), so the table stays small; past [`MAX`] entries (a bug
 //! somewhere) new names become `_OTHER` rather than growing it.
 //!
-//! Every invocation looks its names up, on every worker thread at once: the
-//! table is read without a lock (an `ArcSwap` of the list), and only a new
-//! name takes the lock to write a longer copy.
+//! The table is read without a lock (`super::table`).
 
-use arc_swap::ArcSwap;
-use std::sync::{Arc, LazyLock, Mutex};
+use super::table::Table;
 
 /// The most names kept.
 const MAX: usize = 1024;
 
-static NAMES: LazyLock<ArcSwap<Vec<&'static str>>> = LazyLock::new(|| ArcSwap::from_pointee(Vec::new()));
-static WRITER: Mutex<()> = Mutex::new(());
+/// Each name, keyed by itself.
+static NAMES: Table<&'static str, &'static str> = Table::new(MAX);
 
 /// `a`, `sep` and `b` joined, as a string that lives for the process:
 /// found without allocating or locking when it was made before.
 pub(crate) fn joined(a: &str, sep: &str, b: &str) -> &'static str {
-    let matches = |n: &str| {
+    let matches = |n: &&'static str| {
         n.len() == a.len() + sep.len() + b.len() && n.starts_with(a) && n[a.len()..].starts_with(sep) && n.ends_with(b)
     };
-    if let Some(found) = NAMES.load().iter().copied().find(|n| matches(n)) {
-        return found;
-    }
-    let _one_writer = WRITER.lock().unwrap_or_else(|p| p.into_inner());
-    let names = NAMES.load_full();
-    if let Some(found) = names.iter().copied().find(|n| matches(n)) {
-        return found;
-    }
-    if names.len() >= MAX {
-        return "_OTHER";
-    }
-    let made: &'static str = Box::leak(format!("{a}{sep}{b}").into_boxed_str());
-    let mut longer = Vec::with_capacity(names.len() + 1);
-    longer.extend_from_slice(&names);
-    longer.push(made);
-    NAMES.store(Arc::new(longer));
-    made
+    let make = || {
+        let made: &'static str = Box::leak(format!("{a}{sep}{b}").into_boxed_str());
+        (made, made)
+    };
+    NAMES.with(matches, make, |n| *n).unwrap_or("_OTHER")
 }
 
 /// An HTTP method as the conventions name it: the standard ones, else

@@ -9,7 +9,7 @@
 //! of series, not thousands, and a scan of a few is cheaper than hashing.
 
 use super::span::{KeyValue, Value};
-use arc_swap::ArcSwap;
+use super::table::Table;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -197,19 +197,17 @@ impl AtomicHistogram {
     }
 }
 
-/// Histograms by key, found without a lock (the list is swapped whole when
-/// a series is added, which is rare: tens of series in a process's life).
-struct Series<K> {
-    list: ArcSwap<Vec<(K, Arc<AtomicHistogram>)>>,
-    writer: Mutex<()>,
+/// Histograms by key, found without a lock (`super::table`): tens of
+/// series in a process's life, one looked up for every invocation.
+struct Series<K: 'static> {
+    table: Table<K, Arc<AtomicHistogram>>,
     bounds: &'static [f64],
 }
 
-impl<K: Clone> Series<K> {
+impl<K: Clone + 'static> Series<K> {
     fn new(bounds: &'static [f64]) -> Self {
         Self {
-            list: ArcSwap::from_pointee(Vec::new()),
-            writer: Mutex::new(()),
+            table: Table::new(usize::MAX),
             bounds,
         }
     }
@@ -217,29 +215,13 @@ impl<K: Clone> Series<K> {
     /// Records `seconds` in the series `matches` finds, made by `make` if
     /// there is none yet.
     fn record(&self, matches: impl Fn(&K) -> bool, make: impl FnOnce() -> K, seconds: f64) {
-        if let Some((_, h)) = self.list.load().iter().find(|(k, _)| matches(k)) {
-            h.record(seconds);
-            return;
-        }
-        let _one_writer = lock(&self.writer);
-        let list = self.list.load_full();
-        let h = match list.iter().find(|(k, _)| matches(k)) {
-            Some((_, h)) => h.clone(),
-            None => {
-                let h = Arc::new(AtomicHistogram::new(self.bounds));
-                let mut longer = Vec::with_capacity(list.len() + 1);
-                longer.extend(list.iter().cloned());
-                longer.push((make(), h.clone()));
-                self.list.store(Arc::new(longer));
-                h
-            }
-        };
-        h.record(seconds);
+        let make = || (make(), Arc::new(AtomicHistogram::new(self.bounds)));
+        self.table.with(matches, make, |h| h.record(seconds));
     }
 
     fn snapshot(&self) -> Vec<(K, Histogram)> {
-        self.list
-            .load()
+        self.table
+            .entries()
             .iter()
             .map(|(k, h)| (k.clone(), h.snapshot()))
             .collect()

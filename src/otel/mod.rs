@@ -33,6 +33,7 @@ mod json;
 mod metrics;
 mod proto;
 mod span;
+mod table;
 
 pub(crate) use exporter::{app_name, is_on, metrics as recorder, span_stats, Running};
 pub(crate) use metrics::{REAUTHS, RECONNECTS, REDIRECTS, TOKEN_LIFETIME, TOKEN_REFRESHES};
