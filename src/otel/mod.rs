@@ -17,6 +17,10 @@
 //! - `metrics`: the instruments and their series.
 //! - `exporter`: the bounded queue, the batches, the requests.
 //! - `proto`, `json`: the OTLP encodings.
+//! - `fixed`: the attributes spans of one kind on one target share,
+//!   encoded once; `intern`: span names kept once.
+//! - `table`: the lock-free, grow-only list those and the metric series
+//!   are kept in.
 //!
 //! What the handler records, by the OpenTelemetry semantic conventions:
 //! a server span per invocation (the child of the host's `traceparent`,
