@@ -1,15 +1,18 @@
-//! `cargo run --release -p bench`: the handler against `redis-benchmark`
-//! (the ceiling) and against a Python peer done the way Microsoft's Python
-//! quickstart does it, all on loopback with a TLS `redis-server` with ACL
-//! users and the local App Service identity endpoint.
+//! `cargo run --release -p bench`: the handler against the floor (the
+//! `bench/floor` crate: hyper and one TLS Redis connection answering the
+//! raw value, nothing else), `redis-benchmark` (the ceiling) and a Python
+//! peer done the way Microsoft's Python quickstart does it, all on loopback
+//! with a TLS `redis-server` with ACL users and the local App Service
+//! identity endpoint.
 //!
 //! Writes `BENCHMARKS.md` at the repository root and `bench/results/plot.svg`.
 //! `-- --smoke` runs a few seconds of each part at one concurrency, checks
 //! that the pipeline works (no failed request, one token request per
 //! refresh) and writes nothing; `-- --smoke --handler <path>` runs it
-//! against that handler binary instead of building the release one (CI runs
-//! it against the debug handler the tests built). `-- --refresh` measures
-//! only the cost of token refresh, in 12 rounds; `-- --slow-identity` only the refresh against
+//! against that handler binary instead of building the release one, and
+//! the `floor` beside it (CI runs it against the debug handler and floor
+//! the tests built). `-- --refresh` measures only the cost of token
+//! refresh, in 12 rounds; `-- --slow-identity` only the refresh against
 //! an identity endpoint taking 2 s per answer; `-- --cluster` only the
 //! handler in cluster mode against `redis-benchmark --cluster` on a local
 //! 3-master TLS Redis Cluster, and writes just the "Cluster" section of
@@ -29,13 +32,14 @@
 //! # Layout
 //!
 //! - `tools`: the programs it needs (checked, never installed), the release
-//!   handler build, the Python peer's virtualenv.
+//!   handler and floor builds, the Python peer's virtualenv.
 //! - `rig`: Redis and the identity endpoint (from `devhost`), and the servers
 //!   under test started as the Functions host starts them.
 //! - `load`: `wrk` and `redis-benchmark` runs.
 //! - `client`: a tiny HTTP client for cold starts, the memory run and the burst.
 //! - `timed`: a load generator that keeps every request's send time and latency.
-//! - `scenarios`: throughput, cold start, memory, token refresh.
+//! - `scenarios`: throughput (with CPU per request), cold start, memory,
+//!   token refresh.
 //! - `slow_identity`: token refresh against a slow identity endpoint, split
 //!   into requests during a fetch and the rest, with its part of the report.
 //! - `cluster`: the handler in cluster mode against `redis-benchmark
@@ -79,7 +83,7 @@ use clap::{ArgGroup, Parser};
 use plan::{Mode, Plan, REFRESH_ONLY_ROUNDS};
 use report::Results;
 use rig::{Program, Rig, Server};
-use scenarios::Side;
+use scenarios::{Servers, Side};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -124,7 +128,8 @@ struct Cli {
     #[arg(long)]
     rig: bool,
     /// With --smoke: run against this handler binary instead of building the
-    /// release one.
+    /// release one, and the `floor` in its directory (built with that
+    /// directory's profile when there is none).
     #[arg(long, value_name = "PATH", requires = "smoke", value_parser = existing_file)]
     handler: Option<PathBuf>,
     /// With --maintenance: also run this older handler binary, to compare.
@@ -218,7 +223,13 @@ fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
             if mode == Mode::Smoke && python.is_none() {
                 eprintln!("bench: smoke run without the Python peer (its virtualenv is made by the full run)");
             }
-            everything(root, &lua, &handler, python.as_ref(), &plan, results)
+            let floor = match &cli.handler {
+                Some(bin) => tools::floor_beside(root, bin)?,
+                None => tools::build_floor(root)?,
+            };
+            eprintln!("bench: the floor: {}", floor.display());
+            let floor = Program::Floor(floor);
+            everything(root, &lua, &handler, &floor, python.as_ref(), &plan, results)
         }
     }
 }
@@ -339,6 +350,7 @@ fn everything(
     root: &Path,
     lua: &Path,
     handler: &Program,
+    floor: &Program,
     python: Option<&Program>,
     plan: &Plan,
     mut results: Results,
@@ -349,8 +361,14 @@ fn everything(
     let settings = rig.app_settings(&rig.identity, 300);
     let rust = Server::start(handler, root, &settings)?;
     let rust_conns = rig.identity_connections()?;
+    let floor = Server::start(floor, root, &rig.floor_settings())?;
     let py = python.map(|p| Server::start(p, root, &settings)).transpose()?;
-    results.points = scenarios::throughput(&rig, lua, &rust, py.as_ref(), &plan.concurrency, plan.timing)?;
+    let servers = Servers {
+        handler: &rust,
+        floor: &floor,
+        python: py.as_ref(),
+    };
+    results.points = scenarios::throughput(&rig, lua, &servers, &plan.concurrency, plan.timing)?;
     results.redis_connections.push((Side::Handler, rust_conns));
     if py.is_some() {
         results
@@ -358,7 +376,7 @@ fn everything(
             .push((Side::Python, rig.identity_connections()?.saturating_sub(rust_conns)));
     }
     results.handler_peak_after_all_kib = rust.rss_kib()?.1;
-    drop((rust, py));
+    drop((rust, floor, py));
 
     eprintln!("bench: cold start");
     results
@@ -399,7 +417,10 @@ fn everything(
     let markdown = results.markdown(plot_rel);
     println!("{markdown}");
     if !smoke {
-        let title = format!("handler vs redis-benchmark vs Python peer, {}", machine::now_utc());
+        let title = format!(
+            "handler vs floor vs redis-benchmark vs Python peer, {}",
+            machine::now_utc()
+        );
         std::fs::create_dir_all(root.join("bench/results"))?;
         std::fs::write(
             root.join(plot_rel),
@@ -457,6 +478,11 @@ fn rig_only() -> anyhow::Result<()> {
     }
     println!("export FUNCTIONS_CUSTOMHANDLER_PORT=7071");
     println!("# then: target/release/handler, and e.g. wrk -c 64 -d 5s -s bench/lua/cache.lua http://127.0.0.1:7071 -- GET 10000 100");
+    println!(
+        "# or the floor (cargo build --release -p floor): FLOOR_REDIS_USER='{}' FLOOR_REDIS_PASSWORD='{}' target/release/floor",
+        rig::BENCH_USER,
+        rig.bench_password
+    );
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

@@ -107,6 +107,8 @@ fn series() -> Vec<(Side, Op, &'static str, &'static str)> {
     vec![
         (Side::Handler, Op::Get, "#d95f02", ""),
         (Side::Handler, Op::Put, "#d95f02", "6,4"),
+        (Side::Floor, Op::Get, "#7570b3", ""),
+        (Side::Floor, Op::Put, "#7570b3", "6,4"),
         (Side::Redis, Op::Get, "#1b6ac9", ""),
         (Side::Redis, Op::Put, "#1b6ac9", "6,4"),
         (Side::Python, Op::Get, "#1a9850", ""),
@@ -188,8 +190,8 @@ fn panel(
 fn legend(s: &mut String) {
     let y0 = TOP + PANEL_H + 60.0;
     for (i, (side, op, color, dash)) in series().into_iter().enumerate() {
-        let x = 70.0 + (i % 3) as f64 * 300.0;
-        let y = y0 + (i / 3) as f64 * 20.0;
+        let x = 70.0 + (i % 4) as f64 * 225.0;
+        let y = y0 + (i / 4) as f64 * 20.0;
         let _ = writeln!(
             s,
             r#"<line x1="{x}" x2="{}" y1="{y}" y2="{y}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{}" y="{}">{} {}</text>"#,
@@ -223,7 +225,8 @@ mod tests {
     use super::*;
     use crate::load::LoadResult;
 
-    /// The last full run's figures (BENCHMARKS.md), all six series.
+    /// The last full run's figures (BENCHMARKS.md), with a made-up floor
+    /// at 1.1× the handler: all eight series.
     fn sample() -> Vec<Point> {
         #[rustfmt::skip]
         let rows = [
@@ -238,9 +241,13 @@ mod tests {
         ];
         let mut points = Vec::new();
         for (conns, op, handler, redis, python) in rows {
-            for (side, [rps, p50_ms, p99_ms]) in
-                [(Side::Handler, handler), (Side::Redis, redis), (Side::Python, python)]
-            {
+            let floor = handler.map(|v| v * 1.1);
+            for (side, [rps, p50_ms, p99_ms]) in [
+                (Side::Handler, handler),
+                (Side::Floor, floor),
+                (Side::Redis, redis),
+                (Side::Python, python),
+            ] {
                 let result = LoadResult {
                     rps,
                     p50_ms,
@@ -252,6 +259,7 @@ mod tests {
                     op,
                     conns,
                     result,
+                    cpu_us: None,
                 });
             }
         }
@@ -265,7 +273,7 @@ mod tests {
         let svg = svg(
             &sample(),
             &[1, 16, 64, 256],
-            "handler vs redis-benchmark vs Python peer",
+            "handler vs floor vs redis-benchmark vs Python peer",
         );
         if let Some(path) = std::env::var_os("PLOT_OUT") {
             std::fs::write(path, &svg).unwrap();
@@ -278,6 +286,7 @@ mod tests {
             "concurrent connections",
             ">256<",
             "Python peer PUT",
+            "floor GET",
         ] {
             assert!(flat.contains(text), "no {text:?} in the SVG");
         }

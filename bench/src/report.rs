@@ -164,35 +164,61 @@ impl Results {
         t
     }
 
-    /// The throughput table: one row per concurrency and operation, the three sides side by side.
+    /// `a`'s req/s over `b`'s for `op` at `conns`.
+    fn rps_ratio(&self, a: Side, b: Side, op: Op, conns: u32) -> Option<f64> {
+        Some(self.point(a, op, conns)?.rps / self.point(b, op, conns)?.rps)
+    }
+
+    /// The handler's and the floor's CPU per request (µs) for `op` at `conns`.
+    fn cpu_pair(&self, op: Op, conns: u32) -> Option<(f64, f64)> {
+        let cpu = |side| {
+            self.points
+                .iter()
+                .find(|p| p.side == side && p.op == op && p.conns == conns)?
+                .cpu_us
+        };
+        Some((cpu(Side::Handler)?, cpu(Side::Floor)?))
+    }
+
+    /// The throughput table: one row per concurrency and operation, the
+    /// four sides side by side, then the handler over each of the others.
     pub fn table(&self) -> String {
+        let sides = [Side::Handler, Side::Floor, Side::Redis, Side::Python];
         let mut s = String::new();
-        s.push_str("| conns | op | handler req/s | p50 ms | p99 ms | redis-benchmark req/s | p50 ms | p99 ms | Python req/s | p50 ms | p99 ms | handler ÷ redis | handler ÷ Python |\n");
-        s.push_str("|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+        s.push_str("| conns | op | handler req/s | p50 ms | p99 ms | floor req/s | p50 ms | p99 ms | redis-benchmark req/s | p50 ms | p99 ms | Python req/s | p50 ms | p99 ms | handler ÷ floor | handler ÷ redis | handler ÷ Python |\n");
+        s.push_str("|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
         for &c in &self.concurrency {
             for op in [Op::Get, Op::Put] {
-                let cell = |side| {
-                    self.point(side, op, c).map_or("| – | – | – ".to_owned(), |r| {
+                let _ = write!(s, "| {c} | {} ", op.label());
+                for side in sides {
+                    s.push_str(&self.point(side, op, c).map_or("| – | – | – ".to_owned(), |r| {
                         format!("| {} | {:.3} | {:.3} ", group(r.rps.round() as u64), r.p50_ms, r.p99_ms)
-                    })
-                };
-                let ratio = |other| match (self.point(Side::Handler, op, c), self.point(other, op, c)) {
-                    (Some(h), Some(o)) => format!("{:.2}×", h.rps / o.rps),
-                    _ => "–".into(),
-                };
-                let _ = writeln!(
-                    s,
-                    "| {c} | {} {}{}{}| {} | {} |",
-                    op.label(),
-                    cell(Side::Handler),
-                    cell(Side::Redis),
-                    cell(Side::Python),
-                    ratio(Side::Redis),
-                    ratio(Side::Python)
-                );
+                    }));
+                }
+                for other in &sides[1..] {
+                    let _ = write!(s, "| {} ", times(self.rps_ratio(Side::Handler, *other, op, c)));
+                }
+                s.push_str("|\n");
             }
         }
         s
+    }
+
+    /// The handler's and the floor's CPU per request at every concurrency
+    /// where both were measured; empty when there is none.
+    pub fn cpu_table(&self) -> String {
+        let mut rows = String::new();
+        for &c in &self.concurrency {
+            for op in [Op::Get, Op::Put] {
+                if let Some((h, f)) = self.cpu_pair(op, c) {
+                    let _ = writeln!(rows, "| {c} | {} | {h:.1} | {f:.1} | {:.2}× |", op.label(), h / f);
+                }
+            }
+        }
+        if rows.is_empty() {
+            return rows;
+        }
+        format!("| conns | op | handler CPU µs/request | floor CPU µs/request | CPU handler ÷ floor |\n|--:|---|--:|--:|--:|\n{rows}")
     }
 
     /// The whole report.
@@ -246,6 +272,10 @@ impl Results {
         );
         let _ = writeln!(s, "\n{throughput}");
         s.push_str(&self.table());
+        let cpu = self.cpu_table();
+        if !cpu.is_empty() {
+            let _ = write!(s, "\n{cpu}");
+        }
         let _ = writeln!(s, "\n![throughput and p99 against concurrency]({plot_link})\n");
         self.details(&mut s);
         if let Some(c) = &self.cluster {
@@ -297,6 +327,7 @@ impl Results {
                 None => s.push_str(".\n"),
             }
         }
+        self.floor_headline(s, 64);
         if let (Some(g), Some(p)) = (
             self.point(Side::Handler, Op::Get, 16),
             self.point(Side::Handler, Op::Put, 16),
@@ -350,6 +381,35 @@ impl Results {
         if let Some(line) = self.slow.headline() {
             s.push_str(&line);
             s.push('\n');
+        }
+    }
+
+    /// The handler against the floor at `conns`: req/s and CPU per request,
+    /// GET and PUT, when measured.
+    fn floor_headline(&self, s: &mut String, conns: u32) {
+        let mut parts = Vec::new();
+        for op in [Op::Get, Op::Put] {
+            let (Some(f), Some(ratio)) = (
+                self.point(Side::Floor, op, conns),
+                self.rps_ratio(Side::Handler, Side::Floor, op, conns),
+            ) else {
+                continue;
+            };
+            let cpu = self.cpu_pair(op, conns).map_or(String::new(), |(h, fl)| {
+                format!("; CPU {h:.1} µs a request against the floor's {fl:.1}, {:.2}×", h / fl)
+            });
+            parts.push(format!(
+                "{} {ratio:.2}× (floor {} req/s{cpu})",
+                op.label(),
+                group(f.rps.round() as u64)
+            ));
+        }
+        if !parts.is_empty() {
+            let _ = writeln!(
+                s,
+                "- **Against the floor at {conns} connections** (hyper and one TLS Redis connection, nothing else): handler ÷ floor {}.",
+                parts.join("; ")
+            );
         }
     }
 
@@ -453,10 +513,84 @@ impl Results {
     }
 }
 
+/// A ratio as `0.93×`, or `–` when either side was not measured.
+fn times(ratio: Option<f64>) -> String {
+    ratio.map_or("–".into(), |r| format!("{r:.2}×"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::scenarios::{Burst, Refresh};
+
+    fn point(side: Side, op: Op, conns: u32, rps: f64, cpu_us: Option<f64>) -> Point {
+        Point {
+            side,
+            op,
+            conns,
+            result: LoadResult {
+                rps,
+                p50_ms: 1.0,
+                p99_ms: 2.0,
+                errors: 0,
+            },
+            cpu_us,
+        }
+    }
+
+    /// The throughput table puts handler ÷ floor beside handler ÷ redis
+    /// for each operation and concurrency, a dash where a side did not run
+    /// (no Python peer), and the CPU table and the headline give the
+    /// handler's and the floor's CPU per request at 64 connections.
+    #[test]
+    fn floor_ratios_and_cpu() {
+        let results = Results {
+            concurrency: vec![64],
+            points: vec![
+                point(Side::Handler, Op::Get, 64, 9_000.0, Some(27.0)),
+                point(Side::Floor, Op::Get, 64, 10_000.0, Some(20.0)),
+                point(Side::Redis, Op::Get, 64, 20_000.0, None),
+                point(Side::Handler, Op::Put, 64, 8_000.0, Some(30.0)),
+                point(Side::Floor, Op::Put, 64, 10_000.0, Some(24.0)),
+                point(Side::Redis, Op::Put, 64, 16_000.0, None),
+            ],
+            ..Results::default()
+        };
+        let table = results.table();
+        assert!(
+            table.contains("| handler ÷ floor | handler ÷ redis | handler ÷ Python |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 64 | GET | 9,000 | 1.000 | 2.000 | 10,000 | 1.000 | 2.000 | 20,000 | 1.000 | 2.000 | – | – | – | 0.90× | 0.45× | – |"),
+            "{table}"
+        );
+        assert!(table.contains("| 0.80× | 0.50× | – |"), "{table}");
+        let cpu = results.cpu_table();
+        assert!(cpu.contains("| 64 | GET | 27.0 | 20.0 | 1.35× |"), "{cpu}");
+        assert!(cpu.contains("| 64 | PUT/SET | 30.0 | 24.0 | 1.25× |"), "{cpu}");
+        let md = results.markdown("plot.svg");
+        assert!(
+            md.contains(
+                "handler ÷ floor GET 0.90× (floor 10,000 req/s; CPU 27.0 µs a request against the floor's 20.0, 1.35×); PUT/SET 0.80×"
+            ),
+            "{md}"
+        );
+        assert!(!md.contains("{{"));
+    }
+
+    /// Without the floor (a report of another run), there is no CPU table
+    /// and no floor headline.
+    #[test]
+    fn no_floor_no_floor_lines() {
+        let results = Results {
+            concurrency: vec![64],
+            points: vec![point(Side::Handler, Op::Get, 64, 9_000.0, Some(27.0))],
+            ..Results::default()
+        };
+        assert!(results.cpu_table().is_empty());
+        assert!(!results.markdown("plot.svg").contains("Against the floor"));
+    }
 
     /// The report with a refresh measured renders every template it uses:
     /// the token refresh table and the burst.

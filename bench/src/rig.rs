@@ -107,6 +107,22 @@ impl Rig {
         env.extend(identity.env());
         env
     }
+
+    /// The floor's settings: the same Redis, port and CA as
+    /// [`Rig::app_settings`], and [`BENCH_USER`]'s password in place of an
+    /// identity (the floor authenticates once and never refreshes).
+    pub fn floor_settings(&self) -> Vec<(String, String)> {
+        [
+            ("Redis__redisHostName", "127.0.0.1".to_owned()),
+            ("Redis__port", self.redis.tls_port().to_string()),
+            ("SSL_CERT_FILE", self.pki.ca_path.display().to_string()),
+            ("FLOOR_REDIS_USER", BENCH_USER.to_owned()),
+            ("FLOOR_REDIS_PASSWORD", self.bench_password.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
 }
 
 /// The `i`th key of the key space.
@@ -119,6 +135,9 @@ pub fn key(i: u32) -> String {
 pub enum Program {
     /// The `handler` binary.
     Handler(PathBuf),
+    /// The `floor` binary (`bench/floor`): hyper and one TLS Redis
+    /// connection, nothing else.
+    Floor(PathBuf),
     /// The Python peer: the venv's interpreter and `app.py`.
     Python {
         /// `target/bench-venv/bin/python`.
@@ -144,7 +163,7 @@ impl Server {
     /// in the app root, and waits until `GET /` answers.
     pub fn spawn_ready(program: &Program, root: &Path, settings: &[(String, String)]) -> anyhow::Result<Server> {
         let (binary, args) = match program {
-            Program::Handler(bin) => (bin, vec![]),
+            Program::Handler(bin) | Program::Floor(bin) => (bin, vec![]),
             Program::Python { interpreter, script } => (interpreter, vec![script.display().to_string()]),
         };
         let opts = SpawnOptions {
@@ -166,11 +185,16 @@ impl Server {
         })
     }
 
-    /// Starts `program` and waits until `GET /` answers and `GET /api/ping`
-    /// answers 200 (token fetched, connected).
+    /// Starts `program` and waits until `GET /` answers and a cache request
+    /// answers 200: `GET /api/ping` (token fetched, connected), or for the
+    /// floor, which has no such route, `GET` of the first key.
     pub fn start(program: &Program, root: &Path, settings: &[(String, String)]) -> anyhow::Result<Server> {
         let mut server = Self::spawn_ready(program, root, settings)?;
-        server.poll(Duration::from_secs(30), "/api/ping", |s| s == 200)?;
+        let probe = match program {
+            Program::Floor(_) => format!("/api/cache/{}", key(0)),
+            _ => "/api/ping".to_owned(),
+        };
+        server.poll(Duration::from_secs(30), &probe, |s| s == 200)?;
         Ok(server)
     }
 

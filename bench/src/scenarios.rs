@@ -1,8 +1,9 @@
-//! The measurements: throughput and latency against concurrency, cold
-//! start, memory, and the cost of token refresh.
+//! The measurements: throughput, latency and CPU per request against
+//! concurrency, cold start, memory, and the cost of token refresh.
 
 use crate::client::Conn;
 use crate::load::{self, LoadResult};
+use crate::quota::process_cpu;
 use crate::rig::{key, Program, Rig, Server, KEYSPACE, VALUE_BYTES};
 use anyhow::{ensure, Context};
 use serde_json::Value;
@@ -15,6 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub enum Side {
     /// The Rust handler, through HTTP.
     Handler,
+    /// The floor (`bench/floor`), through HTTP: hyper and one TLS Redis
+    /// connection answering the raw value, the least any server can do.
+    Floor,
     /// `redis-benchmark` straight at Redis: the ceiling.
     Redis,
     /// The Python peer, through HTTP.
@@ -26,6 +30,7 @@ impl Side {
     pub fn label(self) -> &'static str {
         match self {
             Side::Handler => "handler (Rust)",
+            Side::Floor => "floor",
             Side::Redis => "redis-benchmark",
             Side::Python => "Python peer",
         }
@@ -62,6 +67,9 @@ pub struct Point {
     pub conns: u32,
     /// What was measured.
     pub result: LoadResult,
+    /// The server's CPU time (user and system) per request, µs; `None` for
+    /// `redis-benchmark`.
+    pub cpu_us: Option<f64>,
 }
 
 /// How long each load run lasts.
@@ -73,34 +81,55 @@ pub struct Timing {
     pub measure: Duration,
 }
 
-/// Runs GET and PUT at each concurrency against the handler, `redis-benchmark`
-/// and (when given) the Python peer, interleaved so drift hits all alike.
+/// The HTTP servers of the throughput runs; the Python peer only when its
+/// virtualenv exists.
+pub struct Servers<'a> {
+    /// The handler.
+    pub handler: &'a Server,
+    /// The floor.
+    pub floor: &'a Server,
+    /// The Python peer.
+    pub python: Option<&'a Server>,
+}
+
+/// Runs GET and PUT at each concurrency against the handler, the floor,
+/// the Python peer (when there) and `redis-benchmark`, interleaved so drift
+/// hits all alike, with each HTTP server's CPU time per request.
 pub fn throughput(
     rig: &Rig,
     lua: &Path,
-    handler: &Server,
-    python: Option<&Server>,
+    servers: &Servers,
     concurrency: &[u32],
     timing: Timing,
 ) -> anyhow::Result<Vec<Point>> {
     let mut points = Vec::new();
-    for &conns in concurrency {
+    for (i, &conns) in concurrency.iter().enumerate() {
         for op in [Op::Get, Op::Put] {
             let method = if op == Op::Get { "GET" } else { "PUT" };
             let mut http = |side: Side, server: &Server| -> anyhow::Result<()> {
                 load::wrk(lua, server.port, method, conns, timing.warm)?;
+                let before = process_cpu(server.pid())?;
                 let result = load::wrk(lua, server.port, method, conns, timing.measure)?;
+                let cpu = process_cpu(server.pid())?.saturating_sub(before);
                 report(side, op, conns, &result);
                 points.push(Point {
                     side,
                     op,
                     conns,
                     result,
+                    cpu_us: Some(cpu_per_request_us(cpu, result.rps, timing.measure)),
                 });
                 Ok(())
             };
-            http(Side::Handler, handler)?;
-            if let Some(py) = python {
+            for side in handler_and_floor(i + usize::from(op == Op::Put)) {
+                let server = if side == Side::Handler {
+                    servers.handler
+                } else {
+                    servers.floor
+                };
+                http(side, server)?;
+            }
+            if let Some(py) = servers.python {
                 http(Side::Python, py)?;
             }
             let test = if op == Op::Get { "get" } else { "set" };
@@ -111,10 +140,27 @@ pub fn throughput(
                 op,
                 conns,
                 result,
+                cpu_us: None,
             });
         }
     }
     Ok(points)
+}
+
+/// The order of the handler and the floor at the `n`th concurrency plus 1
+/// for PUT: each goes first at every other concurrency of each operation,
+/// so that neither always runs right after the other.
+fn handler_and_floor(n: usize) -> [Side; 2] {
+    if n.is_multiple_of(2) {
+        [Side::Handler, Side::Floor]
+    } else {
+        [Side::Floor, Side::Handler]
+    }
+}
+
+/// CPU time per request in µs, from a run of `length` at `rps`.
+fn cpu_per_request_us(cpu: Duration, rps: f64, length: Duration) -> f64 {
+    cpu.as_secs_f64() * 1e6 / (rps * length.as_secs_f64()).max(1.0)
 }
 
 fn report(side: Side, op: Op, conns: u32, r: &LoadResult) {
@@ -422,4 +468,31 @@ pub(crate) fn health(port: u16) -> anyhow::Result<Value> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Over the concurrencies, the handler and the floor each go first
+    /// half the time for GET and half the time for PUT.
+    #[test]
+    fn handler_and_floor_take_turns_within_each_operation() {
+        for put in [0, 1] {
+            let firsts: Vec<Side> = (0..4).map(|i| handler_and_floor(i + put)[0]).collect();
+            assert_eq!(firsts.iter().filter(|s| **s == Side::Handler).count(), 2, "{firsts:?}");
+            assert_ne!(firsts[0], firsts[1]);
+        }
+    }
+
+    /// CPU per request is the CPU time over the requests of the run, in µs.
+    #[test]
+    fn cpu_per_request() {
+        let us = cpu_per_request_us(Duration::from_millis(1500), 10_000.0, Duration::from_secs(5));
+        assert!((us - 30.0).abs() < 1e-9, "{us}");
+        assert_eq!(
+            cpu_per_request_us(Duration::from_millis(10), 0.0, Duration::from_secs(1)),
+            10_000.0
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! What the benchmark needs on the machine, checked up front (never
-//! installed behind the user's back), the release handler, and the Python
-//! peer's virtualenv.
+//! installed behind the user's back), the release handler and floor, and
+//! the Python peer's virtualenv.
 
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -77,20 +77,49 @@ fn runs(argv: &[&str], must_succeed: bool) -> bool {
 
 /// `cargo build --release --bin handler`, returning the binary's path.
 pub fn build_handler(root: &Path) -> anyhow::Result<PathBuf> {
+    cargo_build(root, &["--release", "--bin", "handler"], "release", "handler")
+}
+
+/// `cargo build --release -p floor`: the floor (`bench/floor`) with the
+/// handler's release profile, returning the binary's path.
+pub fn build_floor(root: &Path) -> anyhow::Result<PathBuf> {
+    cargo_build(root, &["--release", "-p", "floor"], "release", "floor")
+}
+
+/// The floor to run beside a handler given by path (`--smoke --handler`):
+/// the `floor` in the same directory, built with the same profile (CI's
+/// `cargo test --workspace` builds `target/debug/floor`, for the floor's
+/// own test, beside `target/debug/handler`); when there is none, built
+/// with the profile that directory is named for.
+pub fn floor_beside(root: &Path, handler: &Path) -> anyhow::Result<PathBuf> {
+    let beside = handler.with_file_name("floor");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    match handler.parent().and_then(Path::file_name) {
+        Some(dir) if dir == "release" => build_floor(root),
+        _ => cargo_build(root, &["-p", "floor"], "debug", "floor"),
+    }
+}
+
+/// `cargo build <args>` in `root`, returning `target/<dir>/<bin>`.
+fn cargo_build(root: &Path, args: &[&str], dir: &str, bin: &str) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("bench: cargo build --release --bin handler");
+    let line = format!("cargo build {}", args.join(" "));
+    eprintln!("bench: {line}");
     let status = Command::new(cargo)
-        .args(["build", "--release", "--bin", "handler"])
+        .arg("build")
+        .args(args)
         .current_dir(root)
         .status()
         .context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build --release --bin handler failed ({status})");
+        bail!("{line} failed ({status})");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("release").join("handler");
-    anyhow::ensure!(bin.is_file(), "no handler binary at {}", bin.display());
-    Ok(bin)
+    let path = target.join(dir).join(bin);
+    anyhow::ensure!(path.is_file(), "no {bin} binary at {}", path.display());
+    Ok(path)
 }
 
 /// The Python peer's interpreter: `target/bench-venv`, made and filled from
