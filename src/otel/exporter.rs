@@ -1,7 +1,8 @@
 //! The exporter: spans wait in a bounded queue and go out in batches from
 //! a task of their own; metrics go out at their interval. Nothing here is
-//! on an invocation's path but [`record`]: a lock, a push, and (once per
-//! batch) a wake-up.
+//! on an invocation's path but [`record`]: the span's encoding into its
+//! thread's buffer (under a lock only the exporter also takes), and (once
+//! per batch) a wake-up.
 //!
 //! When the queue is full (the collector slow, down or hanging), new spans
 //! are dropped and counted, never waited for: memory stays at the queue's
@@ -29,7 +30,7 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 /// (each thread locks only its own, so worker threads never wait for each
 /// other; the exporter takes them all), bounded together by `queued`.
 struct Queue {
-    shards: Mutex<Vec<Arc<Shard>>>,
+    shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
     /// Spans in all the shards.
     queued: AtomicUsize,
     /// Woken when a batch is full.
@@ -80,8 +81,20 @@ pub(super) fn config() -> Option<&'static Config> {
     EXPORTER.get().map(|e| &e.config)
 }
 
-/// One thread's spans waiting for export.
-type Shard = Mutex<Vec<SpanData>>;
+/// One thread's spans waiting for export, already encoded in the
+/// protocol's form (`proto::span_entry`, `json::span_entry`). A span is
+/// encoded on the thread that ends it and its box freed there at once:
+/// the queue holds a couple of hundred bytes a span instead of the span
+/// itself, nothing of it is copied again but into the request, and the
+/// allocator gets the box back on the thread that took it (each of those
+/// showed in the profile).
+#[derive(Default)]
+struct Shard {
+    /// The entries, one after another.
+    bytes: Vec<u8>,
+    /// Where each entry ends in `bytes`.
+    ends: Vec<usize>,
+}
 
 /// Threads past this many share one shard (a runtime has a few workers;
 /// this only bounds the list if threads come and go).
@@ -89,19 +102,19 @@ const MAX_SHARDS: usize = 64;
 
 thread_local! {
     /// This thread's shard, once it has recorded a span.
-    static SHARD: std::cell::OnceCell<Arc<Shard>> = const { std::cell::OnceCell::new() };
+    static SHARD: std::cell::OnceCell<Arc<Mutex<Shard>>> = const { std::cell::OnceCell::new() };
 }
 
 impl Queue {
     /// This thread's shard, made and listed on its first span.
-    fn shard(&self) -> Arc<Shard> {
+    fn shard(&self) -> Arc<Mutex<Shard>> {
         SHARD.with(|s| {
             s.get_or_init(|| {
                 let mut shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
                 if shards.len() >= MAX_SHARDS {
                     return shards[0].clone();
                 }
-                let shard = Arc::new(Mutex::new(Vec::with_capacity(self.batch)));
+                let shard = Arc::new(Mutex::new(Shard::default()));
                 shards.push(shard.clone());
                 shard
             })
@@ -109,35 +122,47 @@ impl Queue {
         })
     }
 
-    /// Up to a batch of the spans waiting into `batch` (emptied first),
-    /// taken from the shards in turn (so no more than one batch is ever out
-    /// of the queue's bound). The caller keeps `batch` from one call to the
-    /// next: a batch is hundreds of kilobytes, not worth allocating each time.
-    fn take_batch(&self, batch: &mut Vec<SpanData>) {
-        batch.clear();
-        let shards: Vec<Arc<Shard>> = self.shards.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    /// Up to a batch of the spans waiting, their entries written into
+    /// `entries` (emptied first), taken from the shards in turn (so no more
+    /// than one batch is ever out of the queue's bound); gives how many.
+    /// The caller keeps `entries` from one call to the next.
+    fn take_batch(&self, entries: &mut Vec<u8>) -> usize {
+        entries.clear();
+        let mut taken = 0;
+        let shards: Vec<Arc<Mutex<Shard>>> = self.shards.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for shard in shards {
-            let mut spans = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let room = self.batch - batch.len();
-            if spans.len() <= room {
-                // One copy of them all, the shard keeping its capacity.
-                batch.append(&mut spans);
-            } else {
-                batch.extend(spans.drain(..room));
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let n = shard.ends.len().min(self.batch - taken);
+            if n == 0 {
+                continue;
             }
-            if batch.len() == self.batch {
+            let cut = shard.ends[n - 1];
+            entries.extend_from_slice(&shard.bytes[..cut]);
+            if n == shard.ends.len() {
+                // All of them: the shard keeps its capacity.
+                shard.bytes.clear();
+                shard.ends.clear();
+            } else {
+                shard.bytes.drain(..cut);
+                shard.ends.drain(..n);
+                shard.ends.iter_mut().for_each(|end| *end -= cut);
+            }
+            taken += n;
+            if taken == self.batch {
                 break;
             }
         }
-        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        self.queued.fetch_sub(taken, Ordering::Relaxed);
+        taken
     }
 }
 
 /// Queues a finished span, or drops and counts it when the queue is full.
-/// It is moved out of its box once, straight into the queue: a span is a
-/// few hundred bytes, and each copy showed in the profile.
-pub(crate) fn record(span: Box<(SpanData, std::time::Instant)>) {
-    let Some(queue) = EXPORTER.get().and_then(|e| e.queue.as_ref()) else {
+pub(crate) fn record(span: Box<SpanData>) {
+    let Some((queue, protocol)) = EXPORTER
+        .get()
+        .and_then(|e| Some((e.queue.as_ref()?, e.config.traces.as_ref()?.protocol)))
+    else {
         return;
     };
     let before = queue.queued.fetch_add(1, Ordering::Relaxed);
@@ -146,9 +171,18 @@ pub(crate) fn record(span: Box<(SpanData, std::time::Instant)>) {
         queue.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     }
+    let push = |shard: &Mutex<Shard>| {
+        let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        match protocol {
+            super::config::Protocol::Protobuf => proto::span_entry(&mut shard.bytes, &span),
+            super::config::Protocol::Json => json::span_entry(&mut shard.bytes, &span),
+        }
+        let end = shard.bytes.len();
+        shard.ends.push(end);
+    };
     SHARD.with(|s| match s.get() {
-        Some(shard) => shard.lock().unwrap_or_else(|p| p.into_inner()).push(span.0),
-        None => queue.shard().lock().unwrap_or_else(|p| p.into_inner()).push(span.0),
+        Some(shard) => push(shard),
+        None => push(&queue.shard()),
     });
     if before + 1 == queue.batch {
         queue.ready.notify_one();
@@ -237,7 +271,7 @@ async fn export_spans(exporter: Arc<Exporter>, mut stop: watch::Receiver<bool>) 
         return;
     };
     let mut log = Warnings::default();
-    let mut batch = Vec::with_capacity(queue.batch);
+    let mut entries = Vec::new();
     loop {
         let stopping = tokio::select! {
             () = queue.ready.notified() => false,
@@ -245,20 +279,20 @@ async fn export_spans(exporter: Arc<Exporter>, mut stop: watch::Receiver<bool>) 
             _ = stop.changed() => true,
         };
         loop {
-            queue.take_batch(&mut batch);
-            if batch.is_empty() {
+            let n = queue.take_batch(&mut entries);
+            if n == 0 {
                 break;
             }
-            let full = batch.len() == queue.batch;
+            let full = n == queue.batch;
             let body = match signal.protocol {
-                super::config::Protocol::Protobuf => proto::traces(&exporter.resource, &batch),
-                super::config::Protocol::Json => json::traces(&exporter.resource, &batch),
+                super::config::Protocol::Protobuf => proto::traces_of_entries(&exporter.resource, &entries),
+                super::config::Protocol::Json => json::traces_of_entries(&exporter.resource, &entries),
             };
             match send(&exporter.client, signal, body).await {
-                Ok(()) => queue.exported.fetch_add(batch.len() as u64, Ordering::Relaxed),
+                Ok(()) => queue.exported.fetch_add(n as u64, Ordering::Relaxed),
                 Err(e) => {
-                    log.failed(&format!("{} spans not exported: {e}", batch.len()), &signal.url);
-                    queue.failed.fetch_add(batch.len() as u64, Ordering::Relaxed)
+                    log.failed(&format!("{n} spans not exported: {e}"), &signal.url);
+                    queue.failed.fetch_add(n as u64, Ordering::Relaxed)
                 }
             };
             if !full {

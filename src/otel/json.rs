@@ -37,16 +37,40 @@ fn scope() -> Json {
     json!({ "name": super::SCOPE_NAME, "version": super::SCOPE_VERSION })
 }
 
-/// `ExportTraceServiceRequest` as JSON bytes.
-pub(crate) fn traces(res: &Resource, spans: &[SpanData]) -> Vec<u8> {
-    let spans: Vec<Json> = spans.iter().map(span).collect();
-    let body = json!({
+/// One span as an element of `scopeSpans[0].spans`, followed by a comma:
+/// the form the exporter queues a span in, written as the span ends.
+pub(crate) fn span_entry(buf: &mut Vec<u8>, s: &SpanData) {
+    // Writing a `serde_json::Value` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, &span(s));
+    buf.push(b',');
+}
+
+/// `ExportTraceServiceRequest` as JSON bytes, around spans written by
+/// [`span_entry`].
+pub(crate) fn traces_of_entries(res: &Resource, entries: &[u8]) -> Vec<u8> {
+    let head = json!({
         "resourceSpans": [{
             "resource": resource(res),
-            "scopeSpans": [{ "scope": scope(), "spans": spans }],
+            "scopeSpans": [{ "scope": scope(), "spans": [] }],
         }]
     });
-    serde_json::to_vec(&body).unwrap_or_default()
+    let head = serde_json::to_vec(&head).unwrap_or_default();
+    // `…"spans":[]}]}]}` (keys in order): the entries go between its `[`
+    // and `]`.
+    const EMPTY: &[u8] = b"\"spans\":[]";
+    let Some(at) = head
+        .windows(EMPTY.len())
+        .rposition(|w| w == EMPTY)
+        .map(|i| i + EMPTY.len() - 2)
+    else {
+        return head;
+    };
+    let entries = entries.strip_suffix(b",").unwrap_or(entries);
+    let mut out = Vec::with_capacity(head.len() + entries.len());
+    out.extend_from_slice(&head[..=at]);
+    out.extend_from_slice(entries);
+    out.extend_from_slice(&head[at + 1..]);
+    out
 }
 
 fn span(s: &SpanData) -> Json {
@@ -145,4 +169,50 @@ fn metric(m: &MetricData, start: u64, now: u64) -> Json {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otel::span::{Attributes, Kind};
+    use std::time::Instant;
+
+    fn span(name: &'static str, id: u8) -> SpanData {
+        SpanData {
+            trace_id: [id; 16],
+            span_id: [id; 8],
+            parent_span_id: None,
+            trace_state: None,
+            name: name.into(),
+            kind: Kind::Client,
+            start_unix_nano: 1,
+            end_unix_nano: 2,
+            fixed: None,
+            attributes: Attributes::default(),
+            events: Vec::new(),
+            error: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// Spans queued as entries make one valid request with every span in
+    /// order, and none makes a valid empty one.
+    #[test]
+    fn entries_make_one_request() {
+        let resource = Resource {
+            attributes: vec![("service.name".into(), Value::from("app[]"))],
+        };
+        let mut entries = Vec::new();
+        span_entry(&mut entries, &span("GET", 1));
+        span_entry(&mut entries, &span("SET", 2));
+        let body: Json = serde_json::from_slice(&traces_of_entries(&resource, &entries)).unwrap();
+        let rs = &body["resourceSpans"][0];
+        assert_eq!(rs["resource"]["attributes"][0]["value"]["stringValue"], "app[]");
+        let spans = rs["scopeSpans"][0]["spans"].as_array().unwrap();
+        let names: Vec<&str> = spans.iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["GET", "SET"]);
+        assert_eq!(spans[1]["spanId"], "0202020202020202");
+        let empty: Json = serde_json::from_slice(&traces_of_entries(&resource, &[])).unwrap();
+        assert_eq!(empty["resourceSpans"][0]["scopeSpans"][0]["spans"], json!([]));
+    }
 }

@@ -162,15 +162,38 @@ fn resource_and_scope<'a>(
     });
 }
 
-/// `ExportTraceServiceRequest`: 1 resource_spans { 1 resource, 2
-/// scope_spans { 1 scope, 2 spans } }.
-pub(crate) fn traces(resource: &Resource, spans: &[SpanData]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(256 + spans.len() * 256);
-    resource_and_scope(&mut buf, resource, 1, |b| {
-        for span in spans {
-            message(b, 2, |b| span_message(b, span));
+/// One span as an entry of `ScopeSpans.spans` (field 2): the form the
+/// exporter queues a span in, written as the span ends.
+pub(crate) fn span_entry(buf: &mut Vec<u8>, span: &SpanData) {
+    message(buf, 2, |b| span_message(b, span));
+}
+
+/// `ExportTraceServiceRequest` (1 resource_spans { 1 resource, 2
+/// scope_spans { 1 scope, 2 spans } }) around spans written by
+/// [`span_entry`]. The lengths are known before the spans are written, so
+/// a batch of them is copied in once and never moved.
+pub(crate) fn traces_of_entries(resource: &Resource, entries: &[u8]) -> Vec<u8> {
+    let mut resource_field = Vec::new();
+    message(&mut resource_field, 1, |b| {
+        for (k, v) in &resource.attributes {
+            key_value(b, 1, k, v);
         }
     });
+    let mut scope_field = Vec::new();
+    message(&mut scope_field, 1, |b| {
+        string(b, 1, super::SCOPE_NAME);
+        string(b, 2, super::SCOPE_VERSION);
+    });
+    let scope_spans = scope_field.len() + entries.len();
+    let resource_spans = resource_field.len() + 1 + varint_len(scope_spans as u64) + scope_spans;
+    let mut buf = Vec::with_capacity(resource_spans + 12);
+    tag(&mut buf, 1, LEN);
+    varint(&mut buf, resource_spans as u64);
+    buf.extend_from_slice(&resource_field);
+    tag(&mut buf, 2, LEN);
+    varint(&mut buf, scope_spans as u64);
+    buf.extend_from_slice(&scope_field);
+    buf.extend_from_slice(entries);
     buf
 }
 
@@ -313,5 +336,24 @@ mod tests {
         message(&mut b, 1, |b| string(b, 2, &"x".repeat(200)));
         assert_eq!(&b[..4], &[0x0a, 0xcb, 0x01, 0x12]);
         assert_eq!(b.len(), 1 + 2 + 1 + 2 + 200);
+    }
+
+    /// A request written around queued entries with the lengths worked out
+    /// first is the one written by nesting, from one span to enough that
+    /// the lengths take more bytes.
+    #[test]
+    fn traces_around_entries() {
+        let resource = Resource {
+            attributes: vec![("service.name".into(), Value::from("app"))],
+        };
+        for spans in [0, 1, 700] {
+            let mut entries = Vec::new();
+            for _ in 0..spans {
+                message(&mut entries, 2, |b| string(b, 5, "GET"));
+            }
+            let mut nested = Vec::new();
+            resource_and_scope(&mut nested, &resource, 1, |b| b.extend_from_slice(&entries));
+            assert_eq!(traces_of_entries(&resource, &entries), nested, "{spans} spans");
+        }
     }
 }

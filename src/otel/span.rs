@@ -274,13 +274,17 @@ pub(crate) struct SpanData {
     pub events: Vec<Event>,
     /// `Some(message)` when the span failed (message redacted).
     pub error: Option<String>,
+    /// The monotonic clock at the start (not exported): the end is the
+    /// start's wall clock plus the monotonic duration, so a clock step in
+    /// between does not give a negative span.
+    pub started: Instant,
 }
 
 /// A span being recorded; it is recorded when dropped.
 /// Empty when export is off or the trace is not sampled.
 #[derive(Debug)]
 #[must_use = "a span is recorded when it is dropped"]
-pub(crate) struct Span(Option<Box<(SpanData, Instant)>>);
+pub(crate) struct Span(Option<Box<SpanData>>);
 
 impl Span {
     /// A span that records nothing.
@@ -331,8 +335,9 @@ impl Span {
             attributes: Attributes::default(),
             events: Vec::new(),
             error: None,
+            started: Instant::now(),
         };
-        Span(Some(Box::new((data, Instant::now()))))
+        Span(Some(Box::new(data)))
     }
 
     /// Whether anything is recorded (to skip work only a span needs).
@@ -343,8 +348,8 @@ impl Span {
     /// This span's identity, for its children.
     pub(crate) fn context(&self) -> Option<SpanContext> {
         self.0.as_ref().map(|b| SpanContext {
-            trace_id: b.0.trace_id,
-            span_id: b.0.span_id,
+            trace_id: b.trace_id,
+            span_id: b.span_id,
             sampled: true,
         })
     }
@@ -360,7 +365,7 @@ impl Span {
     pub(crate) fn set_fixed(&mut self, fixed: Option<&'static super::fixed::Fixed>) -> bool {
         match (&mut self.0, fixed) {
             (Some(b), Some(f)) => {
-                b.0.fixed = Some(f);
+                b.fixed = Some(f);
                 true
             }
             _ => false,
@@ -370,7 +375,7 @@ impl Span {
     /// Sets an attribute.
     pub(crate) fn set(&mut self, key: &'static str, value: impl Into<Value>) {
         if let Some(b) = &mut self.0 {
-            b.0.attributes.push((key, value.into()));
+            b.attributes.push((key, value.into()));
         }
     }
 
@@ -379,7 +384,7 @@ impl Span {
     pub(crate) fn fail(&mut self, kind: &'static str, message: &str) {
         if let Some(b) = &mut self.0 {
             let message = redact(message);
-            b.0.events.push(Event {
+            b.events.push(Event {
                 time_unix_nano: unix_nanos(),
                 name: "exception",
                 attributes: vec![
@@ -387,8 +392,8 @@ impl Span {
                     ("exception.message", message.clone().into()),
                 ],
             });
-            b.0.attributes.push(("error.type", kind.into()));
-            b.0.error = Some(message);
+            b.attributes.push(("error.type", kind.into()));
+            b.error = Some(message);
         }
     }
 }
@@ -396,9 +401,7 @@ impl Span {
 impl Drop for Span {
     fn drop(&mut self) {
         if let Some(mut b) = self.0.take() {
-            // The wall clock at the start, plus the monotonic duration:
-            // a clock step in between does not give a negative span.
-            b.0.end_unix_nano = b.0.start_unix_nano + b.1.elapsed().as_nanos() as u64;
+            b.end_unix_nano = b.start_unix_nano + b.started.elapsed().as_nanos() as u64;
             exporter::record(b);
         }
     }
