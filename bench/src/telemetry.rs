@@ -4,10 +4,11 @@
 //!
 //! Three handlers side by side on the rig take turns under GET at full
 //! speed (`wrk`), each run timed with the handler's CPU: one with export
-//! off (no `OTEL_*` variable), one exporting to `devhost`'s OTLP receiver
-//! with every other setting at its default, and one exporting the same way
-//! to a sink that decodes nothing, which tells the handler's own cost from
-//! the receiver's. Health's `telemetry` counters say how many spans went
+//! off (no `OTEL_*` variable), one exporting to a receiver that checks and
+//! counts every span without building anything of it (the handler's own
+//! cost, which the target is read against), and one exporting the same way
+//! to `devhost`'s OTLP receiver, which decodes and keeps every span on the
+//! same cores (what a working collector beside the handler adds). Health's `telemetry` counters say how many spans went
 //! out and how many the bounded queue dropped. Then a fresh exporting
 //! handler, against a fresh receiver so that the count starts from
 //! nothing, gets invocations at a fixed rate, each with its own invocation
@@ -16,7 +17,7 @@
 //!
 //! # Layout
 //!
-//! - `collector`: the receiver, the sink, and the runtime they run on.
+//! - `collector`: the two receivers, and the runtime they run on.
 //! - `full_speed`: the three handlers in turns under `wrk`, with their CPU.
 //! - `delivery`: the paced run and the count of the spans that arrived;
 //!   `paced` the open-loop generator it uses.
@@ -64,10 +65,10 @@ pub struct TelemetryPlan {
 pub enum Export {
     /// Nowhere: no `OTEL_*` variable.
     Off,
+    /// A receiver that checks and counts every span.
+    Counter,
     /// `devhost`'s receiver, which decodes and keeps every span.
     Receiver,
-    /// A sink that reads each export and decodes nothing.
-    Sink,
 }
 
 impl Export {
@@ -75,8 +76,8 @@ impl Export {
     pub fn label(self) -> &'static str {
         match self {
             Export::Off => "off",
+            Export::Counter => "on, to a counting receiver",
             Export::Receiver => "on, to devhost's receiver",
-            Export::Sink => "on, to a sink",
         }
     }
 }
@@ -129,17 +130,23 @@ pub struct TelemetryResults {
     pub plan: Option<TelemetryPlan>,
     /// Full-speed runs with export off, one per round.
     pub off: Vec<Run>,
-    /// Full-speed runs exporting to the receiver, one per round.
-    pub on: Vec<Run>,
-    /// Full-speed runs exporting to the sink, one per round.
-    pub sink: Vec<Run>,
-    /// The counters of the handler exporting to the receiver over its
-    /// measured runs.
-    pub full_speed: SpanCounts,
-    /// The same for the handler exporting to the sink.
-    pub sink_full_speed: SpanCounts,
-    /// Export requests the sink answered.
-    pub sink_requests: u64,
+    /// Full-speed runs exporting to the counting receiver, one per round.
+    pub counter: Vec<Run>,
+    /// Full-speed runs exporting to devhost's receiver, one per round.
+    pub receiver: Vec<Run>,
+    /// Health's counters of the handler exporting to the counting receiver,
+    /// from before its first full-speed run to after its last.
+    pub counter_full_speed: SpanCounts,
+    /// The same for the handler exporting to devhost's receiver.
+    pub receiver_full_speed: SpanCounts,
+    /// Spans the counting receiver counted, over all its runs (warm-up
+    /// included) and the time it took to empty the queue after them.
+    pub counted: u64,
+    /// Export requests the counting receiver refused as malformed.
+    pub refused: u64,
+    /// Health's `exported` of the handler exporting to the counting
+    /// receiver at the time [`Self::counted`] was read.
+    pub counter_exported: u64,
     /// The paced run.
     pub paced: Paced,
     /// The commit measured.
@@ -180,8 +187,8 @@ impl TelemetryResults {
     pub fn runs(&self, export: Export) -> &[Run] {
         match export {
             Export::Off => &self.off,
-            Export::Receiver => &self.on,
-            Export::Sink => &self.sink,
+            Export::Counter => &self.counter,
+            Export::Receiver => &self.receiver,
         }
     }
 
@@ -189,7 +196,7 @@ impl TelemetryResults {
     /// out; in the paced run every request sent and answered, and (when
     /// the plan asks) a server span received for each.
     pub fn check(&self) -> anyhow::Result<()> {
-        for export in [Export::Off, Export::Receiver, Export::Sink] {
+        for export in [Export::Off, Export::Counter, Export::Receiver] {
             for r in self.runs(export) {
                 ensure!(
                     r.load.errors == 0 && r.load.rps > 0.0,
@@ -200,9 +207,17 @@ impl TelemetryResults {
                 );
             }
         }
+        ensure!(
+            self.counter.is_empty() || (self.refused == 0 && self.counted == self.counter_exported),
+            "telemetry: the counting receiver counted {} spans and refused {} exports; the handler says {} were \
+             exported",
+            self.counted,
+            self.refused,
+            self.counter_exported
+        );
         for (export, f) in [
-            (Export::Receiver, self.full_speed),
-            (Export::Sink, self.sink_full_speed),
+            (Export::Counter, self.counter_full_speed),
+            (Export::Receiver, self.receiver_full_speed),
         ] {
             ensure!(
                 self.runs(export).is_empty() || (f.exported > 0 && f.failed == 0),

@@ -1,5 +1,5 @@
-//! The full-speed part: the three handlers (export off, to the receiver,
-//! to the sink) in turns under GET with `wrk`, each run with the handler's
+//! The full-speed part: the three handlers (export off, to the counting
+//! receiver, to devhost's receiver) in turns under GET with `wrk`, each run with the handler's
 //! CPU time and the bench's, and Health's span counters around them all.
 
 use super::collector::Collectors;
@@ -51,8 +51,8 @@ pub(super) fn run(
     let mut servers = Vec::new();
     for (export, endpoint) in [
         (Export::Off, None),
+        (Export::Counter, Some(collectors.counter.endpoint())),
         (Export::Receiver, Some(receiver.as_str())),
-        (Export::Sink, Some(collectors.sink.endpoint())),
     ] {
         let server = Server::start(handler, &rig.root, &settings(rig, endpoint))?;
         ensure!(
@@ -77,8 +77,8 @@ pub(super) fn run(
             print_point(&format!("export {}", export.label()), Op::Get, plan.conns, &r.load);
             match export {
                 Export::Off => &mut out.off,
-                Export::Receiver => &mut out.on,
-                Export::Sink => &mut out.sink,
+                Export::Counter => &mut out.counter,
+                Export::Receiver => &mut out.receiver,
             }
             .push(r);
         }
@@ -87,8 +87,8 @@ pub(super) fn run(
         let f = counts(server)?.unwrap_or_default().since(before);
         match export {
             Export::Off => continue,
-            Export::Receiver => out.full_speed = f,
-            Export::Sink => out.sink_full_speed = f,
+            Export::Counter => out.counter_full_speed = f,
+            Export::Receiver => out.receiver_full_speed = f,
         }
         eprintln!(
             "bench: export {} at full speed: {} spans exported, {} dropped, {} failed, {} queued",
@@ -99,8 +99,33 @@ pub(super) fn run(
             f.queued
         );
     }
-    out.sink_requests = collectors.sink.requests();
+    if let Some((_, server)) = servers.iter().find(|(e, _)| *e == Export::Counter) {
+        (out.counted, out.counter_exported) = settle(server, &collectors.counter)?;
+        out.refused = collectors.counter.refused();
+        eprintln!(
+            "bench: the counting receiver counted {} spans in {} exports ({} refused); the handler says {} exported",
+            out.counted,
+            collectors.counter.requests(),
+            out.refused,
+            out.counter_exported
+        );
+    }
     Ok(())
+}
+
+/// The spans the counting receiver counted and the handler's own count of
+/// spans exported, once the two agree (an export in flight is counted by
+/// the receiver before the handler has its answer) or 10 s have passed.
+fn settle(server: &Server, counter: &super::collector::Counter) -> anyhow::Result<(u64, u64)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let exported = counts(server)?.unwrap_or_default().exported;
+        let counted = counter.spans();
+        if counted == exported || std::time::Instant::now() >= deadline {
+            return Ok((counted, exported));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// One `wrk` run, with the handler's and the bench's CPU time around it.
