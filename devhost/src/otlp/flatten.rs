@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, HistogramDataPoint, NumberDataPoint};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use std::sync::Arc;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -48,7 +49,8 @@ fn scope_name(s: Option<&InstrumentationScope>) -> String {
 pub(super) fn spans(req: &ExportTraceServiceRequest, protocol: Protocol) -> Vec<ReceivedSpan> {
     let mut out = Vec::new();
     for rs in &req.resource_spans {
-        let resource = resource_attrs(rs.resource.as_ref());
+        // One map for the export's spans, shared.
+        let resource = Arc::new(resource_attrs(rs.resource.as_ref()));
         for ss in &rs.scope_spans {
             let scope = scope_name(ss.scope.as_ref());
             for s in &ss.spans {
@@ -110,7 +112,7 @@ fn histogram(p: &HistogramDataPoint) -> MetricData {
 pub(super) fn metrics(req: &ExportMetricsServiceRequest, protocol: Protocol) -> Vec<ReceivedMetric> {
     let mut out = Vec::new();
     for rm in &req.resource_metrics {
-        let resource = resource_attrs(rm.resource.as_ref());
+        let resource = Arc::new(resource_attrs(rm.resource.as_ref()));
         for sm in &rm.scope_metrics {
             let scope = scope_name(sm.scope.as_ref());
             for m in &sm.metrics {

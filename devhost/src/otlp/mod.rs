@@ -42,7 +42,7 @@ mod waterfall;
 pub use model::{
     AttrValue, Attrs, MetricData, Number, Protocol, ReceivedMetric, ReceivedSpan, SpanEvent, SpanKind, SpanStatus,
 };
-pub use store::ReceivedBody;
+pub use store::{ReceivedBody, MAX_BODIES, MAX_METRIC_POINTS, MAX_SPANS};
 pub use waterfall::waterfall;
 
 use std::collections::BTreeMap;
@@ -98,9 +98,10 @@ impl Receiver {
         *self.shared.behaviour.lock().unwrap() = behaviour;
     }
 
-    /// Every span received so far, in arrival order.
+    /// The spans received so far (the newest [`MAX_SPANS`]), in arrival
+    /// order.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.shared.store.read(|d| d.spans.clone())
+        self.shared.store.read(|d| d.spans.to_vec())
     }
 
     /// The spans of one trace (`trace_id`: 32 hex digits), in arrival order.
@@ -111,10 +112,11 @@ impl Receiver {
             .read(|d| d.spans.iter().filter(|s| s.trace_id == id).cloned().collect())
     }
 
-    /// Every metric data point received so far, one entry per point per
-    /// export, in arrival order.
+    /// The metric data points received so far (the newest
+    /// [`MAX_METRIC_POINTS`]), one entry per point per export, in arrival
+    /// order.
     pub fn metrics(&self) -> Vec<ReceivedMetric> {
-        self.shared.store.read(|d| d.metrics.clone())
+        self.shared.store.read(|d| d.metrics.to_vec())
     }
 
     /// The last point received of metric `name` whose point satisfies
@@ -126,10 +128,10 @@ impl Receiver {
             .read(|d| d.metrics.iter().rev().find(|m| m.name == name && pred(m)).cloned())
     }
 
-    /// Every accepted request's body (traces, metrics and logs), in arrival
-    /// order, gzip undone.
+    /// The accepted requests' bodies (traces, metrics and logs; the newest
+    /// [`MAX_BODIES`]), in arrival order, gzip undone.
     pub fn bodies(&self) -> Vec<ReceivedBody> {
-        self.shared.store.read(|d| d.bodies.clone())
+        self.shared.store.read(|d| d.bodies.to_vec())
     }
 
     /// Requests seen by `(path, media type)`, counted on arrival whatever
@@ -187,20 +189,28 @@ impl Receiver {
         })
     }
 
-    /// Spans received after the first `*seen`, waiting until there is at
-    /// least one; advances `*seen` past them. A follower's loop: start at
-    /// 0 (or [`Receiver::spans`]`().len()` for only new ones).
+    /// How many spans have arrived in all, those no longer kept included.
+    pub fn spans_received(&self) -> usize {
+        self.shared.store.read(|d| d.spans.arrived())
+    }
+
+    /// Spans received after the first `*seen` (those still kept, when a
+    /// follower fell more than [`MAX_SPANS`] behind), waiting until there
+    /// is at least one; advances `*seen` past them. A follower's loop:
+    /// start at 0 (or [`Receiver::spans_received`] for only new ones).
     pub async fn next_spans(&self, seen: &mut usize) -> Vec<ReceivedSpan> {
         let from = *seen;
         let new = self
             .shared
             .store
             .wait(Duration::MAX, |d| {
-                (d.spans.len() > from).then(|| d.spans[from..].to_vec())
+                (d.spans.arrived() > from).then(|| (d.spans.arrived(), d.spans.after(from)))
             })
-            .await
-            .unwrap_or_default();
-        *seen += new.len();
+            .await;
+        let Some((arrived, new)) = new else {
+            return Vec::new();
+        };
+        *seen = arrived;
         new
     }
 

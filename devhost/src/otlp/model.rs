@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How an export was encoded on the wire (OTLP/HTTP's two encodings).
@@ -133,8 +134,9 @@ pub struct ReceivedSpan {
     pub status_message: String,
     /// Its events, in the order sent.
     pub events: Vec<SpanEvent>,
-    /// The resource's attributes (`service.name`, …).
-    pub resource: Attrs,
+    /// The resource's attributes (`service.name`, …), one map shared by the
+    /// spans of an export.
+    pub resource: Arc<Attrs>,
     /// The instrumentation scope's name.
     pub scope: String,
     /// How it was encoded on the wire.
@@ -248,7 +250,7 @@ pub struct ReceivedMetric {
     /// Its values.
     pub data: MetricData,
     /// The resource's attributes.
-    pub resource: Attrs,
+    pub resource: Arc<Attrs>,
     /// The instrumentation scope's name.
     pub scope: String,
     /// How it was encoded on the wire.

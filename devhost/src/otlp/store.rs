@@ -4,7 +4,7 @@
 
 use super::model::{ReceivedMetric, ReceivedSpan};
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -23,14 +23,93 @@ pub struct ReceivedBody {
     pub bytes: Bytes,
 }
 
-#[derive(Default)]
+/// What the receiver keeps: the newest of each kind, up to a bound, so a
+/// `devhost start` left running under load holds a bounded amount of
+/// memory (at about a kilobyte a span, the spans' bound is tens of
+/// megabytes).
 pub(super) struct Data {
-    pub spans: Vec<ReceivedSpan>,
-    pub metrics: Vec<ReceivedMetric>,
-    pub bodies: Vec<ReceivedBody>,
+    pub spans: Kept<ReceivedSpan>,
+    pub metrics: Kept<ReceivedMetric>,
+    pub bodies: Kept<ReceivedBody>,
     /// Requests seen, by (path, media type), counted on arrival (before
     /// any `Hang` or `Fail`).
     pub requests: BTreeMap<(String, String), usize>,
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Data {
+            spans: Kept::new(MAX_SPANS),
+            metrics: Kept::new(MAX_METRIC_POINTS),
+            bodies: Kept::new(MAX_BODIES),
+            requests: BTreeMap::new(),
+        }
+    }
+}
+
+/// Spans kept.
+pub const MAX_SPANS: usize = 50_000;
+/// Metric points kept.
+pub const MAX_METRIC_POINTS: usize = 50_000;
+/// Export bodies kept (a full batch of spans is about 100 kB).
+pub const MAX_BODIES: usize = 256;
+
+/// The newest `max` of a kind, in arrival order, and how many came before
+/// them: an item is known by its place among all that arrived (its
+/// number), so a follower can ask for what came after the last it saw.
+pub(super) struct Kept<T> {
+    items: VecDeque<T>,
+    /// Items dropped from the front to stay within `max`.
+    dropped: usize,
+    max: usize,
+}
+
+impl<T: Clone> Kept<T> {
+    fn new(max: usize) -> Self {
+        Kept {
+            items: VecDeque::new(),
+            dropped: 0,
+            max,
+        }
+    }
+
+    /// Adds `new` at the end, dropping the oldest past the bound.
+    pub fn extend(&mut self, new: impl IntoIterator<Item = T>) {
+        self.items.extend(new);
+        let over = self.items.len().saturating_sub(self.max);
+        self.items.drain(..over);
+        self.dropped += over;
+    }
+
+    /// Adds one.
+    pub fn push(&mut self, item: T) {
+        self.extend([item]);
+    }
+
+    /// Those kept, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &T> {
+        self.items.iter()
+    }
+
+    /// Those kept, as a `Vec`.
+    pub fn to_vec(&self) -> Vec<T> {
+        self.items.iter().cloned().collect()
+    }
+
+    /// How many ever arrived.
+    pub fn arrived(&self) -> usize {
+        self.dropped + self.items.len()
+    }
+
+    /// Those kept that arrived after the first `from`: all kept, when some
+    /// after `from` were already dropped.
+    pub fn after(&self, from: usize) -> Vec<T> {
+        self.items
+            .iter()
+            .skip(from.saturating_sub(self.dropped))
+            .cloned()
+            .collect()
+    }
 }
 
 pub(super) struct Store {
@@ -116,7 +195,7 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .wait(Duration::from_secs(60), |d| d.bodies.first().map(|b| b.path.clone()))
+                    .wait(Duration::from_secs(60), |d| d.bodies.iter().next().map(|b| b.path.clone()))
                     .await
             })
         };
@@ -138,8 +217,23 @@ mod tests {
     async fn a_wait_ends_at_its_deadline() {
         let store = Store::default();
         let started = tokio::time::Instant::now();
-        let found = store.wait(Duration::from_secs(3), |d| d.spans.first().cloned()).await;
+        let found = store.wait(Duration::from_secs(3), |d| d.spans.iter().next().cloned()).await;
         assert!(found.is_none());
         assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    /// Past its bound the oldest go; a follower still gets what came after
+    /// what it saw, or all that is kept when it fell behind the bound.
+    #[test]
+    fn kept_stays_within_its_bound() {
+        let mut kept = Kept::new(3);
+        kept.extend(1..=2);
+        assert_eq!((kept.to_vec(), kept.arrived()), (vec![1, 2], 2));
+        kept.extend(3..=5);
+        kept.push(6);
+        assert_eq!((kept.to_vec(), kept.arrived()), (vec![4, 5, 6], 6));
+        assert_eq!(kept.after(4), vec![5, 6]);
+        assert_eq!(kept.after(1), vec![4, 5, 6]);
+        assert_eq!(kept.after(6), Vec::<i32>::new());
     }
 }

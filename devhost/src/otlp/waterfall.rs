@@ -184,7 +184,7 @@ mod tests {
             status_code: SpanStatus::Unset,
             status_message: String::new(),
             events: Vec::new(),
-            resource: Attrs::new(),
+            resource: Default::default(),
             scope: "azure-redis-handler".into(),
             protocol: Protocol::Protobuf,
         }
