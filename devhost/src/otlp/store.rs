@@ -195,7 +195,9 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .wait(Duration::from_secs(60), |d| d.bodies.iter().next().map(|b| b.path.clone()))
+                    .wait(Duration::from_secs(60), |d| {
+                        d.bodies.iter().next().map(|b| b.path.clone())
+                    })
                     .await
             })
         };
@@ -217,7 +219,9 @@ mod tests {
     async fn a_wait_ends_at_its_deadline() {
         let store = Store::default();
         let started = tokio::time::Instant::now();
-        let found = store.wait(Duration::from_secs(3), |d| d.spans.iter().next().cloned()).await;
+        let found = store
+            .wait(Duration::from_secs(3), |d| d.spans.iter().next().cloned())
+            .await;
         assert!(found.is_none());
         assert_eq!(started.elapsed(), Duration::from_secs(3));
     }
