@@ -47,7 +47,8 @@
 //! - `router`: the axum router built from the functions, the envelope
 //!   adapter, per-invocation logging.
 //! - `run`: the handler as a program ([`run`]).
-//! - `telemetry`: tracing set-up, stdout written in batches.
+//! - `telemetry`: tracing set-up, stdout written in batches; `log_line` an
+//!   invocation's lines, written by hand from a task-local.
 //! - `otel`: OpenTelemetry traces and metrics over OTLP (`OTEL_*`).
 //! - `trace_context`: W3C `traceparent`/`tracestate` of an invocation
 //!   ([`TraceContext`], in each request's extensions).
@@ -68,6 +69,7 @@ mod doctor;
 mod error;
 mod functions;
 pub mod host;
+mod log_line;
 mod malloc;
 mod otel;
 mod router;

@@ -18,6 +18,7 @@
 //! writes what is left when `main` returns. Warnings and errors are rare and
 //! stay unbuffered.
 
+use crate::log_line;
 use crate::settings::LogFormat;
 use std::io::{BufWriter, Write};
 use std::time::Duration;
@@ -51,10 +52,19 @@ pub(crate) fn init(format: LogFormat) -> LogGuard {
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(false);
+    // An invocation's lines are written by `log_line::Line`, the rest by
+    // the formatter it wraps.
     let installed = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.event_format(log_line::Line::text()).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .event_format(log_line::Line::json())
+            .try_init(),
     };
+    if installed.is_ok() {
+        log_line::installed();
+    }
     LogGuard {
         _worker: installed.ok().map(|()| guard),
     }

@@ -23,6 +23,7 @@ mod envelope;
 use crate::error::AppError;
 use crate::functions::AppState;
 use crate::functions::{self, Function, Trigger};
+use crate::log_line;
 use crate::otel;
 use crate::trace_context::TraceContext;
 use axum::extract::{MatchedPath, Request, State};
@@ -131,21 +132,44 @@ async fn log_invocation(State(functions): State<Arc<[Function]>>, mut request: R
     if !invocation_id.is_empty() {
         server.set("faas.invocation_id", otel::Value::text(invocation_id));
     }
-    let span = tracing::info_span!(
-        "invocation",
-        function = name,
-        invocation_id = %invocation_id,
-        trace_id = %trace.trace_id_hex(),
-        span_id = %trace.span_id_hex(),
-    );
+    // The fields every line of the invocation carries: in a task-local
+    // when the handler's own formatter writes the lines, else (a program
+    // serving this router under a subscriber of its own) in a span.
+    let (span, lines) = if log_line::fast() {
+        let lines = Arc::new(log_line::Invocation {
+            function: name,
+            invocation_id: invocation_id.to_owned(),
+            trace_id: trace.trace_id,
+            span_id: trace.span_id,
+        });
+        (None, Some(lines))
+    } else {
+        let span = tracing::info_span!(
+            "invocation",
+            function = name,
+            invocation_id = %invocation_id,
+            trace_id = %trace.trace_id_hex(),
+            span_id = %trace.span_id_hex(),
+        );
+        (Some(span), None)
+    };
     let context = otel::invocation_context(&trace);
     request.extensions_mut().insert(trace);
     let start = Instant::now();
-    let response = otel::within(context, next.run(request).instrument(span.clone())).await;
+    let response = match (&span, &lines) {
+        (_, Some(lines)) => otel::within(context, log_line::scope(lines.clone(), next.run(request))).await,
+        (Some(span), None) => otel::within(context, next.run(request).instrument(span.clone())).await,
+        (None, None) => otel::within(context, next.run(request)).await,
+    };
     let status = response.status().as_u16();
-    span.in_scope(|| {
+    let done = || {
         tracing::info!(%method, status, duration_ms = crate::functions::elapsed_ms(start), "invocation done");
-    });
+    };
+    match (span, lines) {
+        (_, Some(lines)) => log_line::sync_scope(lines, done),
+        (Some(span), None) => span.in_scope(done),
+        (None, None) => done(),
+    }
     if let Some(metrics) = otel::recorder() {
         metrics.invocation(name, trigger, status, start.elapsed().as_secs_f64());
     }
