@@ -135,7 +135,13 @@ where
             )?;
             w.write_str(meta.target())?;
             w.write_str(": ")?;
-            ctx.format_fields(w.by_ref(), event)?;
+            let mut fields = TextFields {
+                w: &mut w,
+                first: true,
+                result: Ok(()),
+            };
+            event.record(&mut fields);
+            fields.result?;
         }
         writeln!(w)
     }
@@ -184,14 +190,86 @@ fn write_timestamp(buf: &mut [u8; TIMESTAMP_LEN], t: time::OffsetDateTime) -> &s
 /// `tracing-subscriber` writes a field's `Display` value (the invocation id
 /// comes from a request header).
 fn sanitized(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
-    for c in s.chars() {
-        match c {
-            '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' => write!(w, "\\x{:02x}", c as u32)?,
-            c if ('\u{80}'..='\u{9f}').contains(&c) => write!(w, "\\u{{{:x}}}", c as u32)?,
-            c => w.write_char(c)?,
+    Sanitizing(w).write_str(s)
+}
+
+/// A writer that escapes what a terminal acts on, as `tracing-subscriber`'s
+/// own does for an event's message and errors.
+struct Sanitizing<'a, W>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for Sanitizing<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut start = 0;
+        for (i, c) in s.char_indices() {
+            let escape = matches!(c, '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}');
+            if !escape {
+                continue;
+            }
+            self.0.write_str(&s[start..i])?;
+            if c < '\u{80}' {
+                write!(self.0, "\\x{:02x}", c as u32)?;
+            } else {
+                write!(self.0, "\\u{{{:x}}}", c as u32)?;
+            }
+            start = i + c.len_utf8();
+        }
+        self.0.write_str(&s[start..])
+    }
+}
+
+/// An event's fields in text, as `tracing-subscriber`'s `DefaultFields`
+/// writes them with colours off: the message first as it is (escaped),
+/// then `name=value` pairs with the value's `Debug` form, spaces between.
+struct TextFields<'a, 'w> {
+    w: &'a mut Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl Visit for TextFields<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
         }
     }
-    Ok(())
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let mut text = String::new();
+        let _ = write!(Sanitizing(&mut text), "{value}");
+        if let Some(source) = value.source() {
+            let _ = write!(text, " {}.sources=[", field.name());
+            let mut next = Some(source);
+            let mut first = true;
+            while let Some(error) = next {
+                if !first {
+                    text.push_str(", ");
+                }
+                first = false;
+                let _ = write!(Sanitizing(&mut text), "{error}");
+                next = error.source();
+            }
+            text.push(']');
+        }
+        self.record_debug(field, &format_args!("{text}"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("log.") {
+            return;
+        }
+        self.result = (|| {
+            if !std::mem::take(&mut self.first) {
+                self.w.write_char(' ')?;
+            }
+            match name {
+                "message" => write!(Sanitizing(self.w), "{value:?}"),
+                name => write!(self.w, "{}={value:?}", name.strip_prefix("r#").unwrap_or(name)),
+            }
+        })();
+    }
 }
 
 /// Lowercase hex of an id.
@@ -337,6 +415,11 @@ mod tests {
         }
     }
 
+    /// An error with a source, as the handler's errors have.
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
     /// An in-memory log, for a subscriber of a test's own.
     #[derive(Clone, Default)]
     struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
@@ -386,6 +469,12 @@ mod tests {
         let log = || {
             tracing::info!(method = %"GET", status = 200u64, duration_ms = 0.25, "invocation done");
             tracing::warn!(key = "a\"b", n = -3i64, ok = true, error = ?Some("x"), "something \u{1b} odd");
+            let err = Outer(std::io::Error::other("inner \u{1b} cause"));
+            tracing::error!(
+                error = &err as &(dyn std::error::Error + 'static),
+                r#type = "t",
+                "failed"
+            );
         };
         tracing::dispatcher::with_default(&dispatch, || {
             if fast {
@@ -423,8 +512,9 @@ mod tests {
         for json in [false, true] {
             let id = "0983d235-5b9e-4d8c-a1f2-7c3e9b4d6a10 \"q\"";
             let (fast, slow) = (invocation_lines(json, true, id), invocation_lines(json, false, id));
-            assert_eq!(fast.len(), 2, "{fast:?}");
+            assert_eq!(fast.len(), 3, "{fast:?}");
             assert_eq!(fast, slow, "json: {json}");
+            assert!(json || fast[2].contains("sources"), "{}", fast[2]);
         }
     }
 
