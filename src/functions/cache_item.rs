@@ -4,6 +4,7 @@
 //! are UTF-8 text up to the configured limit; `?ttl=` is a whole number of
 //! seconds, at least 1. Bad input is refused before Redis is touched.
 
+use super::{Answer, LenHint};
 use super::{Endpoint, Function, HttpMethod, Trigger};
 use crate::error::AppError;
 use crate::functions::AppState;
@@ -11,7 +12,6 @@ use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::Json;
 use base64::Engine;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -78,6 +78,31 @@ pub(crate) struct Deleted {
     pub deleted: bool,
 }
 
+/// `{"key":…,"value":…}` and the quotes and escapes of a usual key and
+/// value.
+impl LenHint for Item {
+    fn len_hint(&self) -> usize {
+        let value = self
+            .value
+            .as_ref()
+            .or(self.value_base64.as_ref())
+            .map_or(0, String::len);
+        48 + self.key.len() + value + value / 8
+    }
+}
+
+impl LenHint for Stored {
+    fn len_hint(&self) -> usize {
+        32 + self.key.len() + self.key.len() / 8
+    }
+}
+
+impl LenHint for Deleted {
+    fn len_hint(&self) -> usize {
+        32 + self.key.len() + self.key.len() / 8
+    }
+}
+
 /// `CacheItem`: `GET`, `PUT` and `DELETE /api/cache/{key}`; `/api/cache`
 /// without a key is a 400.
 pub(crate) const FUNCTION: Function = Function {
@@ -109,12 +134,12 @@ pub(crate) const FUNCTION: Function = Function {
 pub(crate) async fn get(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
-) -> Result<Json<Item>, AppError> {
+) -> Result<Answer<Item>, AppError> {
     let key = validate_key(key)?;
     let value: Option<Vec<u8>> = state.cache.query(redis::cmd("GET").arg(&key)).await?;
     match value {
         None => Err(AppError::NotFound(format!("no value is stored under key {key:?}"))),
-        Some(bytes) => Ok(Json(match String::from_utf8(bytes) {
+        Some(bytes) => Ok(Answer(match String::from_utf8(bytes) {
             Ok(text) => Item {
                 key,
                 value: Some(text),
@@ -136,7 +161,7 @@ pub(crate) async fn put(
     key: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Body,
-) -> Result<Json<Stored>, AppError> {
+) -> Result<Answer<Stored>, AppError> {
     let key = validate_key(key)?;
     let Query(query) = query.map_err(|_| AppError::BadRequest("the query string is malformed".into()))?;
     let ttl = parse_ttl(&query)?;
@@ -148,7 +173,7 @@ pub(crate) async fn put(
         cmd.arg("EX").arg(ttl);
     }
     let _: String = state.cache.query(&cmd).await?;
-    Ok(Json(Stored { key, stored: true }))
+    Ok(Answer(Stored { key, stored: true }))
 }
 
 /// `DELETE`: removes the key; `deleted` says whether this invocation
@@ -158,10 +183,10 @@ pub(crate) async fn delete(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-) -> Result<Json<Deleted>, AppError> {
+) -> Result<Answer<Deleted>, AppError> {
     let key = validate_key(key)?;
     let deleted = super::once::delete(&state.cache, &key, &super::once::invocation(&headers)).await?;
-    Ok(Json(Deleted { key, deleted }))
+    Ok(Answer(Deleted { key, deleted }))
 }
 
 /// `/api/cache/` with no key.
@@ -204,5 +229,50 @@ mod tests {
             validate_key(Ok(Path("x".repeat(1025)))),
             Err(AppError::BadRequest(_))
         ));
+    }
+
+    /// The hand-sized answers are axum's `Json` answers byte for byte, with
+    /// the same content type, for text, escapes, base64 and large values.
+    #[tokio::test]
+    async fn answers_as_json_writes_them() {
+        use axum::response::IntoResponse;
+        use http_body_util::BodyExt;
+        async fn parts(r: axum::response::Response) -> (u16, Option<String>, Vec<u8>) {
+            let status = r.status().as_u16();
+            let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+            (status, ct, r.into_body().collect().await.unwrap().to_bytes().to_vec())
+        }
+        let item = |value: Option<&str>, b64: Option<&str>| Item {
+            key: "k \"1\"\n".into(),
+            value: value.map(str::to_owned),
+            value_base64: b64.map(str::to_owned),
+        };
+        let big = "é\u{1}".repeat(10_000);
+        for (v, b) in [
+            (Some("x"), None),
+            (Some(big.as_str()), None),
+            (None, Some("AAE=")),
+            (Some(""), None),
+        ] {
+            let a = parts(Answer(item(v, b)).into_response()).await;
+            let j = parts(axum::Json(item(v, b)).into_response()).await;
+            assert_eq!(a, j);
+        }
+        let stored = || Stored {
+            key: "k".into(),
+            stored: true,
+        };
+        assert_eq!(
+            parts(Answer(stored()).into_response()).await,
+            parts(axum::Json(stored()).into_response()).await
+        );
+        let deleted = || Deleted {
+            key: "k".into(),
+            deleted: false,
+        };
+        assert_eq!(
+            parts(Answer(deleted()).into_response()).await,
+            parts(axum::Json(deleted()).into_response()).await
+        );
     }
 }
