@@ -57,9 +57,16 @@
 //! - `doctor`: `handler doctor`, the first-run check of sign-in, network,
 //!   certificate, access policy and PING, step by step.
 //! - `tls`: the roots TLS trusts (`SSL_CERT_FILE`), the crypto provider.
+//! - `experiment`: what the `experiment-*` builds (features for the
+//!   bench's `--profile` mode only) put in place of what they turn off.
 
 #![warn(missing_docs, unreachable_pub, rustdoc::broken_intra_doc_links)]
 #![deny(unsafe_code)]
+// What an experiment build leaves out leaves code unused (see Cargo.toml).
+#![cfg_attr(
+    any(feature = "experiment-no-json", feature = "experiment-no-token-check"),
+    allow(dead_code)
+)]
 
 mod body;
 mod cache;
@@ -67,6 +74,8 @@ mod clock;
 mod credential;
 mod doctor;
 mod error;
+#[cfg(any(feature = "experiment-no-json", feature = "experiment-no-router"))]
+mod experiment;
 mod functions;
 pub mod host;
 mod log_line;

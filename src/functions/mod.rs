@@ -186,6 +186,7 @@ pub(crate) trait LenHint {
     fn len_hint(&self) -> usize;
 }
 
+#[cfg(not(feature = "experiment-no-json"))]
 impl<T: serde::Serialize + LenHint> axum::response::IntoResponse for Answer<T> {
     fn into_response(self) -> Response {
         let mut body = Vec::with_capacity(self.0.len_hint());

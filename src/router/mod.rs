@@ -75,15 +75,19 @@ fn api_router(state: AppState) -> Router {
 pub fn router(state: AppState) -> Router {
     let functions: Arc<[Function]> = state.functions().into();
     let api = api_router(state.clone());
+    #[cfg(feature = "experiment-no-router")]
+    let by_hand = state.clone();
     let envelopes = Router::new()
         .route("/{function}", post(envelope::envelope).fallback(method_not_allowed))
         .with_state((state, api.clone()));
-    Router::new()
+    let routed = Router::new()
         .route("/", get(ready).head(ready))
         .merge(api)
         .merge(envelopes)
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(functions, log_invocation))
+        .fallback(not_found);
+    #[cfg(feature = "experiment-no-router")]
+    let routed = crate::experiment::by_hand(by_hand, routed);
+    routed.layer(middleware::from_fn_with_state(functions, log_invocation))
 }
 
 /// `GET /`: the host polls this every 25 ms until it answers.
@@ -135,7 +139,9 @@ async fn log_invocation(State(functions): State<Arc<[Function]>>, mut request: R
     // The fields every line of the invocation carries: in a task-local
     // when the handler's own formatter writes the lines, else (a program
     // serving this router under a subscriber of its own) in a span.
-    let (span, lines) = if log_line::fast() {
+    let (span, lines) = if cfg!(feature = "experiment-no-log") {
+        (None, None)
+    } else if log_line::fast() {
         let lines = Arc::new(log_line::Invocation {
             function: name,
             invocation_id: invocation_id.to_owned(),
@@ -163,6 +169,7 @@ async fn log_invocation(State(functions): State<Arc<[Function]>>, mut request: R
     };
     let status = response.status().as_u16();
     let done = || {
+        #[cfg(not(feature = "experiment-no-log"))]
         tracing::info!(%method, status, duration_ms = crate::functions::elapsed_ms(start), "invocation done");
     };
     match (span, lines) {
