@@ -13,6 +13,10 @@
 //! certificate against `Redis__redisHostName`, TCP_NODELAY, RESP2, and no
 //! response timeout of the crate's (each would arm a timer per command).
 //!
+//! Built with the `count-allocs` feature (the bench's `--profile` mode
+//! only), it also answers `GET /api/__allocs` with its heap allocations
+//! so far (`alloc_count`).
+//!
 //! What it leaves out, on purpose: Entra ID (it authenticates once as a
 //! Redis ACL user with a password; the handler's token costs nothing per
 //! request while valid), token refresh, reconnection (a lost connection
@@ -36,6 +40,9 @@ use std::convert::Infallible;
 use std::error::Error;
 use std::net::Ipv4Addr;
 use tokio::net::TcpListener;
+
+#[cfg(feature = "count-allocs")]
+mod alloc_count;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -79,6 +86,10 @@ async fn connect() -> Result<MultiplexedConnection, Box<dyn Error>> {
 
 /// One request's answer.
 async fn answer(mut redis: MultiplexedConnection, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    #[cfg(feature = "count-allocs")]
+    if req.uri().path() == alloc_count::PATH {
+        return Ok(Response::new(Full::new(Bytes::from(alloc_count::counts()))));
+    }
     let Some(key) = req.uri().path().strip_prefix("/api/cache/") else {
         return Ok(empty(StatusCode::NOT_FOUND));
     };
