@@ -27,7 +27,12 @@
 //! so when it cannot). `-- --telemetry` only what OTLP span export costs
 //! the handler at full speed (export off against on, alternating) and a
 //! paced run at 1,000 invocations a second that must lose no span, and
-//! writes just the "Telemetry export" section. `-- --help` lists the flags.
+//! writes just the "Telemetry export" section. `-- --start` only cold
+//! starts (with the first answer's steps from the handler's spans), memory
+//! after a load and at 256 connections, and the binary's size (by crate
+//! with `cargo bloat`, when installed), and writes just the "Cold start",
+//! "Memory" and "Binary size" sections and their rows of the Targets table
+//! and headline. `-- --help` lists the flags.
 //!
 //! # Layout
 //!
@@ -38,8 +43,9 @@
 //! - `load`: `wrk` and `redis-benchmark` runs.
 //! - `client`: a tiny HTTP client for cold starts, the memory run and the burst.
 //! - `timed`: a load generator that keeps every request's send time and latency.
-//! - `scenarios`: throughput (with CPU per request), cold start, memory,
-//!   token refresh.
+//! - `scenarios`: throughput (with CPU per request), token refresh.
+//! - `start`: cold starts and their steps, memory, the binary's size, with
+//!   their part of the report.
 //! - `slow_identity`: token refresh against a slow identity endpoint, split
 //!   into requests during a fetch and the rest, with its part of the report.
 //! - `cluster`: the handler in cluster mode against `redis-benchmark
@@ -72,6 +78,7 @@ mod report;
 mod rig;
 mod scenarios;
 mod slow_identity;
+mod start;
 mod stats;
 mod telemetry;
 mod template;
@@ -83,7 +90,7 @@ use clap::{ArgGroup, Parser};
 use plan::{Mode, Plan, REFRESH_ONLY_ROUNDS};
 use report::Results;
 use rig::{Program, Rig, Server};
-use scenarios::{Servers, Side};
+use scenarios::Servers;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -94,7 +101,9 @@ use std::time::Duration;
     name = "bench",
     about = "Benchmarks the handler against redis-benchmark and a Python peer"
 )]
-#[command(group(ArgGroup::new("mode").args(["smoke", "refresh", "slow_identity", "cluster", "maintenance", "flex", "telemetry", "rig"])))]
+#[command(group(ArgGroup::new("mode").args(["smoke", "refresh", "slow_identity", "cluster", "maintenance", "flex", "telemetry", "start", "rig"])))]
+#[command(group(ArgGroup::new("given_handler").args(["smoke", "start"]).multiple(true)))]
+#[command(group(ArgGroup::new("compared").args(["maintenance", "start"]).multiple(true)))]
 struct Cli {
     /// A few seconds of each part at one concurrency; writes nothing.
     #[arg(long)]
@@ -123,17 +132,24 @@ struct Cli {
     /// BENCHMARKS.md.
     #[arg(long)]
     telemetry: bool,
+    /// Only cold starts, memory and the binary's size; writes the "Cold
+    /// start", "Memory" and "Binary size" sections of BENCHMARKS.md.
+    #[arg(long)]
+    start: bool,
     /// Starts Redis and the identity endpoint only and prints the settings,
     /// for profiling a handler by hand.
     #[arg(long)]
     rig: bool,
     /// With --smoke: run against this handler binary instead of building the
     /// release one, and the `floor` in its directory (built with that
-    /// directory's profile when there is none).
-    #[arg(long, value_name = "PATH", requires = "smoke", value_parser = existing_file)]
+    /// directory's profile when there is none). With --start: measure this
+    /// binary (no breakdown by crate, which cargo bloat makes from source).
+    #[arg(long, value_name = "PATH", requires = "given_handler", value_parser = existing_file)]
     handler: Option<PathBuf>,
     /// With --maintenance: also run this older handler binary, to compare.
-    #[arg(long, value_name = "HANDLER", requires = "maintenance", value_parser = existing_file)]
+    /// With --start: start both in turn and print them side by side,
+    /// writing nothing.
+    #[arg(long, value_name = "HANDLER", requires = "compared", value_parser = existing_file)]
     before: Option<PathBuf>,
 }
 
@@ -148,6 +164,7 @@ impl Cli {
             (self.maintenance, Mode::Maintenance),
             (self.flex, Mode::Flex),
             (self.telemetry, Mode::Telemetry),
+            (self.start, Mode::Start),
         ];
         match picked.into_iter().find(|(set, _)| *set) {
             Some((_, mode)) => Some(mode),
@@ -184,10 +201,13 @@ fn main() -> ExitCode {
 }
 
 fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
-    let plan = Plan::for_mode(mode);
+    let mut plan = Plan::for_mode(mode);
+    // cargo bloat measures the sources, not a binary given by path.
+    plan.start.bloat &= cli.handler.is_none();
     let root = repo_root()?;
-    // Only the full run compares with the Python peer, so only it makes the venv.
-    let full = mode == Mode::Full;
+    // Only the full run and `--start` (not comparing two handlers) compare
+    // with the Python peer, so only they make the venv.
+    let full = mode == Mode::Full || (mode == Mode::Start && cli.before.is_none());
     tools::check(full)?;
     if mode == Mode::Flex {
         // Before building anything: this machine must let the bench make a cgroup.
@@ -204,7 +224,6 @@ fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
         command: mode.command().to_owned(),
         concurrency: plan.concurrency.clone(),
         seconds_per_point: plan.timing.measure.as_secs(),
-        binary_bytes: std::fs::metadata(&handler_bin)?.len(),
         method: method::markdown(&Plan::full(), &Plan::smoke(), REFRESH_ONLY_ROUNDS),
         notes: std::fs::read_to_string(root.join("bench/notes.md")).unwrap_or_default(),
         ..Results::default()
@@ -215,11 +234,17 @@ fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
         Mode::Flex => flex_only(root, &lua, &handler, &plan, &results),
         Mode::Telemetry => telemetry_only(root, &lua, &handler, &plan, &results),
         Mode::Refresh | Mode::SlowIdentity => refresh_only(root, &lua, &handler, &plan, results),
-        Mode::Full | Mode::Smoke => {
+        Mode::Full | Mode::Smoke | Mode::Start => {
             let python = tools::python_venv(root, full)?.map(|interpreter| Program::Python {
                 interpreter,
                 script: root.join("bench/python_peer/app.py"),
             });
+            if mode == Mode::Start {
+                return match &cli.before {
+                    Some(before) => start_compared(root, &lua, (&handler, &handler_bin), before, &plan),
+                    None => start_only(root, &lua, &handler, &handler_bin, python.as_ref(), &plan, &results),
+                };
+            }
             if mode == Mode::Smoke && python.is_none() {
                 eprintln!("bench: smoke run without the Python peer (its virtualenv is made by the full run)");
             }
@@ -229,7 +254,8 @@ fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
             };
             eprintln!("bench: the floor: {}", floor.display());
             let floor = Program::Floor(floor);
-            everything(root, &lua, &handler, &floor, python.as_ref(), &plan, results)
+            let servers = (&handler, handler_bin.as_path(), &floor, python.as_ref());
+            everything(root, &lua, servers, &plan, results)
         }
     }
 }
@@ -283,6 +309,60 @@ fn run_flex(
     f.commit = machine::commit(root);
     f.check()?;
     Ok(f)
+}
+
+/// `--start`: cold starts, memory and the binary's size, spliced into
+/// `BENCHMARKS.md` with their rows of the Targets table and headline.
+fn start_only(
+    root: &Path,
+    lua: &Path,
+    handler: &Program,
+    handler_bin: &Path,
+    python: Option<&Program>,
+    plan: &Plan,
+    results: &Results,
+) -> anyhow::Result<()> {
+    let rig = Rig::start(root)?;
+    let s = run_start(&rig, lua, handler, handler_bin, python, plan, results)?;
+    drop(rig);
+    let sections = s.sections();
+    println!("{sections}");
+    let path = root.join("BENCHMARKS.md");
+    let mut md = std::fs::read_to_string(&path).unwrap_or_default();
+    for section in [s.cold_start_section(), s.memory_section(), s.size_section()] {
+        md = cluster::splice(&md, &format!("{}\n", section.trim_end()));
+    }
+    md = start::own_lines(&md, &s.targets(), &s.headline());
+    std::fs::write(&path, md)?;
+    eprintln!("bench: wrote the Cold start, Memory and Binary size sections of BENCHMARKS.md, and their targets");
+    Ok(())
+}
+
+/// `--start --before <handler>`: both handlers' cold starts, in turn, and
+/// memory, printed side by side; writes nothing.
+fn start_compared(root: &Path, lua: &Path, this: (&Program, &Path), before: &Path, plan: &Plan) -> anyhow::Result<()> {
+    let rig = Rig::start(root)?;
+    let before = (&Program::Handler(before.to_owned()), before);
+    println!("{}", start::compare(&rig, lua, this, before, &plan.start)?);
+    Ok(())
+}
+
+/// Cold starts, memory and the binary's size, described with this run's
+/// machine and commit.
+fn run_start(
+    rig: &Rig,
+    lua: &Path,
+    handler: &Program,
+    handler_bin: &Path,
+    python: Option<&Program>,
+    plan: &Plan,
+    results: &Results,
+) -> anyhow::Result<start::StartResults> {
+    let mut s = start::run(rig, lua, handler, handler_bin, python, &plan.start)?;
+    s.machine = results.machine.clone();
+    s.command = plan.mode.command().to_owned();
+    s.commit = machine::commit(&rig.root);
+    Ok(s)
 }
 
 /// `--telemetry`: the telemetry export scenario, spliced into `BENCHMARKS.md`.
@@ -346,21 +426,20 @@ fn refresh_cost(rig: &Rig, lua: &Path, handler: &Program, plan: &Plan) -> anyhow
 }
 
 /// The full run (or its smoke version): every part, then the report.
+/// `servers`: the handler, its binary, the floor and the Python peer.
 fn everything(
     root: &Path,
     lua: &Path,
-    handler: &Program,
-    floor: &Program,
-    python: Option<&Program>,
+    servers: (&Program, &Path, &Program, Option<&Program>),
     plan: &Plan,
     mut results: Results,
 ) -> anyhow::Result<()> {
+    let (handler, handler_bin, floor, python) = servers;
     let smoke = plan.mode == Mode::Smoke;
     let rig = Rig::start(root)?;
     eprintln!("bench: throughput and latency");
     let settings = rig.app_settings(&rig.identity, 300);
     let rust = Server::start(handler, root, &settings)?;
-    let rust_conns = rig.identity_connections()?;
     let floor = Server::start(floor, root, &rig.floor_settings())?;
     let py = python.map(|p| Server::start(p, root, &settings)).transpose()?;
     let servers = Servers {
@@ -369,31 +448,19 @@ fn everything(
         python: py.as_ref(),
     };
     results.points = scenarios::throughput(&rig, lua, &servers, &plan.concurrency, plan.timing)?;
-    results.redis_connections.push((Side::Handler, rust_conns));
-    if py.is_some() {
-        results
-            .redis_connections
-            .push((Side::Python, rig.identity_connections()?.saturating_sub(rust_conns)));
-    }
-    results.handler_peak_after_all_kib = rust.rss_kib()?.1;
+    let throughput_peak_kib = rust.rss_kib()?.1;
     drop((rust, floor, py));
 
-    eprintln!("bench: cold start");
-    results
-        .cold
-        .push((Side::Handler, scenarios::cold_start(&rig, handler, plan.cold_starts)?));
-    eprintln!("bench: memory");
-    results
-        .memory
-        .push((Side::Handler, scenarios::memory(&rig, handler, plan.memory_requests)?));
-    if let Some(p) = python.filter(|_| !smoke) {
-        results
-            .cold
-            .push((Side::Python, scenarios::cold_start(&rig, p, plan.cold_starts)?));
-        results
-            .memory
-            .push((Side::Python, scenarios::memory(&rig, p, plan.memory_requests)?));
-    }
+    results.start = run_start(
+        &rig,
+        lua,
+        handler,
+        handler_bin,
+        python.filter(|_| !smoke),
+        plan,
+        &results,
+    )?;
+    results.start.throughput_peak_kib = throughput_peak_kib;
     eprintln!("bench: token refresh");
     results.refresh = refresh_cost(&rig, lua, handler, plan)?;
     eprintln!("bench: token refresh with a slow identity endpoint");

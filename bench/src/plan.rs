@@ -6,6 +6,7 @@ use crate::flex::{Case, FlexPlan, SIZES};
 use crate::maintenance::MaintenancePlan;
 use crate::scenarios::Timing;
 use crate::slow_identity::SlowPlan;
+use crate::start::StartPlan;
 use crate::telemetry::TelemetryPlan;
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ pub enum Mode {
     Flex,
     /// Only the cost of OTLP export and the paced run (`--telemetry`).
     Telemetry,
+    /// Only cold starts, memory and the binary's size (`--start`).
+    Start,
 }
 
 impl Mode {
@@ -46,6 +49,7 @@ impl Mode {
             Mode::Maintenance => "cargo run --release -p bench -- --maintenance",
             Mode::Flex => "cargo run --release -p bench -- --flex",
             Mode::Telemetry => "cargo run --release -p bench -- --telemetry",
+            Mode::Start => "cargo run --release -p bench -- --start",
         }
     }
 }
@@ -58,10 +62,8 @@ pub struct Plan {
     pub concurrency: Vec<u32>,
     /// Warm-up and length of each throughput point.
     pub timing: Timing,
-    /// Cold starts measured per side.
-    pub cold_starts: usize,
-    /// Requests of the memory run.
-    pub memory_requests: u64,
+    /// Cold starts, memory and the binary's size.
+    pub start: StartPlan,
     /// Rounds of the refresh cost.
     pub refresh_rounds: usize,
     /// Warm-up and length of each refresh-cost run.
@@ -90,8 +92,15 @@ impl Plan {
                 warm: Duration::from_secs(2),
                 measure: Duration::from_secs(5),
             },
-            cold_starts: 20,
-            memory_requests: 100_000,
+            // 20 plain and 20 traced starts of the handler, 20 of the
+            // Python peer; the wide memory runs 2 × 3 s per server.
+            start: StartPlan {
+                cold_starts: 20,
+                traced_starts: 20,
+                memory_requests: 100_000,
+                wide_run: Duration::from_secs(3),
+                bloat: true,
+            },
             refresh_rounds: 6,
             refresh_timing: Timing {
                 warm: Duration::from_secs(2),
@@ -174,8 +183,15 @@ impl Plan {
                 warm: Duration::from_secs(1),
                 measure: Duration::from_secs(1),
             },
-            cold_starts: 3,
-            memory_requests: 10_000,
+            // No cargo bloat (a release build of its own, and a tool CI
+            // does not have).
+            start: StartPlan {
+                cold_starts: 3,
+                traced_starts: 2,
+                memory_requests: 10_000,
+                wide_run: Duration::from_secs(1),
+                bloat: false,
+            },
             refresh_rounds: 0,
             refresh_timing: Timing {
                 warm: Duration::from_secs(1),

@@ -3,9 +3,10 @@
 
 use crate::cluster::ClusterResults;
 use crate::load::LoadResult;
-use crate::scenarios::{ColdStart, Memory, Op, Point, Refresh, Side};
+use crate::scenarios::{Op, Point, Refresh, Side};
 use crate::slow_identity::SlowRefresh;
-use crate::stats::{group, median, mib, Target};
+use crate::start::StartResults;
+use crate::stats::{group, median, Target};
 use crate::telemetry::TelemetryResults;
 use crate::template::{fill, text};
 use std::fmt::Write;
@@ -23,16 +24,8 @@ pub struct Results {
     pub seconds_per_point: u64,
     /// The load runs.
     pub points: Vec<Point>,
-    /// Cold starts of the handler and (when measured) the Python peer.
-    pub cold: Vec<(Side, ColdStart)>,
-    /// Memory of the handler and (when measured) the Python peer.
-    pub memory: Vec<(Side, Memory)>,
-    /// Connections to Redis each server held after the 256-connection runs.
-    pub redis_connections: Vec<(Side, usize)>,
-    /// `VmHWM` of the handler that served every load run, KiB.
-    pub handler_peak_after_all_kib: u64,
-    /// Size of `target/release/handler`, bytes.
-    pub binary_bytes: u64,
+    /// Cold starts, memory and the binary's size.
+    pub start: StartResults,
     /// Token refresh costs.
     pub refresh: Refresh,
     /// Token refresh against a slow identity endpoint.
@@ -54,14 +47,6 @@ impl Results {
             .iter()
             .find(|p| p.side == side && p.op == op && p.conns == conns)
             .map(|p| &p.result)
-    }
-
-    fn cold_of(&self, side: Side) -> Option<&ColdStart> {
-        self.cold.iter().find(|(s, _)| *s == side).map(|(_, c)| c)
-    }
-
-    fn memory_of(&self, side: Side) -> Option<&Memory> {
-        self.memory.iter().find(|(s, _)| *s == side).map(|(_, m)| m)
     }
 
     /// Throughput with refreshes over without, as a loss (0.02 = 2% slower):
@@ -118,24 +103,7 @@ impl Results {
                 });
             }
         }
-        if let Some(c) = self.cold_of(Side::Handler) {
-            let m = median(&c.first_ms);
-            t.push(Target {
-                goal: format!(
-                    "cold start to the first cache answer (`/api/ping` 200), median of {}, < 20 ms",
-                    c.first_ms.len()
-                ),
-                measured: format!("{m:.1} ms"),
-                met: m < 20.0,
-            });
-        }
-        if let Some(m) = self.memory_of(Side::Handler) {
-            t.push(Target {
-                goal: format!("peak RSS after {} requests < 12 MiB", group(m.requests)),
-                measured: format!("{} (VmHWM; VmRSS {})", mib(m.after_hwm), mib(m.after_rss)),
-                met: m.after_hwm < 12 * 1024,
-            });
-        }
+        t.extend(self.start.targets());
         if let Some(o) = self.refresh_overhead() {
             t.push(Target {
                 goal: format!(
@@ -338,36 +306,7 @@ impl Results {
                 g.p99_ms, p.p99_ms, g.p50_ms, p.p50_ms
             );
         }
-        for (side, c) in &self.cold {
-            let _ = writeln!(
-                s,
-                "- Cold start, {}: first cache answer {:.1} ms, ready on `GET /` {:.1} ms (medians of {}).",
-                side.label(),
-                median(&c.first_ms),
-                median(&c.ready_ms),
-                c.first_ms.len()
-            );
-        }
-        for (side, m) in &self.memory {
-            let conns = self
-                .redis_connections
-                .iter()
-                .find(|(s, _)| s == side)
-                .map_or(String::new(), |(_, n)| {
-                    format!(", {n} Redis connection(s) after the load runs")
-                });
-            let _ = writeln!(
-                s,
-                "- Memory, {}: peak RSS {} idle, {} after {} requests{conns}.",
-                side.label(),
-                mib(m.idle_hwm),
-                mib(m.after_hwm),
-                group(m.requests)
-            );
-        }
-        if self.binary_bytes > 0 {
-            let _ = writeln!(s, "- Release binary: {}.", mib(self.binary_bytes / 1024));
-        }
+        s.push_str(&self.start.headline());
         if let Some(o) = self.refresh_overhead() {
             let _ = writeln!(
                 s,
@@ -414,60 +353,7 @@ impl Results {
     }
 
     fn details(&self, s: &mut String) {
-        if !self.cold.is_empty() {
-            s.push_str(text::COLD_START);
-            for (side, c) in &self.cold {
-                let range = |v: &[f64]| {
-                    let lo = v.iter().copied().fold(f64::MAX, f64::min);
-                    let hi = v.iter().copied().fold(0.0, f64::max);
-                    format!("{lo:.1}–{hi:.1} ms")
-                };
-                let _ = writeln!(
-                    s,
-                    "| {} ({} starts) | {:.1} ms | {} | {:.1} ms | {} |",
-                    side.label(),
-                    c.first_ms.len(),
-                    median(&c.ready_ms),
-                    range(&c.ready_ms),
-                    median(&c.first_ms),
-                    range(&c.first_ms)
-                );
-            }
-        }
-        if !self.memory.is_empty() {
-            s.push('\n');
-            s.push_str(text::MEMORY);
-            for (side, m) in &self.memory {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {} |",
-                    side.label(),
-                    mib(m.idle_rss),
-                    mib(m.idle_hwm),
-                    mib(m.after_rss),
-                    mib(m.after_hwm),
-                    group(m.requests)
-                );
-            }
-            if self.handler_peak_after_all_kib > 0 {
-                let _ = writeln!(
-                    s,
-                    "\nThe handler that served every throughput run (up to 256 connections) peaked at {}.",
-                    mib(self.handler_peak_after_all_kib)
-                );
-            }
-            if self.binary_bytes > 0 {
-                let _ = writeln!(
-                    s,
-                    "Release binary `target/release/handler`: {} ({} bytes).",
-                    mib(self.binary_bytes / 1024),
-                    group(self.binary_bytes)
-                );
-            }
-            for (side, n) in &self.redis_connections {
-                let _ = writeln!(s, "Connections to Redis held by the {}: {n}.", side.label());
-            }
-        }
+        s.push_str(&self.start.sections());
         let r = &self.refresh;
         if !r.steady.is_empty() {
             let rps = |v: &[LoadResult]| v.iter().map(|x| format!("{:.0}", x.rps)).collect::<Vec<_>>().join(", ");

@@ -1,10 +1,11 @@
 //! The measurements: throughput, latency and CPU per request against
-//! concurrency, cold start, memory, and the cost of token refresh.
+//! concurrency, and the cost of token refresh (cold start and memory are
+//! in `start`).
 
 use crate::client::Conn;
 use crate::load::{self, LoadResult};
 use crate::quota::process_cpu;
-use crate::rig::{key, Program, Rig, Server, KEYSPACE, VALUE_BYTES};
+use crate::rig::{key, Program, Rig, Server};
 use anyhow::{ensure, Context};
 use serde_json::Value;
 use std::path::Path;
@@ -179,96 +180,6 @@ pub(crate) fn print_point(what: &str, op: Op, conns: u32, r: &LoadResult) {
         r.p99_ms,
         r.errors
     );
-}
-
-/// Cold starts: milliseconds from spawn to the first answer on `GET /`
-/// and to the first 200 of `GET /api/ping`.
-#[derive(Debug, Clone, Default)]
-pub struct ColdStart {
-    /// Spawn to readiness (`GET /` answers).
-    pub ready_ms: Vec<f64>,
-    /// Spawn to the first 200 of `/api/ping` (token, TLS, AUTH, PING).
-    pub first_ms: Vec<f64>,
-}
-
-/// Starts `program` `n` times, polling every millisecond.
-pub fn cold_start(rig: &Rig, program: &Program, n: usize) -> anyhow::Result<ColdStart> {
-    let settings = rig.app_settings(&rig.identity, 300);
-    let mut out = ColdStart::default();
-    for _ in 0..n {
-        let mut server = Server::spawn_ready(program, &rig.root, &settings)?;
-        out.ready_ms.push(ms(server.started().elapsed()));
-        server.poll(Duration::from_secs(30), "/api/ping", |s| s == 200)?;
-        out.first_ms.push(ms(server.started().elapsed()));
-        drop(server);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(out)
-}
-
-/// Resident memory of one fresh process, in KiB.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Memory {
-    /// `VmRSS` once started, connected and idle for a second.
-    pub idle_rss: u64,
-    /// `VmHWM` (peak) at the same moment.
-    pub idle_hwm: u64,
-    /// `VmRSS` after the requests.
-    pub after_rss: u64,
-    /// `VmHWM` after the requests.
-    pub after_hwm: u64,
-    /// Requests sent (half GET, half PUT, 64 connections).
-    pub requests: u64,
-}
-
-/// Starts `program` fresh, reads its memory idle, sends `requests` (half GET,
-/// half PUT over the key space, 64 keep-alive connections) and reads it again.
-pub fn memory(rig: &Rig, program: &Program, requests: u64) -> anyhow::Result<Memory> {
-    const CONNS: u64 = 64;
-    let server = Server::start(program, &rig.root, &rig.app_settings(&rig.identity, 300))?;
-    std::thread::sleep(Duration::from_secs(1));
-    let (idle_rss, idle_hwm) = server.rss_kib()?;
-    let per_conn = requests.div_ceil(CONNS);
-    let port = server.port;
-    let workers: Vec<_> = (0..CONNS)
-        .map(|t| {
-            std::thread::spawn(move || -> anyhow::Result<u64> {
-                let mut conn = Conn::connect(port)?;
-                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (t + 1);
-                let body = [b'm'; VALUE_BYTES];
-                let mut bad = 0;
-                for i in 0..per_conn {
-                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    let path = format!("/api/cache/{}", key((rng >> 33) as u32 % KEYSPACE));
-                    let (method, body) = if i % 2 == 0 {
-                        ("GET", &[][..])
-                    } else {
-                        ("PUT", &body[..])
-                    };
-                    if conn.request(method, &path, body)?.0 != 200 {
-                        bad += 1;
-                    }
-                }
-                Ok(bad)
-            })
-        })
-        .collect();
-    let mut bad = 0;
-    for w in workers {
-        bad += w
-            .join()
-            .map_err(|_| anyhow::anyhow!("a memory-run thread panicked"))??;
-    }
-    ensure!(bad == 0, "{bad} requests of the memory run were not answered 200");
-    std::thread::sleep(Duration::from_millis(500));
-    let (after_rss, after_hwm) = server.rss_kib()?;
-    Ok(Memory {
-        idle_rss,
-        idle_hwm,
-        after_rss,
-        after_hwm,
-        requests: per_conn * CONNS,
-    })
 }
 
 /// What token refresh costs.
@@ -464,10 +375,6 @@ pub(crate) fn health(port: u16) -> anyhow::Result<Value> {
     let (status, body) = Conn::connect(port)?.request("GET", "/api/health", b"")?;
     ensure!(status == 200, "GET /api/health answered {status}");
     Ok(serde_json::from_slice(&body)?)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 #[cfg(test)]

@@ -26,6 +26,19 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// The `p`th percentile of `v` (0 < `p` ≤ 100) by nearest rank: the
+/// smallest value with at least `p`% of the values at or below it (0 when
+/// empty). Of 20 values, p90 is the 18th smallest.
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = (p / 100.0 * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
 /// `1234567` as `1,234,567`.
 pub fn group(n: u64) -> String {
     let digits = n.to_string();
@@ -54,6 +67,17 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(&[]), 0.0);
+    }
+
+    /// Nearest-rank percentiles: p90 of 20 values is the 18th, of 3 the
+    /// largest; p50 of an even count is the lower middle.
+    #[test]
+    fn percentiles() {
+        let twenty: Vec<f64> = (1..=20).rev().map(f64::from).collect();
+        assert_eq!(percentile(&twenty, 90.0), 18.0);
+        assert_eq!(percentile(&[3.0, 1.0, 2.0], 90.0), 3.0);
+        assert_eq!(percentile(&[4.0, 1.0, 2.0, 3.0], 50.0), 2.0);
+        assert_eq!(percentile(&[], 90.0), 0.0);
     }
 
     /// Thousands are grouped.

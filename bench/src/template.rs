@@ -41,8 +41,14 @@ pub mod text {
     pub const THROUGHPUT: &str = include_str!("../templates/throughput.md");
     /// The cold start section up to its table's rows.
     pub const COLD_START: &str = include_str!("../templates/cold_start.md");
+    /// The handler's first answer step by step, up to its table's rows.
+    pub const COLD_START_STEPS: &str = include_str!("../templates/cold_start_steps.md");
     /// The memory section up to its table's rows.
     pub const MEMORY: &str = include_str!("../templates/memory.md");
+    /// The binary size section's first paragraph.
+    pub const BINARY_SIZE: &str = include_str!("../templates/binary_size.md");
+    /// The binary's code by crate (cargo bloat), up to its table's rows.
+    pub const BINARY_SIZE_CRATES: &str = include_str!("../templates/binary_size_crates.md");
     /// The token refresh section with its table.
     pub const TOKEN_REFRESH: &str = include_str!("../templates/token_refresh.md");
     /// The refresh burst.

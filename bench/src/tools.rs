@@ -66,6 +66,14 @@ pub fn check(python: bool) -> anyhow::Result<()> {
     bail!(msg)
 }
 
+/// Whether `cargo bloat` (cargo-bloat, `cargo install cargo-bloat`) is
+/// installed; optional: without it the report has no breakdown of the
+/// binary by crate.
+pub fn has_cargo_bloat() -> bool {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    runs(&[&cargo, "bloat", "--version"], true)
+}
+
 fn runs(argv: &[&str], must_succeed: bool) -> bool {
     Command::new(argv[0])
         .args(&argv[1..])
