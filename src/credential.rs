@@ -11,6 +11,15 @@
 //! also get the authority host of the configured cloud and, with
 //! `SSL_CERT_FILE`, an HTTP client that trusts that file beside the system
 //! roots (see [`crate::tls`]).
+//!
+//! Each gets its HTTP client from here rather than azure_core's default,
+//! which reads and parses the platform's roots when it is built: a few
+//! milliseconds of every cold start before the handler could listen (145
+//! certificates, one file each, on a Debian image without `SSL_CERT_FILE`),
+//! even for a managed identity's local endpoint, which is plain HTTP. Ours
+//! is the same reqwest client (rustls, no redirects, azure_core's connect
+//! and read timeouts) trusting the same roots, loaded on its first TLS
+//! handshake, if it makes one ([`crate::tls::lazy_https_client_config`]).
 
 use crate::settings::{Authority, CredentialChoice};
 use crate::token::{credential_error, FetchedToken, TokenError, TokenFuture, TokenSource};
@@ -23,6 +32,7 @@ use azure_identity::{
     WorkloadIdentityCredentialOptions,
 };
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A [`TokenSource`] backed by an `azure_identity` credential and one scope.
 pub(crate) struct AzureTokenSource {
@@ -60,41 +70,60 @@ impl TokenSource for AzureTokenSource {
     }
 }
 
-fn no_retry() -> ClientOptions {
-    ClientOptions {
+/// No retry, and the HTTP client trusting `roots` ([`http_transport`]).
+fn options(roots: impl Fn() -> rustls::RootCertStore + Send + Sync + 'static) -> azure_core::Result<ClientOptions> {
+    Ok(ClientOptions {
         retry: RetryOptions::none(),
+        transport: Some(http_transport(roots)?),
         ..Default::default()
-    }
+    })
+}
+
+/// The roots azure_core's own client trusts (through rustls's platform
+/// verifier): `rustls-native-certs`'s, which are those of `SSL_CERT_FILE`
+/// and `SSL_CERT_DIR` when set, else the platform's.
+fn platform_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots
 }
 
 /// Options for a credential that calls the Entra ID token endpoint: no
-/// retry, the authority host, and the HTTPS client.
+/// retry, the authority host, and the HTTPS client trusting the system roots
+/// and `SSL_CERT_FILE` when it is set (read now: a file that cannot be read
+/// stops start-up), else the platform's roots.
 fn entra_options(authority: &Authority) -> azure_core::Result<ClientOptions> {
-    let mut options = no_retry();
+    let config_error = |message: String| azure_core::Error::with_message(azure_core::error::ErrorKind::Other, message);
+    let mut options = match crate::tls::extra_roots(authority.extra_ca_file.as_deref()).map_err(config_error)? {
+        Some(extra) => options(move || crate::tls::https_roots(&extra))?,
+        None => options(platform_roots)?,
+    };
     if let Some(host) = &authority.host {
         let mut cloud = CustomConfiguration::default();
         cloud.authority_host = host.clone();
         options.cloud = Some(Arc::new(CloudConfiguration::Custom(cloud)));
     }
-    options.transport = https_transport(authority)?;
     Ok(options)
 }
 
-/// With `SSL_CERT_FILE`, a reqwest client (rustls) trusting the system roots
-/// and that file; without it, `None`: azure_core's own client, which trusts
-/// the system roots.
-fn https_transport(authority: &Authority) -> azure_core::Result<Option<Transport>> {
-    let config_error = |message: String| azure_core::Error::with_message(azure_core::error::ErrorKind::Other, message);
-    let Some(extra) = crate::tls::extra_roots(authority.extra_ca_file.as_deref()).map_err(config_error)? else {
-        return Ok(None);
-    };
+/// A reqwest client (rustls) as azure_core builds its own, trusting the
+/// roots `roots` gives, loaded on its first TLS handshake.
+fn http_transport(roots: impl Fn() -> rustls::RootCertStore + Send + Sync + 'static) -> azure_core::Result<Transport> {
     let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(crate::tls::https_client_config(&extra))
-        // As azure_core's own client: Entra ID does not redirect token requests.
+        .tls_backend_preconfigured(crate::tls::lazy_https_client_config(roots))
+        // As azure_core's own client: its timeouts, and no redirects (Entra
+        // ID does not redirect token requests).
+        .connect_timeout(Duration::from_secs(20))
+        .read_timeout(Duration::from_secs(60))
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| config_error(format!("the HTTPS client for Entra ID: {e}")))?;
-    Ok(Some(Transport::new(Arc::new(client))))
+        .map_err(|e| {
+            azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Other,
+                format!("the HTTP client for tokens: {e}"),
+            )
+        })?;
+    Ok(Transport::new(Arc::new(client)))
 }
 
 fn build(choice: &CredentialChoice) -> azure_core::Result<Arc<dyn TokenCredential>> {
@@ -102,7 +131,9 @@ fn build(choice: &CredentialChoice) -> azure_core::Result<Arc<dyn TokenCredentia
         CredentialChoice::ManagedIdentity { client_id } => {
             ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
                 user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-                client_options: no_retry(),
+                // Its endpoint is local plain HTTP; were it HTTPS, it would
+                // trust what azure_core's own client trusts.
+                client_options: options(platform_roots)?,
             }))?
         }
         CredentialChoice::ClientSecret {
