@@ -41,7 +41,7 @@ const SYSTEM_BUNDLES: &[&str] = &[
 
 /// Installs the process-wide rustls crypto provider (once; later calls are no-ops).
 pub(crate) fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The PEM of `extra` (`SSL_CERT_FILE`), checked to hold a certificate;
@@ -87,9 +87,9 @@ pub(crate) fn https_roots(extra_pem: &[u8]) -> rustls::RootCertStore {
 /// The TLS client configuration for HTTPS to Entra ID, trusting
 /// [`https_roots`]. Verification stays on.
 pub(crate) fn https_client_config(extra_pem: &[u8]) -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .expect("aws-lc-rs supports TLS 1.2 and 1.3")
+        .expect("ring supports TLS 1.2 and 1.3")
         .with_root_certificates(https_roots(extra_pem))
         .with_no_client_auth()
 }
@@ -104,7 +104,7 @@ pub(crate) fn lazy_https_client_config(
     let verifier = LazyVerifier::new(Box::new(roots));
     rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
         .with_safe_default_protocol_versions()
-        .expect("aws-lc-rs supports TLS 1.2 and 1.3")
+        .expect("ring supports TLS 1.2 and 1.3")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth()
@@ -123,7 +123,7 @@ impl LazyVerifier {
     fn new(roots: Box<dyn Fn() -> rustls::RootCertStore + Send + Sync>) -> Self {
         Self {
             roots,
-            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
             verifier: OnceLock::new(),
         }
     }

@@ -9,7 +9,7 @@
 //! and a Redis error 502. hyper 1 (HTTP/1.1) on tokio's multi-thread
 //! runtime, every request sharing one `redis::aio::MultiplexedConnection`,
 //! made with the handler's settings: the same redis crate and features,
-//! TLS by rustls with aws-lc-rs trusting `SSL_CERT_FILE` and checking the
+//! TLS by rustls with ring trusting `SSL_CERT_FILE` and checking the
 //! certificate against `Redis__redisHostName`, TCP_NODELAY, RESP2, and no
 //! response timeout of the crate's (each would arm a timer per command).
 //!
@@ -46,7 +46,7 @@ mod alloc_count;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let redis = connect().await?;
     let port: u16 = var("FUNCTIONS_CUSTOMHANDLER_PORT")?.parse()?;
     // Bound once Redis is connected, so that the first answer to the
