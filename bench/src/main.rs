@@ -57,6 +57,10 @@
 //!   `delay` the delay line that makes the cache answer late.
 //! - `telemetry`: OTLP export off against on at full speed, and a paced
 //!   run that must lose no span, with its part of the report.
+//! - `profile`: where a request's time goes (`-- --profile`): CPU, heap
+//!   allocations and system calls per request of the handler and the
+//!   floor, five experiment builds, flame graphs; it writes just the
+//!   "Where the time goes" section and `bench/results/flame-*.svg`.
 //! - `plan`: the mode a flag picks and how long each part runs in it.
 //! - `report`, `method`, `plot`, `machine`: the Markdown, its Method section
 //!   (from the plans), the SVG, the machine's description; `template` fills
@@ -73,6 +77,7 @@ mod maintenance;
 mod method;
 mod plan;
 mod plot;
+mod profile;
 mod quota;
 mod report;
 mod rig;
@@ -101,7 +106,7 @@ use std::time::Duration;
     name = "bench",
     about = "Benchmarks the handler against redis-benchmark and a Python peer"
 )]
-#[command(group(ArgGroup::new("mode").args(["smoke", "refresh", "slow_identity", "cluster", "maintenance", "flex", "telemetry", "start", "rig"])))]
+#[command(group(ArgGroup::new("mode").args(["smoke", "refresh", "slow_identity", "cluster", "maintenance", "flex", "telemetry", "profile", "start", "rig"])))]
 #[command(group(ArgGroup::new("given_handler").args(["smoke", "start"]).multiple(true)))]
 #[command(group(ArgGroup::new("compared").args(["maintenance", "start"]).multiple(true)))]
 struct Cli {
@@ -132,6 +137,11 @@ struct Cli {
     /// BENCHMARKS.md.
     #[arg(long)]
     telemetry: bool,
+    /// Only where a request's time goes (CPU, allocations, system calls,
+    /// experiment builds, flame graphs; needs `perf` and `strace` for all
+    /// of it); writes the "Where the time goes" section of BENCHMARKS.md.
+    #[arg(long)]
+    profile: bool,
     /// Only cold starts, memory and the binary's size; writes the "Cold
     /// start", "Memory" and "Binary size" sections of BENCHMARKS.md.
     #[arg(long)]
@@ -164,6 +174,7 @@ impl Cli {
             (self.maintenance, Mode::Maintenance),
             (self.flex, Mode::Flex),
             (self.telemetry, Mode::Telemetry),
+            (self.profile, Mode::Profile),
             (self.start, Mode::Start),
         ];
         match picked.into_iter().find(|(set, _)| *set) {
@@ -233,6 +244,7 @@ fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
         Mode::Maintenance => maintenance_only(root, &handler, cli.before.as_deref(), &plan),
         Mode::Flex => flex_only(root, &lua, &handler, &plan, &results),
         Mode::Telemetry => telemetry_only(root, &lua, &handler, &plan, &results),
+        Mode::Profile => profile_only(root, &lua, &handler, &plan, &results),
         Mode::Refresh | Mode::SlowIdentity => refresh_only(root, &lua, &handler, &plan, results),
         Mode::Full | Mode::Smoke | Mode::Start => {
             let python = tools::python_venv(root, full)?.map(|interpreter| Program::Python {
@@ -372,6 +384,18 @@ fn telemetry_only(root: &Path, lua: &Path, handler: &Program, plan: &Plan, resul
     write_section(root, &t.section(), "Telemetry export")
 }
 
+/// `--profile`: where the time goes, spliced into `BENCHMARKS.md`.
+fn profile_only(root: &Path, lua: &Path, handler: &Program, plan: &Plan, results: &Results) -> anyhow::Result<()> {
+    eprintln!("bench: where the time goes (CPU, allocations, system calls, experiments, flame graphs)");
+    let floor = Program::Floor(tools::build_floor(root)?);
+    let mut p = profile::run(root, lua, handler, &floor, &plan.profile)?;
+    p.machine = results.machine.clone();
+    p.command = plan.mode.command().to_owned();
+    p.commit = machine::commit(root);
+    p.check()?;
+    write_section(root, &p.section(), "Where the time goes")
+}
+
 /// The telemetry export scenario, described with this run's machine and
 /// commit, and checked.
 fn run_telemetry(
@@ -496,10 +520,17 @@ fn everything(
         // The hand-measured "Logging writer" section, "Maintenance"
         // (written by `-- --maintenance --before <handler>`, which compares
         // with an older build) and "Flex Consumption sizes" (written by
-        // `-- --flex`, which needs root) stay until measured again.
+        // `-- --flex`, which needs root) and "Where the time goes" (written
+        // by `-- --profile`, which makes builds of its own) stay until
+        // measured again.
         let old = std::fs::read_to_string(root.join("BENCHMARKS.md")).unwrap_or_default();
         let mut markdown = markdown;
-        for heading in ["## Flex Consumption sizes", "## Maintenance", "## Logging writer"] {
+        for heading in [
+            "## Flex Consumption sizes",
+            "## Maintenance",
+            "## Logging writer",
+            "## Where the time goes",
+        ] {
             if let Some(kept) = cluster::section(&old, heading) {
                 markdown = cluster::splice(&markdown, &format!("{}\n", kept.trim_end()));
             }

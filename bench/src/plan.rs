@@ -4,6 +4,7 @@
 use crate::cluster::ClusterPlan;
 use crate::flex::{Case, FlexPlan, SIZES};
 use crate::maintenance::MaintenancePlan;
+use crate::profile::ProfilePlan;
 use crate::scenarios::Timing;
 use crate::slow_identity::SlowPlan;
 use crate::start::StartPlan;
@@ -25,6 +26,8 @@ pub enum Mode {
     Refresh,
     /// Only the refresh against a slow identity endpoint (`--slow-identity`).
     SlowIdentity,
+    /// Only where a request's time goes (`--profile`).
+    Profile,
     /// Only the cluster scenario (`--cluster`).
     Cluster,
     /// Only the maintenance scenario (`--maintenance`).
@@ -45,6 +48,7 @@ impl Mode {
             Mode::Smoke => "cargo run --release -p bench -- --smoke",
             Mode::Refresh => "cargo run --release -p bench -- --refresh",
             Mode::SlowIdentity => "cargo run --release -p bench -- --slow-identity",
+            Mode::Profile => "cargo run --release -p bench -- --profile",
             Mode::Cluster => "cargo run --release -p bench -- --cluster",
             Mode::Maintenance => "cargo run --release -p bench -- --maintenance",
             Mode::Flex => "cargo run --release -p bench -- --flex",
@@ -80,6 +84,8 @@ pub struct Plan {
     pub flex: FlexPlan,
     /// The cost of OTLP export, and the paced run that must lose no span.
     pub telemetry: TelemetryPlan,
+    /// Where a request's time goes (`--profile` only).
+    pub profile: ProfilePlan,
 }
 
 impl Plan {
@@ -171,6 +177,22 @@ impl Plan {
                 span_wait: Duration::from_secs(10),
                 every_span: true,
             },
+            // 2 × (2 + 5 s) per side for CPU (and redis-benchmark's runs
+            // beside), 4 runs each for allocations and the two system call
+            // counts, 5 experiments × (2 × 2 s + 3 rounds × 2 × 3 s), 2
+            // flame graphs: about 4 min, after the builds.
+            profile: ProfilePlan {
+                conns: 64,
+                timing: Timing {
+                    warm: Duration::from_secs(2),
+                    measure: Duration::from_secs(5),
+                },
+                rounds: 3,
+                experiment_timing: Timing {
+                    warm: Duration::from_secs(2),
+                    measure: Duration::from_secs(3),
+                },
+            },
         }
     }
 
@@ -254,6 +276,20 @@ impl Plan {
                 paced: Duration::from_secs(1),
                 span_wait: Duration::from_secs(10),
                 every_span: false,
+            },
+            // Not run by the smoke run: it makes eight release builds of
+            // its own and needs perf and strace.
+            profile: ProfilePlan {
+                conns: 16,
+                timing: Timing {
+                    warm: Duration::ZERO,
+                    measure: Duration::from_secs(1),
+                },
+                rounds: 1,
+                experiment_timing: Timing {
+                    warm: Duration::ZERO,
+                    measure: Duration::from_secs(1),
+                },
             },
         }
     }

@@ -30,7 +30,7 @@ mod paced;
 mod report;
 
 pub use delivery::Paced;
-pub use full_speed::Run;
+pub use full_speed::{measure, Run};
 
 use crate::rig::{Program, Rig, Server};
 use crate::scenarios::{health, Timing};

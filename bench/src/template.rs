@@ -91,6 +91,12 @@ pub mod text {
     pub const TELEMETRY_PACED: &str = include_str!("../templates/telemetry_paced.md");
     /// The recommended size and `perInstanceConcurrency`.
     pub const FLEX_RECOMMEND: &str = include_str!("../templates/flex_recommend.md");
+    /// The "Where the time goes" section up to its per-request table's rows.
+    pub const PROFILE: &str = include_str!("../templates/profile.md");
+    /// Its experiments, up to their table's rows.
+    pub const PROFILE_EXPERIMENTS: &str = include_str!("../templates/profile_experiments.md");
+    /// Its flame graphs, up to their links.
+    pub const PROFILE_FLAME: &str = include_str!("../templates/profile_flame.md");
 }
 
 #[cfg(test)]

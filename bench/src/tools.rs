@@ -83,6 +83,13 @@ fn runs(argv: &[&str], must_succeed: bool) -> bool {
         .is_ok_and(|s| s.success() || !must_succeed)
 }
 
+/// Whether `program` is installed (`program --version` starts), for a tool
+/// a mode can do without (`perf` and `strace` in `--profile`, which says
+/// what it skipped).
+pub fn present(program: &str) -> bool {
+    runs(&[program, "--version"], false)
+}
+
 /// `cargo build --release --bin handler`, returning the binary's path.
 pub fn build_handler(root: &Path) -> anyhow::Result<PathBuf> {
     cargo_build(root, &["--release", "--bin", "handler"], "release", "handler")

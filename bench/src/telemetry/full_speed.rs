@@ -128,8 +128,9 @@ fn settle(server: &Server, counter: &super::collector::Counter) -> anyhow::Resul
     }
 }
 
-/// One `wrk` run, with the handler's and the bench's CPU time around it.
-fn measure(lua: &Path, server: &Server, conns: u32, length: Duration) -> anyhow::Result<Run> {
+/// One `wrk` run of GET, with the handler's and the bench's CPU time
+/// around it.
+pub fn measure(lua: &Path, server: &Server, conns: u32, length: Duration) -> anyhow::Result<Run> {
     let (pid, me) = (server.pid(), std::process::id());
     let (h0, b0) = (process_cpu(pid)?, process_cpu(me)?);
     let load = load::wrk(lua, server.port, "GET", conns, length)?;
