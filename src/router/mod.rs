@@ -26,14 +26,18 @@ use crate::functions::{self, Function, Trigger};
 use crate::log_line;
 use crate::otel;
 use crate::trace_context::TraceContext;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{Method, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 /// The `/api/...` routes alone, one per HTTP function of the state
@@ -51,10 +55,7 @@ fn api_router(state: AppState) -> Router {
             }
         }
     }
-    router
-        .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(state)
+    router.fallback(not_found).with_state(state)
 }
 
 /// The whole handler for `state`'s functions: readiness (`GET /`), the
@@ -79,7 +80,9 @@ pub fn router(state: AppState) -> Router {
     let by_hand = state.clone();
     let envelopes = Router::new()
         .route("/{function}", post(envelope::envelope).fallback(method_not_allowed))
-        .with_state((state, api.clone()));
+        // Enveloped requests reach `api` without `Invocations`, whose
+        // `DefaultBodyLimit` this stands for.
+        .with_state((state, api.clone().layer(DefaultBodyLimit::disable())));
     let routed = Router::new()
         .route("/", get(ready).head(ready))
         .merge(api)
@@ -87,7 +90,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found);
     #[cfg(feature = "experiment-no-router")]
     let routed = crate::experiment::by_hand(by_hand, routed);
-    routed.layer(middleware::from_fn_with_state(functions, log_invocation))
+    routed.layer(Invocations { functions })
 }
 
 /// `GET /`: the host polls this every 25 ms until it answers.
@@ -103,28 +106,98 @@ pub(crate) async fn method_not_allowed(method: Method) -> AppError {
     AppError::MethodNotAllowed(method.to_string())
 }
 
-/// Runs the invocation in a span holding the function name, the invocation
-/// id and its W3C trace context (`trace_id`, and its own `span_id`: a child
-/// of the request's `traceparent`, or a new trace), so that every line it
-/// logs carries them all, and logs one line when it is done: function,
-/// invocation id, status, duration. The [`TraceContext`] goes into the
-/// request's extensions, for a function that calls on.
-async fn log_invocation(State(functions): State<Arc<[Function]>>, mut request: Request, next: Next) -> Response {
+/// Runs each invocation in a span holding the function name, the
+/// invocation id and its W3C trace context (`trace_id`, and its own
+/// `span_id`: a child of the request's `traceparent`, or a new trace), so
+/// that every line it logs carries them all, and logs one line when it is
+/// done: function, invocation id, status, duration. The [`TraceContext`]
+/// goes into the request's extensions, for a function that calls on.
+///
+/// A layer of its own rather than `middleware::from_fn`: everything before
+/// the route runs is done in `call`, so the route's future is made there
+/// and one boxed future carries the invocation (`from_fn` clones the route
+/// and boxes two more futures per request). It also puts request bodies
+/// out of reach of axum's default 2 MB limit for the extractors of every
+/// route (each function enforces its own), which a `DefaultBodyLimit`
+/// layer on the router did with a route of its own around each.
+#[derive(Clone)]
+struct Invocations {
+    functions: Arc<[Function]>,
+}
+
+impl<S> Layer<S> for Invocations {
+    type Service = InvocationService<<DefaultBodyLimit as Layer<S>>::Service>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        InvocationService {
+            inner: DefaultBodyLimit::disable().layer(inner),
+            functions: self.functions.clone(),
+        }
+    }
+}
+
+/// [`Invocations`] around one route.
+#[derive(Clone)]
+struct InvocationService<S> {
+    inner: S,
+    functions: Arc<[Function]>,
+}
+
+impl<S> Service<Request> for InvocationService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match begin(&self.functions, &mut request) {
+            None => Box::pin(self.inner.call(request)),
+            Some(invocation) => {
+                let route = self.inner.call(request);
+                Box::pin(async move { Ok(invocation.run(route).await) })
+            }
+        }
+    }
+}
+
+/// An invocation under way: what its log lines, its span and its metrics
+/// need once the route has answered.
+struct Begun {
+    name: &'static str,
+    trigger: &'static str,
+    method: Method,
+    server: otel::Span,
+    span: Option<tracing::Span>,
+    lines: Option<Arc<log_line::Invocation>>,
+    context: Option<otel::SpanContext>,
+    start: Instant,
+}
+
+/// Everything before the route runs: finds the function, reads the
+/// invocation id and the trace context, and starts the server span; `None`
+/// for readiness (`GET /`), which is no invocation.
+fn begin(functions: &[Function], request: &mut Request) -> Option<Begun> {
     let path = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| request.uri().path(), MatchedPath::as_str);
     if path == "/" {
-        return next.run(request).await;
+        return None;
     }
     let enveloped = path == "/{function}";
-    let function = match functions::by_path(&functions, path) {
+    let function = match functions::by_path(functions, path) {
         Some(f) => Some(f),
-        None if enveloped => functions::by_path(&functions, request.uri().path()),
+        None if enveloped => functions::by_path(functions, request.uri().path()),
         None => None,
     };
     let name = function.map_or("unknown", |f| f.name);
-    // Borrowed: the span formats it right away.
     let invocation_id = crate::host::invocation_id(request.headers());
     let method = request.method().clone();
     let mut trace = TraceContext::from_headers(request.headers());
@@ -161,30 +234,62 @@ async fn log_invocation(State(functions): State<Arc<[Function]>>, mut request: R
     };
     let context = otel::invocation_context(&trace);
     request.extensions_mut().insert(trace);
-    let start = Instant::now();
-    let response = match (&span, &lines) {
-        (_, Some(lines)) => otel::within(context, log_line::scope(lines.clone(), next.run(request))).await,
-        (Some(span), None) => otel::within(context, next.run(request).instrument(span.clone())).await,
-        (None, None) => otel::within(context, next.run(request)).await,
-    };
-    let status = response.status().as_u16();
-    let done = || {
-        #[cfg(not(feature = "experiment-no-log"))]
-        tracing::info!(%method, status, duration_ms = crate::functions::elapsed_ms(start), "invocation done");
-    };
-    match (span, lines) {
-        (_, Some(lines)) => log_line::sync_scope(lines, done),
-        (Some(span), None) => span.in_scope(done),
-        (None, None) => done(),
+    Some(Begun {
+        name,
+        trigger,
+        method,
+        server,
+        span,
+        lines,
+        context,
+        start: Instant::now(),
+    })
+}
+
+impl Begun {
+    /// Runs the route in the invocation's scope, then logs its line,
+    /// records its metrics and ends its span.
+    async fn run<F>(self, route: F) -> Response
+    where
+        F: Future<Output = Result<Response, Infallible>>,
+    {
+        let Begun {
+            name,
+            trigger,
+            method,
+            mut server,
+            span,
+            lines,
+            context,
+            start,
+        } = self;
+        let route = async move { route.await.unwrap_or_else(|never| match never {}) };
+        let response = match (&span, &lines) {
+            (_, Some(lines)) => otel::within(context, log_line::scope(lines.clone(), route)).await,
+            (Some(span), None) => otel::within(context, route.instrument(span.clone())).await,
+            (None, None) => otel::within(context, route).await,
+        };
+        let status = response.status().as_u16();
+        let done = || {
+            #[cfg(not(feature = "experiment-no-log"))]
+            tracing::info!(%method, status, duration_ms = crate::functions::elapsed_ms(start), "invocation done");
+            #[cfg(feature = "experiment-no-log")]
+            let _ = &method;
+        };
+        match (span, lines) {
+            (_, Some(lines)) => log_line::sync_scope(lines, done),
+            (Some(span), None) => span.in_scope(done),
+            (None, None) => done(),
+        }
+        if let Some(metrics) = otel::recorder() {
+            metrics.invocation(name, trigger, status, start.elapsed().as_secs_f64());
+        }
+        server.set("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            server.fail("http_error", &format!("the invocation answered {status}"));
+        }
+        response
     }
-    if let Some(metrics) = otel::recorder() {
-        metrics.invocation(name, trigger, status, start.elapsed().as_secs_f64());
-    }
-    server.set("http.response.status_code", i64::from(status));
-    if status >= 500 {
-        server.fail("http_error", &format!("the invocation answered {status}"));
-    }
-    response
 }
 
 /// The invocation's server span (OpenTelemetry's conventions): named
@@ -394,6 +499,49 @@ mod tests {
         assert_eq!(json["Outputs"]["res"]["statusCode"], 413);
         let inner: serde_json::Value = serde_json::from_str(json["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
         assert_eq!(inner["code"], "payload_too_large");
+    }
+
+    /// An added function whose handler reads its body with one of axum's
+    /// extractors is not held to axum's default 2 MB body limit, proxied or
+    /// enveloped: every function enforces a limit of its own.
+    #[tokio::test]
+    async fn added_functions_are_not_held_to_axums_body_limit() {
+        async fn length(body: axum::body::Bytes) -> axum::Json<serde_json::Value> {
+            axum::Json(serde_json::json!({ "length": body.len() }))
+        }
+        const LENGTH: Function = Function {
+            name: "Length",
+            trigger: Trigger::Http {
+                route: "length",
+                endpoints: &[functions::Endpoint {
+                    method: functions::HttpMethod::Post,
+                    handler: |on| axum::routing::on(on, length),
+                }],
+                also: &[],
+            },
+        };
+        let settings = crate::settings::Settings::from_lookup(|k| match k {
+            "Redis" => Some("127.0.0.1:1,password=k,ssl=False".into()),
+            "FUNCTIONS_CUSTOMHANDLER_WORKER_ID" => Some("test".into()),
+            _ => None,
+        })
+        .unwrap();
+        let cache = Cache::from_settings(&settings).unwrap();
+        let app = router(AppState::new(cache, &settings).with_functions(&[LENGTH]));
+        let big = "x".repeat(3 << 20);
+        let (status, json) = call(&app, "POST", "/api/length", big).await;
+        assert_eq!((status, &json["length"]), (200, &serde_json::json!(3 << 20)), "{json}");
+        // Over axum's 2 MiB, under the limit of the envelope itself.
+        let body = "x".repeat((2 << 20) + 1000);
+        let envelope = serde_json::json!({
+            "Data": { "req": { "Url": "http://localhost/api/length", "Method": "POST", "Body": body } },
+            "Metadata": {}
+        });
+        let (status, json) = call(&app, "POST", "/Length", envelope.to_string()).await;
+        assert_eq!(status, 200, "{json}");
+        assert_eq!(json["Outputs"]["res"]["statusCode"], 200, "{json}");
+        let inner: serde_json::Value = serde_json::from_str(json["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(inner["length"], (2 << 20) + 1000);
     }
 
     /// A failed timer check answers 500 with the host's shape and the reasons.
