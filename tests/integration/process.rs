@@ -463,6 +463,7 @@ async fn release_writes(redis: &devhost::redis_server::RedisServer) {
 /// `PUT /api/cache/{key}` with body `v`, sent from a task; its status.
 fn put_in_background(app: &TestApp, key: &str) -> tokio::task::JoinHandle<reqwest::Result<u16>> {
     let url = format!("{}/api/cache/{key}", app.handler.base_url());
+    crate::support::install_crypto_provider();
     tokio::spawn(async move {
         Ok(reqwest::Client::new()
             .put(url)

@@ -59,6 +59,7 @@ async fn local_host(app: &TestApp, mode: HttpMode) -> LocalHost {
 /// A caller that gives up after [`PATIENCE`], so a broken host fails the
 /// test instead of hanging it.
 fn client() -> reqwest::Client {
+    support::install_crypto_provider();
     reqwest::Client::builder().no_proxy().timeout(PATIENCE).build().unwrap()
 }
 

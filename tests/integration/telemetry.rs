@@ -31,6 +31,7 @@ fn otel_env(collector: &str, protocol: &str) -> Vec<(String, String)> {
 
 /// One request straight to the handler, as the host's client sends it.
 async fn send(app: &TestApp, method: Method, path: &str, id: &str, traceparent: Option<&str>, body: &str) -> u16 {
+    crate::support::install_crypto_provider();
     let mut req = reqwest::Client::new()
         .request(method, format!("{}{path}", app.handler.base_url()))
         .header("x-azure-functions-invocationid", id)

@@ -62,6 +62,10 @@ impl HandlerClient {
     /// trailing `/` is dropped). No proxy, no redirects, 230 s per request
     /// (proxied ones: 240 s of silence).
     pub fn new(base_url: impl Into<String>) -> anyhow::Result<HandlerClient> {
+        // reqwest brings no crypto provider of its own where it is built
+        // with `rustls-no-provider` (as the handler's tests build it, beside
+        // this crate), and panics when it finds none installed.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let builder = || {
             reqwest::Client::builder()
                 .no_proxy()

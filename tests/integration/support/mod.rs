@@ -86,6 +86,7 @@ pub async fn wait_for_handler_output(handler: &HandlerProcess, needle: &str, lim
 
 /// A token from `identity`, asked for the way the handler asks.
 pub async fn fetch_token(identity: &IdentityEndpoint) -> String {
+    install_crypto_provider();
     let body: Value = reqwest::Client::new()
         .get(format!(
             "{}?api-version=2019-08-01&resource=https://redis.azure.com",
@@ -133,8 +134,10 @@ pub fn router_without_cache(max_value_bytes: usize) -> axum::Router {
     ))
 }
 
-/// Installs rustls's crypto provider for the tests' own TLS clients (once;
-/// later calls do nothing).
+/// Installs rustls's crypto provider for the tests' own TLS and HTTP
+/// clients (once; later calls do nothing). reqwest brings none of its own
+/// (`rustls-no-provider`, as the handler builds it): every test that builds
+/// a client calls this first, so that none depends on another having run.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
