@@ -74,7 +74,7 @@ mod clock;
 mod credential;
 mod doctor;
 mod error;
-#[cfg(any(feature = "experiment-no-json", feature = "experiment-no-router"))]
+#[cfg(feature = "experiment-no-json")]
 mod experiment;
 mod functions;
 pub mod host;

@@ -5,6 +5,7 @@
 
 use crate::functions::AppState;
 use crate::functions::Function;
+use crate::router::Fast;
 use crate::settings::Settings;
 use crate::state::{process_state, StartupError};
 use crate::{doctor, malloc, otel, router, server, telemetry, tls};
@@ -78,7 +79,8 @@ async fn serve(extra: &[Function]) -> ExitCode {
     };
     tracing::info!(port = settings.listen_port, cache = %crate::settings::endpoint(&settings.redis.host, settings.redis.port), "handler listening on 127.0.0.1");
     state.warm_up();
-    let served = server::serve(listener, router(state), settings.drain).await;
+    let app = Fast::new(router(state.clone()), state);
+    let served = server::serve(listener, app, settings.drain).await;
     if let Some(telemetry) = telemetry {
         telemetry.shutdown(TELEMETRY_FLUSH).await;
     }

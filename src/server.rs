@@ -5,7 +5,7 @@
 //! process exits 0: the host does not restart a handler that exits 0, and an
 //! invocation cut off mid-way would fail anyway.
 
-use axum::Router;
+use crate::router::Fast;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -15,7 +15,7 @@ pub(crate) async fn bind(port: u16) -> std::io::Result<TcpListener> {
 }
 
 /// Serves `app` until a signal, then drains for at most `drain`.
-pub(crate) async fn serve(listener: TcpListener, app: Router, drain: Duration) -> std::io::Result<()> {
+pub(crate) async fn serve(listener: TcpListener, app: Fast, drain: Duration) -> std::io::Result<()> {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let signalled = async move {
         shutdown_signal().await;
@@ -25,10 +25,11 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, drain: Duration) -
         );
         let _ = tx.send(true);
     };
-    // Turn every route into its service once, here, and share it: handing
-    // axum the `Router` itself rebuilds its route table for each connection.
-    let app: Router = app.with_state(());
-    let server = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(signalled);
+    let server = axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(signalled);
     let deadline = async move {
         let _ = rx.wait_for(|stop| *stop).await;
         tokio::time::sleep(drain).await;

@@ -19,6 +19,9 @@
 //! `trace_context`), so log queries join with the host's request rows.
 
 mod envelope;
+mod fast;
+
+pub(crate) use fast::Fast;
 
 use crate::error::AppError;
 use crate::functions::AppState;
@@ -60,8 +63,10 @@ fn api_router(state: AppState) -> Router {
 
 /// The whole handler for `state`'s functions: readiness (`GET /`), the
 /// HTTP functions at `/api/...`, the host's envelopes (`POST /<Name>`), and
-/// one log line per invocation. [`crate::run`] serves it; a program of its
-/// own can serve it, or merge it into a router of its own.
+/// one log line per invocation. [`crate::run`] serves it, with
+/// `GET`/`PUT`/`DELETE /api/cache/{key}` matched by hand in front of it
+/// (the same answers and lines, with less work per request); a program of
+/// its own can serve it, or merge it into a router of its own.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -76,8 +81,6 @@ fn api_router(state: AppState) -> Router {
 pub fn router(state: AppState) -> Router {
     let functions: Arc<[Function]> = state.functions().into();
     let api = api_router(state.clone());
-    #[cfg(feature = "experiment-no-router")]
-    let by_hand = state.clone();
     let envelopes = Router::new()
         .route("/{function}", post(envelope::envelope).fallback(method_not_allowed))
         // Enveloped requests reach `api` without `Invocations`, whose
@@ -88,8 +91,6 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(envelopes)
         .fallback(not_found);
-    #[cfg(feature = "experiment-no-router")]
-    let routed = crate::experiment::by_hand(by_hand, routed);
     routed.layer(Invocations { functions })
 }
 
@@ -180,9 +181,10 @@ struct Begun {
     start: Instant,
 }
 
-/// Everything before the route runs: finds the function, reads the
-/// invocation id and the trace context, and starts the server span; `None`
-/// for readiness (`GET /`), which is no invocation.
+/// Everything before the route runs, for a request the router matched:
+/// finds the function and starts the invocation ([`Begun::start`]), and
+/// puts its [`TraceContext`] in the request's extensions; `None` for
+/// readiness (`GET /`), which is no invocation.
 fn begin(functions: &[Function], request: &mut Request) -> Option<Begun> {
     let path = request
         .extensions()
@@ -197,56 +199,66 @@ fn begin(functions: &[Function], request: &mut Request) -> Option<Begun> {
         None if enveloped => functions::by_path(functions, request.uri().path()),
         None => None,
     };
-    let name = function.map_or("unknown", |f| f.name);
-    let invocation_id = crate::host::invocation_id(request.headers());
-    let method = request.method().clone();
-    let mut trace = TraceContext::from_headers(request.headers());
-    let trigger = match function.map(|f| &f.trigger) {
-        Some(Trigger::Timer { .. }) => "timer",
-        _ => "http",
-    };
-    let mut server = invocation_span(&mut trace, name, trigger, (!enveloped).then_some((&method, path)));
-    if !invocation_id.is_empty() {
-        server.set("faas.invocation_id", otel::Value::text(invocation_id));
-    }
-    // The fields every line of the invocation carries: in a task-local
-    // when the handler's own formatter writes the lines, else (a program
-    // serving this router under a subscriber of its own) in a span.
-    let (span, lines) = if cfg!(feature = "experiment-no-log") {
-        (None, None)
-    } else if log_line::fast() {
-        let lines = Arc::new(log_line::Invocation {
-            function: name,
-            invocation_id: invocation_id.to_owned(),
-            trace_id: trace.trace_id,
-            span_id: trace.span_id,
-        });
-        (None, Some(lines))
-    } else {
-        let span = tracing::info_span!(
-            "invocation",
-            function = name,
-            invocation_id = %invocation_id,
-            trace_id = %trace.trace_id_hex(),
-            span_id = %trace.span_id_hex(),
-        );
-        (Some(span), None)
-    };
-    let context = otel::invocation_context(&trace);
+    let (begun, trace) = Begun::start(function, (!enveloped).then_some(path), request);
     request.extensions_mut().insert(trace);
-    Some(Begun {
-        name,
-        trigger,
-        method,
-        server,
-        span,
-        lines,
-        context,
-        start: Instant::now(),
-    })
+    Some(begun)
 }
 
 impl Begun {
+    /// Starts the invocation of `function` (`None`: no function is served
+    /// there), reached at `route` (`None` for an envelope): reads the
+    /// invocation id and the trace context from `request`'s headers, starts
+    /// the server span and sets up the fields of its log lines. Gives the
+    /// invocation's trace context, for a function that calls on.
+    fn start(function: Option<&Function>, route: Option<&str>, request: &Request) -> (Begun, TraceContext) {
+        let name = function.map_or("unknown", |f| f.name);
+        let invocation_id = crate::host::invocation_id(request.headers());
+        let method = request.method().clone();
+        let mut trace = TraceContext::from_headers(request.headers());
+        let trigger = match function.map(|f| &f.trigger) {
+            Some(Trigger::Timer { .. }) => "timer",
+            _ => "http",
+        };
+        let mut server = invocation_span(&mut trace, name, trigger, route.map(|route| (&method, route)));
+        if !invocation_id.is_empty() {
+            server.set("faas.invocation_id", otel::Value::text(invocation_id));
+        }
+        // The fields every line of the invocation carries: in a task-local
+        // when the handler's own formatter writes the lines, else (a program
+        // serving this router under a subscriber of its own) in a span.
+        let (span, lines) = if cfg!(feature = "experiment-no-log") {
+            (None, None)
+        } else if log_line::fast() {
+            let lines = Arc::new(log_line::Invocation {
+                function: name,
+                invocation_id: invocation_id.to_owned(),
+                trace_id: trace.trace_id,
+                span_id: trace.span_id,
+            });
+            (None, Some(lines))
+        } else {
+            let span = tracing::info_span!(
+                "invocation",
+                function = name,
+                invocation_id = %invocation_id,
+                trace_id = %trace.trace_id_hex(),
+                span_id = %trace.span_id_hex(),
+            );
+            (Some(span), None)
+        };
+        let begun = Begun {
+            name,
+            trigger,
+            method,
+            server,
+            span,
+            lines,
+            context: otel::invocation_context(&trace),
+            start: Instant::now(),
+        };
+        (begun, trace)
+    }
+
     /// Runs the route in the invocation's scope, then logs its line,
     /// records its metrics and ends its span.
     async fn run<F>(self, route: F) -> Response

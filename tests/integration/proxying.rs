@@ -116,7 +116,18 @@ async fn every_mode_serves_the_functions_and_the_timer() {
         assert!((1..=60).contains(&ttl), "{mode:?}: ttl {ttl}");
         let put = recorded(&mut log, "CacheItem").await;
         assert_eq!(put.outcome, Outcome::Status(200), "{mode:?}");
-        wait_for_line(&app, &put.id, "invocation done").await;
+        let line = wait_for_line(&app, &put.id, "invocation done").await;
+        assert!(line.contains("function=\"CacheItem\""), "{mode:?}: {line}");
+        // An envelope is the host's `POST /CacheItem`.
+        let method = if matches!(mode, HttpMode::Envelope) {
+            "POST"
+        } else {
+            "PUT"
+        };
+        assert!(
+            line.contains(&format!("method={method} status=200")),
+            "{mode:?}: {line}"
+        );
 
         let (s, b) = send(http.get(&url)).await;
         assert_eq!((s, &b), (200, &json!({"key": key, "value": "hello"})), "{mode:?}");

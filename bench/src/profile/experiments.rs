@@ -31,8 +31,8 @@ pub const EXPERIMENTS: &[Turned] = &[
         what: "the JSON answer (GET answers the value as it is)",
     },
     Turned {
-        feature: "experiment-no-router",
-        what: "routing and extraction (axum's router, matched path and extractors; the path matched by hand)",
+        feature: "experiment-no-fast-path",
+        what: "the fast path (GET through axum's router, matched path and extractors instead)",
     },
     Turned {
         feature: "experiment-no-token-check",
