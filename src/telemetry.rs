@@ -47,6 +47,7 @@ pub(crate) struct LogGuard {
 pub(crate) fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (stdout, guard) = non_blocking(std::io::stdout());
+    let info_out = stdout.clone();
     let writer = std::io::stderr.with_max_level(Level::WARN).or_else(stdout);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -63,7 +64,7 @@ pub(crate) fn init(format: LogFormat) -> LogGuard {
             .try_init(),
     };
     if installed.is_ok() {
-        log_line::installed();
+        log_line::installed(matches!(format, LogFormat::Json), info_out);
     }
     LogGuard {
         _worker: installed.ok().map(|()| guard),

@@ -284,7 +284,7 @@ impl Begun {
         let status = response.status().as_u16();
         let done = || {
             #[cfg(not(feature = "experiment-no-log"))]
-            tracing::info!(%method, status, duration_ms = crate::functions::elapsed_ms(start), "invocation done");
+            log_line::invocation_done(&method, status, crate::functions::elapsed_ms(start));
             #[cfg(feature = "experiment-no-log")]
             let _ = &method;
         };
