@@ -45,7 +45,8 @@
 //! - `state`: start-up wiring: a cache from the settings, the process's one
 //!   (a process-wide once-cell), the typed start-up error.
 //! - `router`: the axum router built from the functions, the envelope
-//!   adapter, per-invocation logging.
+//!   adapter, per-invocation logging; `router::fast` the hottest routes
+//!   matched by hand in front of it (what [`run`] serves).
 //! - `run`: the handler as a program ([`run`]).
 //! - `telemetry`: tracing set-up, stdout written in batches; `log_line` an
 //!   invocation's lines, written by hand from a task-local.
