@@ -65,7 +65,11 @@
 #![deny(unsafe_code)]
 // What an experiment build leaves out leaves code unused (see Cargo.toml).
 #![cfg_attr(
-    any(feature = "experiment-no-json", feature = "experiment-no-token-check"),
+    any(
+        feature = "experiment-no-json",
+        feature = "experiment-no-token-check",
+        feature = "experiment-no-log"
+    ),
     allow(dead_code)
 )]
 
