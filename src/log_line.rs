@@ -669,6 +669,18 @@ mod tests {
         }
     }
 
+    /// The `tracing` span an invocation had before its lines were written
+    /// by hand (what `router` still makes under a subscriber of its own).
+    fn the_span(invocation: &Invocation) -> tracing::Span {
+        tracing::info_span!(
+            "invocation",
+            function = invocation.function,
+            invocation_id = %invocation.invocation_id,
+            trace_id = %Hex(&invocation.trace_id),
+            span_id = %Hex(&invocation.span_id),
+        )
+    }
+
     /// The lines an invocation logs (an info and a warning with every kind
     /// of field), written by `Line` from the task-local (`fast`) or by
     /// `tracing-subscriber` under the span it replaces.
@@ -705,14 +717,7 @@ mod tests {
             if fast {
                 sync_scope(invocation.clone(), log);
             } else {
-                let span = tracing::info_span!(
-                    "invocation",
-                    function = invocation.function,
-                    invocation_id = %invocation.invocation_id,
-                    trace_id = %Hex(&invocation.trace_id),
-                    span_id = %Hex(&invocation.span_id),
-                );
-                span.in_scope(log);
+                the_span(&invocation).in_scope(log);
             }
         });
         // Everything but the time.
@@ -777,14 +782,7 @@ mod tests {
                 };
                 let method: axum::http::Method = method.parse().unwrap();
                 tracing::dispatcher::with_default(&dispatch, || {
-                    let span = tracing::info_span!(
-                        "invocation",
-                        function = invocation.function,
-                        invocation_id = %invocation.invocation_id,
-                        trace_id = %Hex(&invocation.trace_id),
-                        span_id = %Hex(&invocation.span_id),
-                    );
-                    span.in_scope(|| {
+                    the_span(&invocation).in_scope(|| {
                         tracing::info!(target: DONE_TARGET, %method, status, duration_ms, "invocation done");
                     });
                 });

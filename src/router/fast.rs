@@ -125,8 +125,8 @@ impl Service<Request> for Fast {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::test_state;
     use super::*;
-    use crate::cache::Cache;
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
@@ -166,22 +166,6 @@ mod tests {
         }
     }
 
-    /// A handler's state whose cache is a closed port.
-    fn state(max_value_bytes: usize) -> AppState {
-        let settings = crate::settings::Settings::from_lookup(|k| match k {
-            "Redis" => Some("127.0.0.1:1,password=k,ssl=False".into()),
-            "Redis__connectTimeoutSeconds" | "Redis__commandTimeoutSeconds" => Some("0.3".into()),
-            "Redis__rideThroughSeconds" => Some("0".into()),
-            "Redis__clusterMode" => Some("standalone".into()),
-            "Redis__maintenanceNotifications" => Some("off".into()),
-            "CACHE_MAX_VALUE_BYTES" => Some(max_value_bytes.to_string()),
-            "FUNCTIONS_CUSTOMHANDLER_WORKER_ID" => Some("test".into()),
-            _ => None,
-        })
-        .unwrap();
-        AppState::new(Cache::from_settings(&settings).unwrap(), &settings)
-    }
-
     /// Status, headers and body, as hyper writes them: the router puts a
     /// `content-length` in the headers, where hyper writes one from the
     /// body's exact size when there is none.
@@ -212,8 +196,8 @@ mod tests {
     async fn answers_as_the_router_does() {
         // Each with a cache of its own, so that both meet it in the same
         // state (its errors say how long it has been failing).
-        let router = super::super::router(state(10));
-        let fast = state(10);
+        let router = super::super::router(test_state(10));
+        let fast = test_state(10);
         let fast = Fast::new(super::super::router(fast.clone()), fast);
         let long = format!("/api/cache/{}", "k".repeat(1025));
         let cases: Vec<(&str, &str, &[u8])> = vec![

@@ -352,6 +352,11 @@ mod tests {
 
     /// A handler whose cache is a closed port: every Redis call fails fast.
     fn test_app(max_value_bytes: usize) -> Router {
+        router(test_state(max_value_bytes))
+    }
+
+    /// The state of [`test_app`], values up to `max_value_bytes`.
+    pub(super) fn test_state(max_value_bytes: usize) -> AppState {
         let settings = crate::settings::Settings::from_lookup(|k| match k {
             "Redis" => Some("127.0.0.1:1,password=k,ssl=False".into()),
             "Redis__connectTimeoutSeconds" | "Redis__commandTimeoutSeconds" => Some("0.3".into()),
@@ -364,7 +369,7 @@ mod tests {
         })
         .expect("settings for a router without a cache");
         let cache = Cache::from_settings(&settings).expect("a cache handle");
-        router(AppState::new(cache, &settings))
+        AppState::new(cache, &settings)
     }
 
     async fn call(app: &Router, method: &str, uri: &str, body: impl Into<Body>) -> (u16, serde_json::Value) {
@@ -532,14 +537,8 @@ mod tests {
                 also: &[],
             },
         };
-        let settings = crate::settings::Settings::from_lookup(|k| match k {
-            "Redis" => Some("127.0.0.1:1,password=k,ssl=False".into()),
-            "FUNCTIONS_CUSTOMHANDLER_WORKER_ID" => Some("test".into()),
-            _ => None,
-        })
-        .unwrap();
-        let cache = Cache::from_settings(&settings).unwrap();
-        let app = router(AppState::new(cache, &settings).with_functions(&[LENGTH]));
+        // The default value limit, whose envelopes may be over 2 MiB.
+        let app = router(test_state(1 << 20).with_functions(&[LENGTH]));
         let big = "x".repeat(3 << 20);
         let (status, json) = call(&app, "POST", "/api/length", big).await;
         assert_eq!((status, &json["length"]), (200, &serde_json::json!(3 << 20)), "{json}");
