@@ -14,8 +14,12 @@
 //! hex; version `ff`, an all-zero trace id or parent id are invalid; a
 //! version other than `00` may carry more fields after the flags.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use std::fmt;
+
+/// The W3C headers, as names (a lookup by a string parses it first).
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The trace an invocation belongs to and its own place in it.
 #[derive(Clone, PartialEq, Eq)]
@@ -37,7 +41,7 @@ impl TraceContext {
     /// of their `traceparent` (and `tracestate`), or a new trace.
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let parent = headers
-            .get("traceparent")
+            .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_traceparent);
         match parent {
@@ -160,7 +164,7 @@ pub(crate) fn parse_traceparent(value: &str) -> Option<Parent> {
 /// printable ASCII, at most 32 `key=value` members.
 fn tracestate(headers: &HeaderMap) -> Option<String> {
     let mut joined = String::new();
-    for value in headers.get_all("tracestate") {
+    for value in headers.get_all(TRACESTATE) {
         let value = value.to_str().ok()?;
         if !joined.is_empty() {
             joined.push(',');

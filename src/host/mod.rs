@@ -193,14 +193,18 @@ fn encode(s: &str) -> String {
 
 /// The headers that may carry the host's invocation id, in the order they
 /// are read: the host's own, then the one its proxy adds.
-const INVOCATION_ID_HEADERS: [&str; 2] = ["x-azure-functions-invocationid", "x-ms-invocation-id"];
+/// (Header names rather than strings: a lookup by a string parses it first.)
+const INVOCATION_ID_HEADERS: [axum::http::HeaderName; 2] = [
+    axum::http::HeaderName::from_static("x-azure-functions-invocationid"),
+    axum::http::HeaderName::from_static("x-ms-invocation-id"),
+];
 
 /// The invocation id: the first of [`INVOCATION_ID_HEADERS`] with a usable
 /// value, at most 64 characters; empty when none has one.
 pub(crate) fn invocation_id(headers: &axum::http::HeaderMap) -> &str {
     let id = INVOCATION_ID_HEADERS
         .iter()
-        .flat_map(|h| headers.get_all(*h))
+        .flat_map(|h| headers.get_all(h))
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
         .find(|v| !v.is_empty())
