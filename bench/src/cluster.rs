@@ -325,33 +325,25 @@ impl ClusterResults {
             .iter()
             .map(|(port, slots)| format!("127.0.0.1:{port} (slots {slots})"))
             .collect();
-        let mut s = fill(
-            text::CLUSTER,
-            &[
-                ("date", get("date")),
-                ("cores", get("cores")),
-                ("cpu", get("CPU")),
-                ("kernel", get("kernel")),
-                ("load", get("load average")),
-                ("commit", self.commit.clone()),
-                ("command", self.command.clone()),
-                (
-                    "redis_version",
-                    get("redis-server").split_whitespace().nth(2).unwrap_or("?").to_owned(),
-                ),
-                ("masters", self.masters.len().to_string()),
-                ("ports", ports.join(", ")),
-                ("host", HOST.to_owned()),
-                ("shards", self.health_shards.to_string()),
-                ("keys", group(u64::from(KEYSPACE))),
-                ("value_bytes", VALUE_BYTES.to_string()),
-                ("options", self.redis_benchmark_options.clone()),
-                ("keyspace", KEYSPACE.to_string()),
-                ("rounds", self.rounds.to_string()),
-                ("seconds", self.seconds.to_string()),
-                ("warm", self.warm.to_string()),
-            ],
-        );
+        let mut values = crate::machine::stamp(&self.machine, &self.commit, &self.command);
+        values.extend([
+            (
+                "redis_version",
+                get("redis-server").split_whitespace().nth(2).unwrap_or("?").to_owned(),
+            ),
+            ("masters", self.masters.len().to_string()),
+            ("ports", ports.join(", ")),
+            ("host", HOST.to_owned()),
+            ("shards", self.health_shards.to_string()),
+            ("keys", group(u64::from(KEYSPACE))),
+            ("value_bytes", VALUE_BYTES.to_string()),
+            ("options", self.redis_benchmark_options.clone()),
+            ("keyspace", KEYSPACE.to_string()),
+            ("rounds", self.rounds.to_string()),
+            ("seconds", self.seconds.to_string()),
+            ("warm", self.warm.to_string()),
+        ]);
+        let mut s = fill(text::CLUSTER, &values);
         for &c in &self.concurrency {
             for op in [Op::Get, Op::Put] {
                 let (Some(h), Some(r)) = (self.point(Side::Handler, op, c), self.point(Side::Redis, op, c)) else {

@@ -55,6 +55,22 @@ pub fn value(machine: &[(&'static str, String)], prefix: &str) -> String {
         .to_owned()
 }
 
+/// The values a section's first lines state, for [`crate::template::fill`]:
+/// when and on what it was measured (`date`, `cores`, `cpu`, `kernel`,
+/// `load`), at which `commit` and with which `command`. The section's own
+/// values are added after them.
+pub fn stamp(machine: &[(&'static str, String)], commit: &str, command: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("date", value(machine, "date")),
+        ("cores", value(machine, "cores")),
+        ("cpu", value(machine, "CPU")),
+        ("kernel", value(machine, "kernel")),
+        ("load", value(machine, "load average")),
+        ("commit", commit.to_owned()),
+        ("command", command.to_owned()),
+    ]
+}
+
 /// Now, UTC, to the second.
 pub fn now_utc() -> String {
     let now = time::OffsetDateTime::now_utc();

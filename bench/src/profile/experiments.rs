@@ -145,12 +145,14 @@ pub fn run(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::load::LoadResult;
     use std::time::Duration;
 
-    fn run(rps: f64, cpu_ms: u64) -> Run {
+    /// A run at `rps` in which the handler spent `cpu_ms` of CPU (also the
+    /// report's tests').
+    pub(in crate::profile) fn run(rps: f64, cpu_ms: u64) -> Run {
         Run {
             load: LoadResult {
                 rps,

@@ -46,24 +46,15 @@ impl ProfileResults {
         let Some(plan) = &self.plan else {
             return String::new();
         };
-        let get = |k: &str| crate::machine::value(&self.machine, k);
         let secs = |d: std::time::Duration| d.as_secs_f64().to_string();
-        let mut s = fill(
-            text::PROFILE,
-            &[
-                ("date", get("date")),
-                ("cores", get("cores")),
-                ("cpu", get("CPU")),
-                ("kernel", get("kernel")),
-                ("load", get("load average")),
-                ("commit", self.commit.clone()),
-                ("command", self.command.clone()),
-                ("conns", plan.conns.to_string()),
-                ("keys", group(u64::from(KEYSPACE))),
-                ("seconds", secs(plan.timing.measure)),
-                ("warm", secs(plan.timing.warm)),
-            ],
-        );
+        let mut values = crate::machine::stamp(&self.machine, &self.commit, &self.command);
+        values.extend([
+            ("conns", plan.conns.to_string()),
+            ("keys", group(u64::from(KEYSPACE))),
+            ("seconds", secs(plan.timing.measure)),
+            ("warm", secs(plan.timing.warm)),
+        ]);
+        let mut s = fill(text::PROFILE, &values);
         self.per_request(&mut s);
         self.strace_split(&mut s);
         for skipped in &self.skipped {
@@ -296,9 +287,9 @@ fn shorten(frame: &str) -> String {
 mod tests {
     use super::*;
     use crate::load::LoadResult;
+    use crate::profile::experiments::tests::run;
     use crate::profile::{Experiment, Flame, ProfilePlan, Strace};
     use crate::scenarios::{Point, Timing};
-    use crate::telemetry::Run;
     use std::time::Duration;
 
     fn point(side: Side, op: Op, rps: f64, cpu_us: f64) -> Point {
@@ -313,20 +304,6 @@ mod tests {
                 errors: 0,
             },
             cpu_us: Some(cpu_us),
-        }
-    }
-
-    fn run(rps: f64, cpu_ms: u64) -> Run {
-        Run {
-            load: LoadResult {
-                rps,
-                p50_ms: 1.0,
-                p99_ms: 4.0,
-                errors: 0,
-            },
-            handler_cpu: Duration::from_millis(cpu_ms),
-            bench_cpu: Duration::ZERO,
-            requests: rps,
         }
     }
 

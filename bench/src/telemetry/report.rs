@@ -78,27 +78,18 @@ impl TelemetryResults {
         let Some(plan) = &self.plan else {
             return String::new();
         };
-        let get = |k: &str| crate::machine::value(&self.machine, k);
         let secs = |d: std::time::Duration| d.as_secs_f64().to_string();
         let f = self.counter_full_speed;
-        let mut s = fill(
-            text::TELEMETRY,
-            &[
-                ("date", get("date")),
-                ("cores", get("cores")),
-                ("cpu", get("CPU")),
-                ("kernel", get("kernel")),
-                ("load", get("load average")),
-                ("commit", self.commit.clone()),
-                ("command", self.command.clone()),
-                ("max_queue", group(f.max_queue)),
-                ("conns", plan.conns.to_string()),
-                ("keys", group(u64::from(KEYSPACE))),
-                ("rounds", plan.rounds.to_string()),
-                ("seconds", secs(plan.timing.measure)),
-                ("warm", secs(plan.timing.warm)),
-            ],
-        );
+        let mut values = crate::machine::stamp(&self.machine, &self.commit, &self.command);
+        values.extend([
+            ("max_queue", group(f.max_queue)),
+            ("conns", plan.conns.to_string()),
+            ("keys", group(u64::from(KEYSPACE))),
+            ("rounds", plan.rounds.to_string()),
+            ("seconds", secs(plan.timing.measure)),
+            ("warm", secs(plan.timing.warm)),
+        ]);
+        let mut s = fill(text::TELEMETRY, &values);
         for export in [Export::Off, Export::Counter, Export::Receiver] {
             let runs = self.runs(export);
             let each: Vec<String> = runs.iter().map(|r| format!("{:.0}", r.load.rps)).collect();
