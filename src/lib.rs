@@ -84,6 +84,7 @@ mod experiment;
 mod functions;
 pub mod host;
 mod log_line;
+mod log_writer;
 mod malloc;
 mod otel;
 mod router;

@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_appender::non_blocking::NonBlocking;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::registry::LookupSpan;
@@ -60,14 +59,14 @@ pub(crate) fn fast() -> bool {
 /// where [`invocation_done`] writes its line.
 struct Direct {
     json: bool,
-    out: NonBlocking,
+    out: crate::log_writer::Batched,
 }
 
 static DIRECT: OnceLock<Direct> = OnceLock::new();
 
 /// Says that [`Line`] is the installed formatter, writing `INFO` lines to
 /// `out`, in JSON or in text.
-pub(crate) fn installed(json: bool, out: NonBlocking) {
+pub(crate) fn installed(json: bool, out: crate::log_writer::Batched) {
     let _ = DIRECT.set(Direct { json, out });
     FAST.store(true, Ordering::Relaxed);
 }
@@ -100,7 +99,7 @@ pub(crate) fn invocation_done(method: &axum::http::Method, status: u16, duration
                         let _ = write_done(line, direct.json, stamp, invocation, &done);
                         // As the subscriber's writer would: a failed write
                         // of a log line is not the invocation's failure.
-                        let _ = direct.out.clone().write_all(line.as_bytes());
+                        let _ = (&direct.out).write_all(line.as_bytes());
                     })
                 })
                 .is_ok()
