@@ -90,7 +90,7 @@ pub(crate) struct ShardCheck {
 
 /// Runs the check against the shared connection, or every master's.
 pub(crate) async fn run_check(state: &AppState, timer: &TimerInfo) -> CheckReport {
-    let (checks, shards) = match state.cache.shards().await {
+    let (checks, shards) = match state.cache().shards().await {
         Ok(Some(shards)) => {
             let checks = futures_util::future::join_all(shards.iter().map(|s| check_one(state, Some(s)))).await;
             (checks, true)
@@ -118,7 +118,7 @@ pub(crate) async fn run_check(state: &AppState, timer: &TimerInfo) -> CheckRepor
         probe_key: checks.first().map(|c| c.probe_key.clone()).unwrap_or_default(),
         client_count: checks.iter().map(|c| c.client_count).sum(),
         token_expires_in_s: state
-            .cache
+            .cache()
             .tokens()
             .and_then(|t| t.peek())
             .map(|t| t.expires_in().as_secs()),
@@ -135,13 +135,13 @@ pub(crate) async fn run_check(state: &AppState, timer: &TimerInfo) -> CheckRepor
 async fn check_one(state: &AppState, shard: Option<&ShardInfo>) -> ShardCheck {
     let mut failures = Vec::new();
     let probe_key = match shard {
-        Some(s) => format!("healthcheck:{}:{}", s.tag, state.worker_id),
-        None => format!("healthcheck:{}", state.worker_id),
+        Some(s) => format!("healthcheck:{}:{}", s.tag, state.worker_id()),
+        None => format!("healthcheck:{}", state.worker_id()),
     };
     let on_node = |cmd: redis::Cmd| async move {
         match shard {
-            Some(s) => state.cache.query_node::<String>(&s.node, &cmd).await,
-            None => state.cache.query::<String>(&cmd).await,
+            Some(s) => state.cache().query_node::<String>(&s.node, &cmd).await,
+            None => state.cache().query::<String>(&cmd).await,
         }
     };
 
@@ -183,10 +183,10 @@ async fn round_trip(state: &AppState, probe_key: &str, failures: &mut Vec<String
     noted(
         failures,
         "SET of the probe key",
-        state.cache.query::<String>(&set).await,
+        state.cache().query::<String>(&set).await,
     )?;
     let get = state
-        .cache
+        .cache()
         .query::<Option<String>>(redis::cmd("GET").arg(probe_key))
         .await;
     let read = noted(failures, "GET of the probe key", get)?;

@@ -68,7 +68,7 @@ async fn incr(
     let by = parse_by(&query)?;
     let retry = match once::idempotency_key(&headers)? {
         Some(idempotency_key) => {
-            let body = crate::body::read_limited(body, state.max_value_bytes).await?;
+            let body = crate::body::read_limited(body, state.max_value_bytes()).await?;
             Some(ClientRetry {
                 fingerprint: once::fingerprint(&[by.to_string().as_bytes(), &body]),
                 key: idempotency_key,
@@ -77,7 +77,7 @@ async fn incr(
         None => None,
     };
     let invocation = once::invocation(&headers);
-    match once::incr(&state.cache, &key, by, &invocation, retry.as_ref()).await? {
+    match once::incr(state.cache(), &key, by, &invocation, retry.as_ref()).await? {
         Incremented::Applied(value) => Ok(Json(Answer { key, value }).into_response()),
         Incremented::Replayed(value) => {
             let mut answer = Json(Answer { key, value }).into_response();

@@ -136,7 +136,7 @@ pub(crate) async fn get(
     key: Result<Path<String>, PathRejection>,
 ) -> Result<Answer<Item>, AppError> {
     let key = validate_key(key)?;
-    let value: Option<Vec<u8>> = state.cache.query(redis::cmd("GET").arg(&key)).await?;
+    let value: Option<Vec<u8>> = state.cache().query(redis::cmd("GET").arg(&key)).await?;
     match value {
         None => Err(AppError::NotFound(format!("no value is stored under key {key:?}"))),
         Some(bytes) => Ok(Answer(match String::from_utf8(bytes) {
@@ -165,14 +165,14 @@ pub(crate) async fn put(
     let key = validate_key(key)?;
     let Query(query) = query.map_err(|_| AppError::BadRequest("the query string is malformed".into()))?;
     let ttl = parse_ttl(&query)?;
-    let bytes = crate::body::read_limited(body, state.max_value_bytes).await?;
+    let bytes = crate::body::read_limited(body, state.max_value_bytes()).await?;
     let value = std::str::from_utf8(&bytes).map_err(|_| AppError::BadRequest("the value must be UTF-8 text".into()))?;
     let mut cmd = redis::cmd("SET");
     cmd.arg(&key).arg(value);
     if let Some(ttl) = ttl {
         cmd.arg("EX").arg(ttl);
     }
-    let _: String = state.cache.query(&cmd).await?;
+    let _: String = state.cache().query(&cmd).await?;
     Ok(Answer(Stored { key, stored: true }))
 }
 
@@ -185,7 +185,7 @@ pub(crate) async fn delete(
     headers: HeaderMap,
 ) -> Result<Answer<Deleted>, AppError> {
     let key = validate_key(key)?;
-    let deleted = super::once::delete(&state.cache, &key, &super::once::invocation(&headers)).await?;
+    let deleted = super::once::delete(state.cache(), &key, &super::once::invocation(&headers)).await?;
     Ok(Answer(Deleted { key, deleted }))
 }
 

@@ -39,14 +39,14 @@ pub(crate) fn parse_client_list(text: &str) -> Vec<Map<String, Value>> {
 /// master failing fails the call: a partial list would read as complete.
 pub(crate) async fn list(state: &AppState) -> Result<Vec<Map<String, Value>>, AppError> {
     let cmd = redis::cmd("CLIENT").arg("LIST").to_owned();
-    let Some(shards) = state.cache.shards().await? else {
-        let text: String = state.cache.query(&cmd).await?;
+    let Some(shards) = state.cache().shards().await? else {
+        let text: String = state.cache().query(&cmd).await?;
         return Ok(parse_client_list(&text));
     };
     let lists = futures_util::future::join_all(
         shards
             .iter()
-            .map(|shard| state.cache.query_node::<String>(&shard.node, &cmd)),
+            .map(|shard| state.cache().query_node::<String>(&shard.node, &cmd)),
     )
     .await;
     let mut clients = Vec::new();

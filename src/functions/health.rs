@@ -37,7 +37,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<V
     let start = Instant::now();
     let ping_cmd = redis::cmd("PING");
     let ping = async {
-        let ping = state.cache.query::<String>(&ping_cmd).await;
+        let ping = state.cache().query::<String>(&ping_cmd).await;
         (ping, elapsed_ms(start))
     };
     let ((ping, latency_ms), last_check) = tokio::join!(ping, last_check::load(&state));
@@ -45,7 +45,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<V
         Ok(_) => shard_reports(&state).await,
         Err(_) => None,
     };
-    let token = state.cache.tokens().map(|t| {
+    let token = state.cache().tokens().map(|t| {
         let current = t.peek();
         json!({
             "user": current.as_ref().map(|c| c.user.clone()),
@@ -60,18 +60,18 @@ pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<V
     let last_check = last_check.unwrap_or_else(|e| Some(json!({ "error": AppError::from(e).message() })));
     let mut body = json!({
         "status": "ok",
-        "mode": state.cache.mode_name(),
-        "connection": state.cache.status(),
+        "mode": state.cache().mode_name(),
+        "connection": state.cache().status(),
         "token": token,
         "last_check": last_check,
-        "maintenance": state.cache.maintenance(),
+        "maintenance": state.cache().maintenance(),
         "latency_ms": latency_ms,
         // OTLP span export (null when off): a collector that is slow or
         // down shows here as dropped spans, never as slow invocations.
         "telemetry": crate::otel::span_stats(),
     });
-    if state.cache.mode_name() == "cluster" {
-        body["topology_reads"] = json!(state.cache.topology_reads());
+    if state.cache().mode_name() == "cluster" {
+        body["topology_reads"] = json!(state.cache().topology_reads());
     }
     let mut failed_shard = None;
     if let Some((reports, failed)) = shard_reports {
@@ -99,15 +99,15 @@ pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<V
 /// the PINGs (which may have connected); with the first failure. `None` for a
 /// standalone cache.
 async fn shard_reports(state: &AppState) -> Option<(Vec<Value>, Option<AppError>)> {
-    let shards = state.cache.shards().await.ok().flatten()?;
+    let shards = state.cache().shards().await.ok().flatten()?;
     let ping = redis::cmd("PING");
     let pings = futures_util::future::join_all(shards.iter().map(|shard| async {
         let start = Instant::now();
-        let result = state.cache.query_node::<String>(&shard.node, &ping).await;
+        let result = state.cache().query_node::<String>(&shard.node, &ping).await;
         (result, elapsed_ms(start))
     }))
     .await;
-    let after = state.cache.shards().await.ok().flatten().unwrap_or_default();
+    let after = state.cache().shards().await.ok().flatten().unwrap_or_default();
     let mut failed = None;
     let reports = shards
         .iter()

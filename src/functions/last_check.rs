@@ -36,9 +36,9 @@ pub(crate) fn key(app: &str) -> String {
 pub(crate) fn record(state: &AppState, report: &impl serde::Serialize, period: Duration) -> Value {
     let mut value = serde_json::to_value(report).unwrap_or_else(|_| json!({}));
     if let Some(fields) = value.as_object_mut() {
-        fields.insert("app".into(), json!(&*state.app_name));
-        fields.insert("instance".into(), json!(&*state.instance_id));
-        fields.insert("worker_id".into(), json!(&*state.worker_id));
+        fields.insert("app".into(), json!(state.app_name()));
+        fields.insert("instance".into(), json!(state.instance_id()));
+        fields.insert("worker_id".into(), json!(state.worker_id()));
         fields.insert("checked_at_unix_ms".into(), json!(unix_ms(SystemTime::now())));
         fields.insert("period_s".into(), json!(period.as_secs_f64()));
     }
@@ -48,7 +48,7 @@ pub(crate) fn record(state: &AppState, report: &impl serde::Serialize, period: D
 /// Writes `record` under the app's key for [`TTL_PERIODS`] periods; gives
 /// the key and the TTL in seconds.
 pub(crate) async fn store(state: &AppState, record: &Value, period: Duration) -> Result<(String, u64), CacheError> {
-    let key = key(&state.app_name);
+    let key = key(state.app_name());
     let ttl = ttl_seconds(period);
     let set = redis::cmd("SET")
         .arg(&key)
@@ -56,7 +56,7 @@ pub(crate) async fn store(state: &AppState, record: &Value, period: Duration) ->
         .arg("EX")
         .arg(ttl)
         .clone();
-    state.cache.query::<()>(&set).await?;
+    state.cache().query::<()>(&set).await?;
     Ok((key, ttl))
 }
 
@@ -64,7 +64,10 @@ pub(crate) async fn store(state: &AppState, record: &Value, period: Duration) ->
 /// and `stale` (a run was due since and none stored a newer result);
 /// `None` when there is none (never run, or expired).
 pub(crate) async fn load(state: &AppState) -> Result<Option<Value>, CacheError> {
-    let stored: Option<String> = state.cache.query(redis::cmd("GET").arg(key(&state.app_name))).await?;
+    let stored: Option<String> = state
+        .cache()
+        .query(redis::cmd("GET").arg(key(state.app_name())))
+        .await?;
     Ok(stored.and_then(|text| {
         let record = serde_json::from_str::<Value>(&text).ok()?;
         Some(judged(record, SystemTime::now()))

@@ -33,7 +33,7 @@ pub(crate) const FUNCTION: Function = Function {
 
 pub(crate) async fn ping(State(state): State<AppState>) -> Result<Json<Pong>, AppError> {
     let start = Instant::now();
-    let reply: String = state.cache.query(&redis::cmd("PING")).await?;
+    let reply: String = state.cache().query(&redis::cmd("PING")).await?;
     Ok(Json(Pong {
         pong: reply == "PONG",
         latency_ms: elapsed_ms(start),

@@ -28,15 +28,18 @@ pub(crate) const MESSAGE: &str = "Hello, The cache is working with Rust!";
 /// Runs the four steps in order; the first failure ends the call.
 pub(crate) async fn quickstart(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     let start = Instant::now();
-    let pong: String = state.cache.query(&redis::cmd("PING")).await?;
+    let pong: String = state.cache().query(&redis::cmd("PING")).await?;
     let ping_ms = elapsed_ms(start);
 
     let start = Instant::now();
-    let set: String = state.cache.query(redis::cmd("SET").arg("Message").arg(MESSAGE)).await?;
+    let set: String = state
+        .cache()
+        .query(redis::cmd("SET").arg("Message").arg(MESSAGE))
+        .await?;
     let set_ms = elapsed_ms(start);
 
     let start = Instant::now();
-    let got: Option<String> = state.cache.query(redis::cmd("GET").arg("Message")).await?;
+    let got: Option<String> = state.cache().query(redis::cmd("GET").arg("Message")).await?;
     let get_ms = elapsed_ms(start);
 
     let start = Instant::now();

@@ -7,23 +7,29 @@ use crate::settings::Settings;
 use std::sync::Arc;
 
 /// What every function shares: the cache, the limits the settings give,
-/// and the functions served. Cloning is cheap.
+/// and the functions served. Cloning is cheap: one reference count, which
+/// every invocation takes.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    pub(crate) cache: Arc<Cache>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    cache: Arc<Cache>,
     /// Largest value a PUT may store.
-    pub(crate) max_value_bytes: usize,
+    max_value_bytes: usize,
     /// Names this process (probe keys).
-    pub(crate) worker_id: Arc<str>,
+    worker_id: Box<str>,
     /// The app's name (`WEBSITE_SITE_NAME`): names the key the timer's
     /// last result is kept under.
-    pub(crate) app_name: Arc<str>,
+    app_name: Box<str>,
     /// The instance this process runs on (`WEBSITE_INSTANCE_ID`), stored
     /// beside the timer's result.
-    pub(crate) instance_id: Arc<str>,
+    instance_id: Box<str>,
     /// The built-in functions, then those added with
     /// [`AppState::with_functions`].
-    functions: Arc<[Function]>,
+    functions: Box<[Function]>,
 }
 
 impl AppState {
@@ -31,37 +37,68 @@ impl AppState {
     /// built-in functions.
     pub fn new(cache: Arc<Cache>, settings: &Settings) -> Self {
         Self {
-            cache,
-            max_value_bytes: settings.max_value_bytes,
-            worker_id: settings.worker_id.as_str().into(),
-            app_name: settings.app_name.as_str().into(),
-            instance_id: settings.instance_id.as_str().into(),
-            functions: FUNCTIONS.into(),
+            shared: Arc::new(Shared {
+                cache,
+                max_value_bytes: settings.max_value_bytes,
+                worker_id: settings.worker_id.as_str().into(),
+                app_name: settings.app_name.as_str().into(),
+                instance_id: settings.instance_id.as_str().into(),
+                functions: FUNCTIONS.into(),
+            }),
         }
     }
 
     /// The same state, serving `extra` functions beside the built-in ones
     /// (their routes, envelopes and names in the log, as for the built-ins).
-    pub fn with_functions(mut self, extra: &[Function]) -> Self {
-        self.functions = self.functions.iter().chain(extra).copied().collect();
-        self
+    pub fn with_functions(self, extra: &[Function]) -> Self {
+        let s = &self.shared;
+        Self {
+            shared: Arc::new(Shared {
+                cache: s.cache.clone(),
+                max_value_bytes: s.max_value_bytes,
+                worker_id: s.worker_id.clone(),
+                app_name: s.app_name.clone(),
+                instance_id: s.instance_id.clone(),
+                functions: s.functions.iter().chain(extra).copied().collect(),
+            }),
+        }
     }
 
     /// The Entra ID–authenticated, cluster-aware connection(s).
     pub fn cache(&self) -> &Arc<Cache> {
-        &self.cache
+        &self.shared.cache
     }
 
     /// The functions served.
     pub fn functions(&self) -> &[Function] {
-        &self.functions
+        &self.shared.functions
+    }
+
+    /// Largest value a PUT may store.
+    pub(crate) fn max_value_bytes(&self) -> usize {
+        self.shared.max_value_bytes
+    }
+
+    /// Names this process (probe keys).
+    pub(crate) fn worker_id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    /// The app's name (`WEBSITE_SITE_NAME`).
+    pub(crate) fn app_name(&self) -> &str {
+        &self.shared.app_name
+    }
+
+    /// The instance this process runs on (`WEBSITE_INSTANCE_ID`).
+    pub(crate) fn instance_id(&self) -> &str {
+        &self.shared.instance_id
     }
 
     /// Gets a token and connects in the background, so the first
     /// invocation finds both ready and start-up never waits for either; a
     /// failure is logged and left to the first invocation.
     pub fn warm_up(&self) {
-        let cache = self.cache.clone();
+        let cache = self.cache().clone();
         tokio::spawn(async move {
             // One trace for the whole warm-up: the token, the connection,
             // finding out whether the cache is a cluster.

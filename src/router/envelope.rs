@@ -22,7 +22,7 @@ pub(crate) async fn envelope(
 ) -> Result<Response, AppError> {
     let spec = functions::by_name(state.functions(), &function)
         .ok_or_else(|| AppError::NotFound(format!("no function named {function:?}")))?;
-    let limit = state.max_value_bytes.saturating_mul(2).saturating_add(64 * 1024);
+    let limit = state.max_value_bytes().saturating_mul(2).saturating_add(64 * 1024);
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| AppError::PayloadTooLarge(limit))?;
