@@ -43,9 +43,14 @@ use std::process::ExitCode;
 /// }
 /// ```
 pub fn run(extra: &[Function]) -> ExitCode {
-    malloc::use_one_arena();
+    let workers = runtime_workers();
+    malloc::use_an_arena_per_worker(workers);
     let check = std::env::args().nth(1).is_some_and(|a| a == "doctor");
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) if check => runtime.block_on(check_only()),
         Ok(runtime) => runtime.block_on(serve(extra)),
         Err(e) => {
@@ -53,6 +58,25 @@ pub fn run(extra: &[Function]) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The runtime's worker threads, as tokio would choose them: the number in
+/// `TOKIO_WORKER_THREADS` if it holds one, else one for each core this
+/// process may use (a CPU quota counts).
+fn runtime_workers() -> usize {
+    workers_of(
+        std::env::var("TOKIO_WORKER_THREADS").ok().as_deref(),
+        std::thread::available_parallelism().ok().map(usize::from),
+    )
+}
+
+/// [`runtime_workers`] from the variable's value and the cores.
+fn workers_of(variable: Option<&str>, cores: Option<usize>) -> usize {
+    variable
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or(cores)
+        .unwrap_or(1)
 }
 
 async fn serve(extra: &[Function]) -> ExitCode {
@@ -134,5 +158,22 @@ async fn check_only() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `TOKIO_WORKER_THREADS` sets the workers when it holds a number
+    /// above zero; otherwise the cores do, and one without either.
+    #[test]
+    fn workers_as_tokio_counts_them() {
+        assert_eq!(workers_of(Some("3"), Some(2)), 3);
+        assert_eq!(workers_of(Some(" 5 "), None), 5);
+        assert_eq!(workers_of(Some("0"), Some(2)), 2);
+        assert_eq!(workers_of(Some("many"), Some(4)), 4);
+        assert_eq!(workers_of(None, Some(2)), 2);
+        assert_eq!(workers_of(None, None), 1);
     }
 }
