@@ -5,7 +5,11 @@
 //! concurrencies `perInstanceConcurrency` would allow, and the concurrency
 //! at which p99 passes 10 ms at each size; then the same 0.25-core handler
 //! against a cache that answers 5 ms late, since concurrency is requests in
-//! flight, not CPU.
+//! flight, not CPU. Beside them, the floor (`bench/floor`, as in the
+//! throughput table) under the quotas of 0.25 and 1 core, in the same turns
+//! at the same concurrencies, for handler ÷ floor under a capped CPU;
+//! the floor's cases are not sizes, and the crossings, the
+//! summary and the recommendation are the handler's alone.
 //!
 //! Each handler is started, as the rig starts one (as the Functions host
 //! would), through a shell that joins its own cgroup with the size's quota
@@ -74,9 +78,32 @@ pub const SIZES: [Size; 3] = [
     },
 ];
 
-/// One handler under test: a size, and how late the cache answers.
+/// What a case runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Participant {
+    /// The release handler: the Flex sizes are its cases.
+    Handler,
+    /// The floor (`bench/floor`), under a size's quota beside the handler;
+    /// not a size of its own (no recommendation, no summary row).
+    Floor,
+}
+
+impl Participant {
+    /// `handler` or `floor`, for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Participant::Handler => "handler",
+            Participant::Floor => "floor",
+        }
+    }
+}
+
+/// One server under test: what it is, a size, and how late the cache
+/// answers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Case {
+    /// The handler, or the floor under the same quota.
+    pub program: Participant,
     /// The instance size whose quota it runs under.
     pub size: Size,
     /// Added to every answer from Redis (`None`: Redis on loopback as is).
@@ -84,12 +111,34 @@ pub struct Case {
 }
 
 impl Case {
-    /// Its name in the report.
+    /// The handler at `size` against Redis as it is.
+    pub fn handler(size: Size) -> Case {
+        Case {
+            program: Participant::Handler,
+            size,
+            cache_delay: None,
+        }
+    }
+
+    /// The floor under `size`'s quota against Redis as it is.
+    pub fn floor(size: Size) -> Case {
+        Case {
+            program: Participant::Floor,
+            ..Case::handler(size)
+        }
+    }
+
+    /// Its name in the report: the size for the handler (`512 MB (0.25
+    /// core)`), the quota for the floor (`floor, 0.25 core`).
     pub fn label(&self) -> String {
         let cores = cores_text(self.size.cores);
+        let name = match self.program {
+            Participant::Handler => format!("{} MB ({cores})", self.size.memory_mb),
+            Participant::Floor => format!("floor, {cores}"),
+        };
         match self.cache_delay {
-            None => format!("{} MB ({cores})", self.size.memory_mb),
-            Some(d) => format!("{} MB ({cores}), cache +{} ms", self.size.memory_mb, d.as_millis()),
+            None => name,
+            Some(d) => format!("{name}, cache +{} ms", d.as_millis()),
         }
     }
 }
@@ -227,7 +276,7 @@ pub struct FlexResults {
     pub elapsed_s: f64,
 }
 
-/// A handler in its group; dropped in this order: the server, the delay
+/// A server under test (the handler or the floor) in its group; dropped in this order: the server, the delay
 /// line, then the group (which must be empty to go).
 struct Handler {
     server: Server,
@@ -247,13 +296,22 @@ pub fn probe() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts Redis, the identity endpoint and one handler per case, each in
-/// its own group; then measures GET at each concurrency, the handlers
-/// taking turns.
-pub fn run(root: &Path, lua: &Path, handler: &Program, plan: &FlexPlan) -> anyhow::Result<FlexResults> {
+/// Starts Redis, the identity endpoint and one server per case (the
+/// handler, or the floor for a floor case), each in its own group; then
+/// measures GET at each concurrency, the servers taking turns.
+pub fn run(
+    root: &Path,
+    lua: &Path,
+    handler: &Program,
+    floor: &Program,
+    plan: &FlexPlan,
+) -> anyhow::Result<FlexResults> {
     let started = Instant::now();
-    let Program::Handler(binary) = handler else {
+    let Program::Handler(handler) = handler else {
         bail!("--flex runs the handler binary, not {handler:?}");
+    };
+    let Program::Floor(floor) = floor else {
+        bail!("--flex runs the floor binary beside the handler, not {floor:?}");
     };
     let hierarchy = Hierarchy::detect()?;
     let rig = Rig::start(root)?;
@@ -267,14 +325,19 @@ pub fn run(root: &Path, lua: &Path, handler: &Program, plan: &FlexPlan) -> anyho
     };
     let mut handlers = Vec::new();
     for (i, case) in plan.cases.iter().enumerate() {
+        let binary = match case.program {
+            Participant::Handler => handler,
+            Participant::Floor => floor,
+        };
         let h = start(&rig, &hierarchy, binary, case, i)?;
         let workers = quota::thread_names(h.server.pid())?
             .iter()
             .filter(|name| name.starts_with("tokio-rt-worker") || name.starts_with("tokio-runtime-w"))
             .count();
         eprintln!(
-            "bench: flex {}: handler {} alone in {} ({} runtime worker threads)",
+            "bench: flex {}: {} {} alone in {} ({} runtime worker threads)",
             case.label(),
+            case.program.noun(),
             h.server.pid(),
             h.group.dir().display(),
             workers
@@ -320,8 +383,9 @@ pub fn run(root: &Path, lua: &Path, handler: &Program, plan: &FlexPlan) -> anyho
     Ok(out)
 }
 
-/// Makes the case's group and starts a handler in it (through a delay
-/// line when the case has one), alone in the group.
+/// Makes the case's group and starts its server in it (`binary`, the
+/// handler or the floor, with its settings; through a delay line when the
+/// case has one), alone in the group.
 fn start(rig: &Rig, hierarchy: &Hierarchy, binary: &Path, case: &Case, i: usize) -> anyhow::Result<Handler> {
     let name = format!("bench-flex-{}-{i}", std::process::id());
     let group = Group::create(hierarchy, &name, case.size.cores)?;
@@ -329,7 +393,10 @@ fn start(rig: &Rig, hierarchy: &Hierarchy, binary: &Path, case: &Case, i: usize)
         .cache_delay
         .map(|d| DelayLine::start(&rig.rt, rig.redis.tls_port(), d))
         .transpose()?;
-    let mut settings = rig.app_settings(&rig.identity, 300);
+    let mut settings = match case.program {
+        Participant::Handler => rig.app_settings(&rig.identity, 300),
+        Participant::Floor => rig.floor_settings(),
+    };
     if let Some(line) = &line {
         for (k, v) in &mut settings {
             if k == "Redis__port" {
@@ -339,9 +406,15 @@ fn start(rig: &Rig, hierarchy: &Hierarchy, binary: &Path, case: &Case, i: usize)
     }
     let script = std::env::temp_dir().join(format!("{name}.sh"));
     group.join_and_exec(binary, &script)?;
-    let server = Server::start(&Program::Handler(script.clone()), &rig.root, &settings);
+    // The variant picks how readiness is probed (the floor has no /api/ping).
+    let program = match case.program {
+        Participant::Handler => Program::Handler(script.clone()),
+        Participant::Floor => Program::Floor(script.clone()),
+    };
+    let server = Server::start(&program, &rig.root, &settings);
     let _ = std::fs::remove_file(&script);
-    let server = server.with_context(|| format!("starting the handler in {}", group.dir().display()))?;
+    let server =
+        server.with_context(|| format!("starting the {} in {}", case.program.noun(), group.dir().display()))?;
     quota::check_alone(&group, server.pid(), binary)?;
     Ok(Handler {
         server,
@@ -541,14 +614,22 @@ impl FlexResults {
         }
     }
 
-    /// The cases against Redis as it is (no added delay), by index.
-    fn plain_cases(&self) -> Vec<usize> {
+    /// The handler's cases, by index: the Flex sizes (the floor's are not).
+    fn handler_cases(&self) -> Vec<usize> {
         (0..self.cases.len())
+            .filter(|&i| self.cases[i].program == Participant::Handler)
+            .collect()
+    }
+
+    /// The handler's cases against Redis as it is (no added delay), by index.
+    fn plain_cases(&self) -> Vec<usize> {
+        self.handler_cases()
+            .into_iter()
             .filter(|&i| self.cases[i].cache_delay.is_none())
             .collect()
     }
 
-    /// Every run answered, and no handler used more CPU than its quota
+    /// Every run answered, and no server used more CPU than its quota
     /// (with room for the clock tick of `/proc/<pid>/stat`); the groups had
     /// periods (the controller saw the handler run).
     pub fn check(&self) -> anyhow::Result<()> {
@@ -566,10 +647,11 @@ impl FlexResults {
                 let limit = case.size.cores * 1.1 + 0.02 / r.wall.as_secs_f64().max(0.1);
                 ensure!(
                     r.cores_used() <= limit,
-                    "flex {} at {} connections: the handler used {:.2} cores, over its quota of {}: the quota \
-                     did not apply",
+                    "flex {} at {} connections: the {} used {:.2} cores, over its quota of {}: the quota did \
+                     not apply",
                     case.label(),
                     p.conns,
+                    case.program.noun(),
                     r.cores_used(),
                     case.size.cores
                 );
@@ -577,9 +659,10 @@ impl FlexResults {
             ensure!(
                 p.stat().periods > 0,
                 "flex {} at {} connections: the group's cpu.stat counted no period: the controller did not see the \
-                 handler run",
+                 {} run",
                 case.label(),
-                p.conns
+                p.conns,
+                case.program.noun()
             );
         }
         Ok(())
@@ -624,15 +707,20 @@ impl FlexResults {
             ],
         );
         for (i, case) in self.cases.iter().enumerate() {
+            let peak = self.peak_kib.get(i).map_or("?".into(), |&k| mib(k));
+            let whose = match case.program {
+                Participant::Handler => format!(
+                    "default `perInstanceConcurrency` {}; the handler's",
+                    case.size.default_concurrency
+                ),
+                Participant::Floor => format!("as at {} MB; the floor's", case.size.memory_mb),
+            };
             let _ = writeln!(
                 s,
-                "\n### {}\n\nQuota {} µs per {} µs period; default `perInstanceConcurrency` {}; the handler's peak RSS \
-                 after its runs {}.\n",
+                "\n### {}\n\nQuota {} µs per {} µs period; {whose} peak RSS after its runs {peak}.\n",
                 case.label(),
                 quota::quota_us(case.size.cores),
                 quota::PERIOD_US,
-                case.size.default_concurrency,
-                self.peak_kib.get(i).map_or("?".into(), |&k| mib(k))
             );
             s.push_str(
                 "| conns | req/s | p50 ms | p99 ms | CPU µs/request | CPU used (cores) | throttled periods | throttled \
@@ -682,7 +770,7 @@ impl FlexResults {
             "\n### Summary\n\n| size | default concurrency | p99 passes 10 ms | quota used up | highest \
              concurrency with p99 < 10 ms | req/s there | req/s per GB |\n|---|--:|---|---|--:|--:|--:|\n",
         );
-        for i in 0..self.cases.len() {
+        for i in self.handler_cases() {
             let case = &self.cases[i];
             let st = self.standing(i);
             let beyond = self.beyond_delay(i);
@@ -731,7 +819,10 @@ impl FlexResults {
         let Some(first) = self.points_of(small).first().copied() else {
             return String::new();
         };
-        let slow = (0..self.cases.len()).find(|&i| self.cases[i].cache_delay.is_some());
+        let slow = self
+            .handler_cases()
+            .into_iter()
+            .find(|&i| self.cases[i].cache_delay.is_some());
         let delay_ms = slow
             .and_then(|i| self.cases[i].cache_delay)
             .map_or(5.0, |d| d.as_secs_f64() * 1000.0);
@@ -962,27 +1053,32 @@ mod tests {
                 throttled_ns: 300_000_000,
             },
         };
+        // The floors: at 0.25 core twice the handler's req/s on half its CPU
+        // per request; at 1 core ahead at 16 connections only, and under
+        // 10 ms there (a better standing than any size's, were it one).
         let cases = vec![
+            Case::handler(SIZES[0]),
+            Case::handler(SIZES[1]),
             Case {
-                size: SIZES[0],
-                cache_delay: None,
-            },
-            Case {
-                size: SIZES[1],
-                cache_delay: None,
-            },
-            Case {
-                size: SIZES[0],
                 cache_delay: Some(Duration::from_millis(5)),
+                ..Case::handler(SIZES[0])
             },
+            Case::floor(SIZES[0]),
+            Case::floor(SIZES[1]),
         ];
         let mut points = Vec::new();
-        for (case, p99s, cores) in [(0, [20.0, 30.0], 0.25), (1, [2.0, 15.0], 0.6), (2, [6.0, 40.0], 0.25)] {
-            for (conns, p99) in [4, 16].into_iter().zip(p99s) {
+        for (case, rps, p99s, cores) in [
+            (0, [2500.0; 2], [20.0, 30.0], 0.25),
+            (1, [2500.0; 2], [2.0, 15.0], 0.6),
+            (2, [2500.0; 2], [6.0, 40.0], 0.25),
+            (3, [5000.0; 2], [10.0, 12.0], 0.25),
+            (4, [2000.0, 5000.0], [1.0, 5.0], 0.5),
+        ] {
+            for ((conns, rps), p99) in [4, 16].into_iter().zip(rps).zip(p99s) {
                 points.push(FlexPoint {
                     case,
                     conns,
-                    runs: vec![run(2500.0, p99, cores); 3],
+                    runs: vec![run(rps, p99, cores); 3],
                 });
             }
         }
@@ -994,8 +1090,8 @@ mod tests {
             points,
             how: Hierarchy::V1("/sys/fs/cgroup/cpu".into()).describe(),
             groups: vec!["/sys/fs/cgroup/cpu/bench-flex-1-0".into()],
-            workers: vec![1, 1, 1],
-            peak_kib: vec![10_000; 3],
+            workers: vec![1; 5],
+            peak_kib: vec![10_000; 5],
             commit: "abc1234".into(),
             command: "cargo run --release -p bench -- --flex".into(),
             load_end: "1.00 1.00 1.00".into(),
@@ -1066,5 +1162,42 @@ mod tests {
         let mut r = results();
         r.points[0].runs[0].cpu = Duration::from_secs_f64(0.5);
         assert!(r.check().unwrap_err().to_string().contains("the quota did not apply"));
+    }
+
+    /// The floor's cases get their own tables, and stay out of the sizes'
+    /// summary, the machine-bound note and the recommendation (the floor at
+    /// 1 core would win it).
+    #[test]
+    fn floor_cases_are_not_sizes() {
+        let md = results().section();
+        assert!(
+            md.contains(
+                "### floor, 0.25 core\n\nQuota 25000 µs per 100000 µs period; as at 512 MB; the floor's peak RSS after \
+                 its runs 9.8 MiB.\n"
+            ),
+            "{md}"
+        );
+        let summary = md.split_once("### Summary").map_or("", |(_, after)| after);
+        let summary = summary.split_once("How to read it").map_or("", |(table, _)| table);
+        assert!(summary.contains("| 2048 MB (1 core) | 16 |"), "{summary}");
+        assert!(!summary.contains("floor"), "{summary}");
+        assert!(!md.contains("floor, 1 core never used"), "{md}");
+        assert!(
+            md.contains("**Recommendation: 2048 MB with `perInstanceConcurrency` 4.**"),
+            "{md}"
+        );
+    }
+
+    /// A floor over its quota fails the check, named as the floor.
+    #[test]
+    fn floor_over_the_quota_fails() {
+        let mut r = results();
+        let p = r.points.iter_mut().find(|p| p.case == 3).unwrap();
+        p.runs[0].cpu = Duration::from_secs_f64(0.5);
+        let e = r.check().unwrap_err().to_string();
+        assert!(
+            e.contains("flex floor, 0.25 core at 4 connections: the floor used 0.50 cores"),
+            "{e}"
+        );
     }
 }

@@ -20,8 +20,8 @@
 //! and prints the settings, for profiling a handler by hand;
 //! `-- --maintenance [--before <handler>]` only the ride through a restart
 //! and failovers, and writes just the "Maintenance" section; `-- --flex`
-//! only the handler under the CPU quotas of the Flex Consumption sizes
-//! (cgroup cpu controller: root, and a writable cgroup v1 cpu or v2
+//! only the handler under the CPU quotas of the Flex Consumption sizes,
+//! and the floor under two of them (cgroup cpu controller: root, and a writable cgroup v1 cpu or v2
 //! hierarchy), and writes just the "Flex Consumption sizes" section (the
 //! smoke run does one short point of it when it can make a cgroup, and says
 //! so when it cannot). `-- --telemetry` only what OTLP span export costs
@@ -53,7 +53,7 @@
 //! - `maintenance`: the handler under load through a restart and cluster
 //!   failovers, with its part of the report.
 //! - `flex`: the handler under the CPU quotas of the Flex Consumption sizes,
-//!   with its part of the report; `quota` the cgroup cpu controller it uses,
+//!   and the floor under two of them, with its part of the report; `quota` the cgroup cpu controller it uses,
 //!   `delay` the delay line that makes the cache answer late.
 //! - `telemetry`: OTLP export off against on at full speed, and a paced
 //!   run that must lose no span, with its part of the report.
@@ -242,7 +242,10 @@ fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
     match mode {
         Mode::Cluster => cluster_only(root, &lua, &handler, &plan, &results),
         Mode::Maintenance => maintenance_only(root, &handler, cli.before.as_deref(), &plan),
-        Mode::Flex => flex_only(root, &lua, &handler, &plan, &results),
+        Mode::Flex => {
+            let floor = Program::Floor(tools::build_floor(root)?);
+            flex_only(root, &lua, (&handler, &floor), &plan, &results)
+        }
         Mode::Telemetry => telemetry_only(root, &lua, &handler, &plan, &results),
         Mode::Profile => profile_only(root, &lua, &handler, &plan, &results),
         Mode::Refresh | Mode::SlowIdentity => refresh_only(root, &lua, &handler, &plan, results),
@@ -301,21 +304,30 @@ fn maintenance_only(root: &Path, handler: &Program, before: Option<&Path>, plan:
 }
 
 /// `--flex`: the Flex Consumption sizes, spliced into `BENCHMARKS.md`.
-fn flex_only(root: &Path, lua: &Path, handler: &Program, plan: &Plan, results: &Results) -> anyhow::Result<()> {
-    let f = run_flex(root, lua, handler, plan, results)?;
+/// `servers`: the handler and the floor.
+fn flex_only(
+    root: &Path,
+    lua: &Path,
+    servers: (&Program, &Program),
+    plan: &Plan,
+    results: &Results,
+) -> anyhow::Result<()> {
+    let f = run_flex(root, lua, servers, plan, results)?;
     write_section(root, &f.section(), "Flex Consumption sizes")
 }
 
-/// The Flex Consumption sizes, described with this run's machine and commit.
+/// The Flex Consumption sizes, described with this run's machine and
+/// commit. `servers`: the handler and the floor.
 fn run_flex(
     root: &Path,
     lua: &Path,
-    handler: &Program,
+    servers: (&Program, &Program),
     plan: &Plan,
     results: &Results,
 ) -> anyhow::Result<flex::FlexResults> {
-    eprintln!("bench: Flex Consumption sizes (the handler under CPU quotas)");
-    let mut f = flex::run(root, lua, handler, &plan.flex)?;
+    eprintln!("bench: Flex Consumption sizes (the handler, and the floor, under CPU quotas)");
+    let (handler, floor) = servers;
+    let mut f = flex::run(root, lua, handler, floor, &plan.flex)?;
     f.machine = results.machine.clone();
     f.command = plan.mode.command().to_owned();
     f.commit = machine::commit(root);
@@ -458,13 +470,13 @@ fn everything(
     plan: &Plan,
     mut results: Results,
 ) -> anyhow::Result<()> {
-    let (handler, handler_bin, floor, python) = servers;
+    let (handler, handler_bin, floor_program, python) = servers;
     let smoke = plan.mode == Mode::Smoke;
     let rig = Rig::start(root)?;
     eprintln!("bench: throughput and latency");
     let settings = rig.app_settings(&rig.identity, 300);
     let rust = Server::start(handler, root, &settings)?;
-    let floor = Server::start(floor, root, &rig.floor_settings())?;
+    let floor = Server::start(floor_program, root, &rig.floor_settings())?;
     let py = python.map(|p| Server::start(p, root, &settings)).transpose()?;
     let servers = Servers {
         handler: &rust,
@@ -496,7 +508,7 @@ fn everything(
         eprintln!("bench: maintenance (a restart under load)");
         maintenance::run(root, &[("this handler".to_owned(), handler.clone())], &plan.maintenance)?;
         match flex::probe() {
-            Ok(()) => drop(run_flex(root, lua, handler, plan, &results)?),
+            Ok(()) => drop(run_flex(root, lua, (handler, floor_program), plan, &results)?),
             Err(e) => {
                 eprintln!("bench: smoke run without the Flex point: cannot make a cgroup with a CPU quota: {e:#}")
             }

@@ -2,6 +2,7 @@
 //! that the durations, counts and token settings it states are the ones
 //! used.
 
+use crate::flex::Participant;
 use crate::plan::Plan;
 use crate::rig::{KEYSPACE, VALUE_BYTES};
 use crate::stats::group;
@@ -17,16 +18,26 @@ pub fn markdown(full: &Plan, smoke: &Plan, refresh_only_rounds: usize) -> String
     let burst_life = life.max(4);
     let slow = &full.slow;
     let v = |k, v: String| (k, v);
-    // The sizes the Flex plan runs against Redis as it is, and the delay of the other case.
-    let sizes = |f: &crate::flex::FlexPlan| {
+    // The sizes the Flex plan runs the handler at against Redis as it is,
+    // the quotas it runs the floor under, and the delay of the other case.
+    let cases = |f: &crate::flex::FlexPlan, program| {
         let plain: Vec<String> = f
             .cases
             .iter()
-            .filter(|c| c.cache_delay.is_none())
-            .map(|c| c.label())
+            .filter(|c| c.program == program && c.cache_delay.is_none())
+            .map(|c| match program {
+                Participant::Handler => c.label(),
+                Participant::Floor => c.size.cores.to_string(),
+            })
             .collect();
-        plain.join(", ")
+        if plain.is_empty() {
+            "none".to_owned()
+        } else {
+            plain.join(", ")
+        }
     };
+    let sizes = |f| cases(f, Participant::Handler);
+    let floors = |f| cases(f, Participant::Floor);
     let fl_delay = full
         .flex
         .cases
@@ -57,11 +68,13 @@ pub fn markdown(full: &Plan, smoke: &Plan, refresh_only_rounds: usize) -> String
             v("smoke_cl_run", secs(smoke.cluster.timing.measure)),
             v("fl_sizes", sizes(&full.flex)),
             v("fl_delay", fl_delay),
+            v("fl_floor", floors(&full.flex)),
             v("fl_conns", list(&full.flex.concurrency)),
             v("fl_rounds", full.flex.rounds.to_string()),
             v("fl_run", secs(full.flex.timing.measure)),
             v("fl_warm", secs(full.flex.timing.warm)),
             v("smoke_fl_size", sizes(&smoke.flex)),
+            v("smoke_fl_floor", floors(&smoke.flex)),
             v("smoke_fl_conns", list(&smoke.flex.concurrency)),
             v("smoke_fl_run", secs(smoke.flex.timing.measure)),
             v("tl_conns", full.telemetry.conns.to_string()),
@@ -107,5 +120,25 @@ mod tests {
         let md = super::markdown(&crate::plan::Plan::full(), &crate::plan::Plan::smoke(), 12);
         assert!(md.starts_with("## Method"));
         assert!(!md.contains("{{"));
+    }
+
+    /// The Flex item names the handler's sizes without the floor's cases,
+    /// and the floor's quotas apart, in the full run and the smoke run.
+    #[test]
+    fn flex_sizes_and_floor() {
+        let md = super::markdown(&crate::plan::Plan::full(), &crate::plan::Plan::smoke(), 12);
+        let flat = md.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains("(512 MB (0.25 core), 2048 MB (1 core), 4096 MB (2 cores); the cgroup"),
+            "{flat}"
+        );
+        assert!(
+            flat.contains("the floor under the quotas of 0.25, 1 cores, GET at"),
+            "{flat}"
+        );
+        assert!(
+            flat.contains("(512 MB (0.25 core), and the floor under 0.25 core, at 16 connections"),
+            "{flat}"
+        );
     }
 }

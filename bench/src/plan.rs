@@ -32,7 +32,8 @@ pub enum Mode {
     Cluster,
     /// Only the maintenance scenario (`--maintenance`).
     Maintenance,
-    /// Only the handler under the Flex Consumption sizes' CPU quotas (`--flex`).
+    /// Only the handler under the Flex Consumption sizes' CPU quotas, and
+    /// the floor under two of them (`--flex`).
     Flex,
     /// Only the cost of OTLP export and the paced run (`--telemetry`).
     Telemetry,
@@ -80,7 +81,8 @@ pub struct Plan {
     pub cluster: ClusterPlan,
     /// The handler under load through a restart and cluster failovers.
     pub maintenance: MaintenancePlan,
-    /// The handler under the Flex Consumption sizes' CPU quotas.
+    /// The handler under the Flex Consumption sizes' CPU quotas, and the
+    /// floor under some of them.
     pub flex: FlexPlan,
     /// The cost of OTLP export, and the paced run that must lose no span.
     pub telemetry: TelemetryPlan,
@@ -140,18 +142,20 @@ impl Plan {
                 settle: Duration::from_secs(1),
                 cluster: true,
             },
-            // 4 handlers × 5 concurrencies × (1 s + 3 × 3 s): under 4 min.
+            // 4 handlers and 2 floors × 5 concurrencies × (1 s + 3 × 3 s):
+            // about 5 min.
             flex: FlexPlan {
                 cases: SIZES
                     .iter()
-                    .map(|&size| Case {
-                        size,
-                        cache_delay: None,
-                    })
-                    .chain([Case {
-                        size: SIZES[0],
-                        cache_delay: Some(Duration::from_millis(5)),
-                    }])
+                    .map(|&size| Case::handler(size))
+                    .chain([
+                        Case {
+                            cache_delay: Some(Duration::from_millis(5)),
+                            ..Case::handler(SIZES[0])
+                        },
+                        Case::floor(SIZES[0]),
+                        Case::floor(SIZES[1]),
+                    ])
                     .collect(),
                 concurrency: vec![4, 16, 32, 64, 256],
                 rounds: 3,
@@ -248,13 +252,10 @@ impl Plan {
                 settle: Duration::from_secs(1),
                 cluster: false,
             },
-            // One point: the smallest size at 16 connections, when this
-            // machine lets the bench make a cgroup.
+            // One point: the smallest size at 16 connections, and the floor
+            // under its quota, when this machine lets the bench make a cgroup.
             flex: FlexPlan {
-                cases: vec![Case {
-                    size: SIZES[0],
-                    cache_delay: None,
-                }],
+                cases: vec![Case::handler(SIZES[0]), Case::floor(SIZES[0])],
                 concurrency: vec![16],
                 rounds: 1,
                 timing: Timing {
