@@ -7,8 +7,8 @@
 //! against a cache that answers 5 ms late, since concurrency is requests in
 //! flight, not CPU. Beside them, the floor (`bench/floor`, as in the
 //! throughput table) under the quotas of 0.25 and 1 core, in the same turns
-//! at the same concurrencies, for handler ÷ floor under a capped CPU;
-//! the floor's cases are not sizes, and the crossings, the
+//! at the same concurrencies, for handler ÷ floor under a capped CPU
+//! (`floor`); the floor's cases are not sizes, and the crossings, the
 //! summary and the recommendation are the handler's alone.
 //!
 //! Each handler is started, as the rig starts one (as the Functions host
@@ -21,6 +21,8 @@
 //! keeps the handler's CPU time (`/proc/<pid>/stat`) and its group's
 //! `cpu.stat` (periods throttled), so the report shows the quota applied,
 //! and checks the handler never used more than its quota.
+
+mod floor;
 
 use crate::delay::DelayLine;
 use crate::load::{self, LoadResult};
@@ -801,6 +803,11 @@ impl FlexResults {
         s.push_str(&self.slow_cache());
         s.push('\n');
         s.push_str(&self.recommendation());
+        let floor = self.floor_section();
+        if !floor.is_empty() {
+            s.push('\n');
+            s.push_str(&floor);
+        }
         s
     }
 
@@ -1186,6 +1193,40 @@ mod tests {
             md.contains("**Recommendation: 2048 MB with `perInstanceConcurrency` 4.**"),
             "{md}"
         );
+    }
+
+    /// The handler against the floor of the same quota, after the
+    /// recommendation: a row per quota and concurrency, and the reading;
+    /// without a floor case, no subsection.
+    #[test]
+    fn floor_subsection_compares() {
+        let md = results().section();
+        let floor = md
+            .split_once("### The handler against the floor under the same quota\n")
+            .map(|(_, after)| after)
+            .unwrap_or_else(|| panic!("no floor subsection: {md}"));
+        assert!(
+            floor.contains("under the quota of 0.25 core (512 MB) and 1 core (2048 MB)"),
+            "{floor}"
+        );
+        assert!(floor.contains("GET at the same concurrencies (4, 16)"), "{floor}");
+        assert!(
+            floor.contains("| 0.25 core | 4 | 2,500 | 5,000 | 0.50 | 100.0 | 50.0 | 2.00 | 20.000 | 10.000 |"),
+            "{floor}"
+        );
+        assert!(
+            floor.contains("| 1 core | 16 | 2,500 | 5,000 | 0.50 | 240.0 | 100.0 | 2.40 | 15.000 | 5.000 |"),
+            "{floor}"
+        );
+        assert!(
+            floor.contains("At 0.25 core the handler served 50% of the floor's requests per second, using 2.00× its"),
+            "{floor}"
+        );
+        assert!(floor.contains("At 4 connections the handler served more"), "{floor}");
+        let mut r = results();
+        r.cases.truncate(3);
+        r.points.retain(|p| p.case < 3);
+        assert!(!r.section().contains("against the floor"));
     }
 
     /// A floor over its quota fails the check, named as the floor.

@@ -83,6 +83,8 @@ pub mod text {
     pub const FLEX_SLOW_NOT_QUOTA: &str = include_str!("../templates/flex_slow_not_quota.md");
     /// Sizes this machine bounded more than their quota.
     pub const FLEX_MACHINE_BOUND: &str = include_str!("../templates/flex_machine_bound.md");
+    /// The handler against the floor under the same quota, up to its table's rows.
+    pub const FLEX_FLOOR: &str = include_str!("../templates/flex_floor.md");
     /// The slow cache, computed only.
     pub const FLEX_SLOW_COMPUTED: &str = include_str!("../templates/flex_slow_computed.md");
     /// The telemetry export section up to its full-speed table's rows.
