@@ -94,8 +94,16 @@ impl Service<Request> for Fast {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        self.answer(request)
+    }
+}
+
+impl Fast {
+    /// The answer to `request`: [`Service::call`], without the `&mut`
+    /// (the server calls it from hyper's `Fn` service).
+    pub(crate) fn answer(&self, request: Request) -> <Self as Service<Request>>::Future {
         let Some((method, key)) = hot(&request) else {
-            return Box::pin(self.router.call(request));
+            return Box::pin(self.router.clone().call(request));
         };
         let key = Path(key.to_owned());
         // The trace context goes nowhere: no `CacheItem` handler calls on.

@@ -272,6 +272,43 @@ async fn drain_limit_bounds_shutdown() {
     release_writes(&app.redis).await;
 }
 
+/// An idle keep-alive connection, as the host keeps them between
+/// invocations, is closed at SIGTERM and does not hold the process for the
+/// drain time: the server wakes every open connection to end it. (Checked
+/// broken: with connections left to notice the signal on their next
+/// request, the process waits out all 30 s.)
+#[tokio::test]
+async fn idle_connections_close_at_sigterm() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut app = spawn_app(Options {
+        env: vec![("HANDLER_DRAIN_SECONDS".into(), "30".into())],
+        ..Options::default()
+    })
+    .await;
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", app.handler.port()))
+        .await
+        .unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut answer = [0u8; 1024];
+    let n = idle.read(&mut answer).await.unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    // Kept alive: the server waits for the next request on it.
+    let exit = app
+        .handler
+        .terminate(Duration::from_secs(10))
+        .await
+        .expect("the process exits at once, not after the drain time");
+    assert!(exit.success(), "exit status {exit:?}");
+    let closed = tokio::time::timeout(Duration::from_secs(1), idle.read(&mut answer))
+        .await
+        .expect("the idle connection is closed");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+}
+
 /// Information goes to stdout and warnings to stderr, as plain text and with
 /// `LOG_FORMAT=json`, where every line of both streams is one JSON object.
 #[tokio::test]
