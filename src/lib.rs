@@ -48,13 +48,14 @@
 //!   adapter, per-invocation logging; `router::fast` the hottest routes
 //!   matched by hand in front of it (what [`run`] serves).
 //! - `run`: the handler as a program ([`run`]).
-//! - `telemetry`: tracing set-up, stdout written in batches; `log_line` an
-//!   invocation's lines, written by hand from a task-local.
+//! - `telemetry`: tracing set-up; `log_writer` stdout written in batches by
+//!   a logging thread; `log_line` an invocation's lines, written by hand
+//!   from a task-local.
 //! - `otel`: OpenTelemetry traces and metrics over OTLP (`OTEL_*`).
 //! - `trace_context`: W3C `traceparent`/`tracestate` of an invocation
 //!   ([`TraceContext`], in each request's extensions).
-//! - `malloc`: one glibc malloc arena (less resident memory).
-//! - `server`: bind, serve, graceful shutdown.
+//! - `malloc`: a glibc malloc arena per runtime worker (not eight per core).
+//! - `server`: bind, hyper's accept loop and connections, graceful shutdown.
 //! - `doctor`: `handler doctor`, the first-run check of sign-in, network,
 //!   certificate, access policy and PING, step by step.
 //! - `tls`: the roots TLS trusts (`SSL_CERT_FILE`), the crypto provider.
