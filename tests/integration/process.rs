@@ -288,7 +288,9 @@ async fn idle_connections_close_at_sigterm() {
     let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", app.handler.port()))
         .await
         .unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
     let mut answer = [0u8; 1024];
     let n = idle.read(&mut answer).await.unwrap();
     assert!(
