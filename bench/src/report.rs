@@ -11,6 +11,16 @@ use crate::telemetry::TelemetryResults;
 use crate::template::{fill, text};
 use std::fmt::Write;
 
+/// Handler ÷ floor GET req/s that issue 19 asks for at 16, 64 and 256
+/// connections.
+pub const FLOOR_RPS: f64 = 0.95;
+
+/// PUT's handler ÷ floor over GET's: within 10% (issue 19).
+pub const PUT_OF_GET: f64 = 0.9;
+
+/// Handler ÷ floor CPU per request, at most (issue 19).
+pub const FLOOR_CPU: f64 = 1.15;
+
 /// Everything one run measured.
 #[derive(Debug, Default)]
 pub struct Results {
@@ -103,6 +113,7 @@ impl Results {
                 });
             }
         }
+        t.extend(self.floor_targets());
         t.extend(self.start.targets());
         if let Some(o) = self.refresh_overhead() {
             t.push(Target {
@@ -128,6 +139,53 @@ impl Results {
         t.extend(self.slow.targets());
         if let Some(tel) = &self.telemetry {
             t.extend(tel.targets());
+        }
+        if let Some(c) = &self.cluster {
+            t.extend(c.targets());
+        }
+        t
+    }
+
+    /// Issue 19's targets against the floor, at each of 16, 64 and 256
+    /// connections measured: GET req/s at least [`FLOOR_RPS`] × the
+    /// floor's, PUT's ratio to the floor at least [`PUT_OF_GET`] × GET's,
+    /// and GET's CPU per request at most [`FLOOR_CPU`] × the floor's.
+    fn floor_targets(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        let at: Vec<u32> = [16, 64, 256]
+            .into_iter()
+            .filter(|c| self.concurrency.contains(c))
+            .collect();
+        for &c in &at {
+            if let Some(get) = self.rps_ratio(Side::Handler, Side::Floor, Op::Get, c) {
+                t.push(Target {
+                    goal: format!("handler GET req/s at {c} connections ≥ {FLOOR_RPS} × the floor's"),
+                    measured: format!("{get:.2}×"),
+                    met: get >= FLOOR_RPS,
+                });
+            }
+        }
+        for &c in &at {
+            let get = self.rps_ratio(Side::Handler, Side::Floor, Op::Get, c);
+            let put = self.rps_ratio(Side::Handler, Side::Floor, Op::Put, c);
+            if let (Some(get), Some(put)) = (get, put) {
+                t.push(Target {
+                    goal: format!(
+                        "handler ÷ floor for PUT at {c} connections ≥ {PUT_OF_GET} × handler ÷ floor for GET (within 10%)"
+                    ),
+                    measured: format!("{put:.2}× against {get:.2}× = {:.2}", put / get),
+                    met: put >= PUT_OF_GET * get,
+                });
+            }
+        }
+        for &c in &at {
+            if let Some((h, f)) = self.cpu_pair(Op::Get, c) {
+                t.push(Target {
+                    goal: format!("handler GET CPU per request at {c} connections ≤ {FLOOR_CPU} × the floor's"),
+                    measured: format!("{h:.1} / {f:.1} µs = {:.2}×", h / f),
+                    met: h <= FLOOR_CPU * f,
+                });
+            }
         }
         t
     }
@@ -463,6 +521,70 @@ mod tests {
             "{md}"
         );
         assert!(!md.contains("{{"));
+    }
+
+    /// Issue 19's targets against the floor, at each concurrency of 16, 64
+    /// and 256 measured (not at 1): GET's ratio, PUT's against GET's, and
+    /// GET's CPU per request.
+    #[test]
+    fn floor_targets_met_and_not() {
+        let results = Results {
+            concurrency: vec![1, 16, 64],
+            points: vec![
+                point(Side::Handler, Op::Get, 1, 5_000.0, Some(40.0)),
+                point(Side::Floor, Op::Get, 1, 10_000.0, Some(20.0)),
+                point(Side::Handler, Op::Get, 16, 9_600.0, Some(22.0)),
+                point(Side::Floor, Op::Get, 16, 10_000.0, Some(20.0)),
+                point(Side::Handler, Op::Put, 16, 8_800.0, None),
+                point(Side::Floor, Op::Put, 16, 10_000.0, None),
+                point(Side::Handler, Op::Get, 64, 9_000.0, Some(27.0)),
+                point(Side::Floor, Op::Get, 64, 10_000.0, Some(20.0)),
+                point(Side::Handler, Op::Put, 64, 8_000.0, None),
+                point(Side::Floor, Op::Put, 64, 10_000.0, None),
+            ],
+            ..Results::default()
+        };
+        let found: Vec<(String, String, bool)> = results
+            .floor_targets()
+            .into_iter()
+            .map(|t| (t.goal, t.measured, t.met))
+            .collect();
+        let want = |goal: &str, measured: &str, met: bool| (goal.to_owned(), measured.to_owned(), met);
+        assert_eq!(
+            found,
+            vec![
+                want(
+                    "handler GET req/s at 16 connections ≥ 0.95 × the floor's",
+                    "0.96×",
+                    true
+                ),
+                want(
+                    "handler GET req/s at 64 connections ≥ 0.95 × the floor's",
+                    "0.90×",
+                    false
+                ),
+                want(
+                    "handler ÷ floor for PUT at 16 connections ≥ 0.9 × handler ÷ floor for GET (within 10%)",
+                    "0.88× against 0.96× = 0.92",
+                    true
+                ),
+                want(
+                    "handler ÷ floor for PUT at 64 connections ≥ 0.9 × handler ÷ floor for GET (within 10%)",
+                    "0.80× against 0.90× = 0.89",
+                    false
+                ),
+                want(
+                    "handler GET CPU per request at 16 connections ≤ 1.15 × the floor's",
+                    "22.0 / 20.0 µs = 1.10×",
+                    true
+                ),
+                want(
+                    "handler GET CPU per request at 64 connections ≤ 1.15 × the floor's",
+                    "27.0 / 20.0 µs = 1.35×",
+                    false
+                ),
+            ]
+        );
     }
 
     /// Without the floor (a report of another run), there is no CPU table
