@@ -1,20 +1,24 @@
 //! Allocator tuning for glibc: an arena for each runtime worker, not one
-//! for each thread.
+//! for each thread, nor one for the process.
 //!
 //! glibc gives each thread that allocates an arena of its own, up to eight
-//! per core. Each arena keeps its own free space, so that at 64
-//! connections, where a connection's buffers are often allocated on one
-//! worker and freed on another, eight arenas held about 1.5 MiB more
-//! resident memory than one (3.9 MiB more at 256 connections). One arena
-//! for the whole process, as the handler had, costs CPU instead: the
-//! workers take its lock in turn whenever their thread caches run dry or
-//! overflow, and the losers wait in `futex` (6.6% of the handler's CPU at
-//! 64 connections, `perf record`: `__lll_lock_wait_private`). An arena for
-//! each worker and one more (the main thread's, which the logging thread
-//! and the rest share) served 6.9% more GETs at 7.5% less CPU per request
-//! than one, in paired runs at 64 connections on 2 cores, for 0.3 MiB more
-//! at 64 connections and 0.6 MiB at 256. An explicit `MALLOC_ARENA_MAX` in
-//! the environment still wins.
+//! per core. One arena for the whole process, as the handler had, kept
+//! resident memory lowest, but costs CPU: the workers take its lock in
+//! turn whenever their thread caches run dry or overflow, and the losers
+//! wait in `futex` (6.6% of the handler's CPU at 64 connections, `perf
+//! record`: `__lll_lock_wait_private`). An arena for each worker and one
+//! more (the main thread's, which the logging thread shares) served 6.9%
+//! more GETs at 7.5% less CPU per request than one arena, in paired runs at
+//! 64 connections on 2 cores. What it costs is memory: a buffer freed by
+//! the other worker goes back to its own arena, so each arena holds its own
+//! peak, and peak RSS was about 1.3 MiB higher after 64 connections and
+//! 4.5 MiB at 256 (20 against 15.8 MiB), as with glibc's default. As many
+//! arenas as workers (one worker on the main arena) left it to chance
+//! whether the two workers shared one: peak RSS at 256 connections 15.6 or
+//! 20.3 MiB from run to run, and 2% more CPU than an arena each. On Flex
+//! Consumption CPU is what an instance has least of (a quarter of a core at
+//! 512 MB), not memory. An explicit `MALLOC_ARENA_MAX` in the environment
+//! still wins.
 
 /// Limits glibc to an arena for each of `workers` runtime workers and one
 /// more, unless `MALLOC_ARENA_MAX` is set. Call before any other thread
