@@ -6,10 +6,11 @@
 //! resident memory lowest, but costs CPU: the workers take its lock in
 //! turn whenever their thread caches run dry or overflow, and the losers
 //! wait in `futex` (6.6% of the handler's CPU at 64 connections, `perf
-//! record`: `__lll_lock_wait_private`). An arena for each worker and one
-//! more (the main thread's, which the logging thread shares) served 6.9%
-//! more GETs at 7.5% less CPU per request than one arena, in paired runs at
-//! 64 connections on 2 cores. What it costs is memory: a buffer freed by
+//! record`: `__lll_lock_wait_private`). In paired runs at 64 connections
+//! on 2 cores, two arenas served 6.9% more GETs at 7.5% less CPU per
+//! request than one, and an arena for each worker and one more (the main
+//! thread's, which the logging thread shares) used 2% less CPU again than
+//! two. What it costs is memory: a buffer freed by
 //! the other worker goes back to its own arena, so each arena holds its own
 //! peak, and peak RSS was about 1.3 MiB higher after 64 connections and
 //! 4.5 MiB at 256 (20 against 15.8 MiB), as with glibc's default. As many
