@@ -184,16 +184,6 @@ impl Write for &Batched {
     }
 }
 
-impl Write for Batched {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        (&*self).write(line)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 impl<'a> MakeWriter<'a> for Batched {
     type Writer = &'a Batched;
 

@@ -31,7 +31,7 @@ pub(crate) async fn bind(port: u16) -> std::io::Result<TcpListener> {
 /// together cost about 2% of the CPU of a GET (`perf record` at 64
 /// connections). Here a connection checks one flag when it wakes, and is
 /// woken once, when the signal comes.
-pub(crate) async fn serve(listener: TcpListener, app: Fast, drain: Duration) -> std::io::Result<()> {
+pub(crate) async fn serve(listener: TcpListener, app: Fast, drain: Duration) {
     let app = Arc::new(app);
     let stop = Arc::new(Stop::default());
     // Every connection holds a sender; `recv` ends when the last is gone.
@@ -70,7 +70,6 @@ pub(crate) async fn serve(listener: TcpListener, app: Fast, drain: Duration) -> 
     if tokio::time::timeout(drain, all_closed.recv()).await.is_err() {
         tracing::warn!("drain time over; exiting with invocations still in flight");
     }
-    Ok(())
 }
 
 /// Whether accepting failed for the connection's sake only.
