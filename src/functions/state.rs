@@ -14,7 +14,7 @@ pub struct AppState {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Shared {
     cache: Arc<Cache>,
     /// Largest value a PUT may store.
@@ -51,16 +51,10 @@ impl AppState {
     /// The same state, serving `extra` functions beside the built-in ones
     /// (their routes, envelopes and names in the log, as for the built-ins).
     pub fn with_functions(self, extra: &[Function]) -> Self {
-        let s = &self.shared;
+        let mut shared = Arc::unwrap_or_clone(self.shared);
+        shared.functions = shared.functions.iter().chain(extra).copied().collect();
         Self {
-            shared: Arc::new(Shared {
-                cache: s.cache.clone(),
-                max_value_bytes: s.max_value_bytes,
-                worker_id: s.worker_id.clone(),
-                app_name: s.app_name.clone(),
-                instance_id: s.instance_id.clone(),
-                functions: s.functions.iter().chain(extra).copied().collect(),
-            }),
+            shared: Arc::new(shared),
         }
     }
 
