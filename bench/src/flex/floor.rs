@@ -62,13 +62,8 @@ impl Ratio {
 /// more), where p99 passes 10 ms for each, and where both used up the
 /// quota, the product of the two ratios there.
 pub fn reading(cores: f64, ratios: &[Ratio], crossings: (String, String)) -> String {
-    let range = |f: fn(&Ratio) -> f64| {
-        let lo = ratios.iter().map(f).fold(f64::INFINITY, f64::min);
-        let hi = ratios.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
-        (lo, hi)
-    };
-    let (rps_lo, rps_hi) = range(|r| r.rps);
-    let (cpu_lo, cpu_hi) = range(|r| r.cpu);
+    let (rps_lo, rps_hi) = bounds(ratios.iter().map(|r| r.rps));
+    let (cpu_lo, cpu_hi) = bounds(ratios.iter().map(|r| r.cpu));
     let mut s = format!(
         "At {} the handler served {} of the floor's requests per second, using {} its CPU per request.",
         cores_text(cores),
@@ -102,9 +97,7 @@ pub fn reading(cores: f64, ratios: &[Ratio], crossings: (String, String)) -> Str
             THROTTLED_SHARE * 100.0
         );
     } else {
-        let products: Vec<f64> = used_up.iter().map(|r| r.rps * r.cpu).collect();
-        let lo = products.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = products.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = bounds(used_up.iter().map(|r| r.rps * r.cpu));
         let conns: Vec<String> = used_up.iter().map(|r| r.conns.to_string()).collect();
         let _ = write!(
             s,
@@ -118,6 +111,11 @@ pub fn reading(cores: f64, ratios: &[Ratio], crossings: (String, String)) -> Str
     }
     s.push('\n');
     s
+}
+
+/// The least and the greatest of `values`.
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
 
 /// `lo to hi`, or one of them when they read the same.
