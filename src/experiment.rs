@@ -14,7 +14,7 @@ mod raw {
     use axum::http::StatusCode;
     use axum::response::{IntoResponse, Response};
 
-    impl IntoResponse for Answer<Item> {
+    impl IntoResponse for Answer<Item<'_>> {
         fn into_response(self) -> Response {
             self.0.value.or(self.0.value_base64).unwrap_or_default().into_response()
         }

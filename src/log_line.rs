@@ -25,7 +25,7 @@ use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
@@ -43,7 +43,7 @@ pub(crate) struct Invocation {
 
 tokio::task_local! {
     /// The invocation the running task's lines belong to.
-    static INVOCATION: Arc<Invocation>;
+    static INVOCATION: Invocation;
 }
 
 /// Whether [`Line`] writes the lines (the handler's own subscriber is
@@ -159,12 +159,13 @@ fn write_done(w: &mut String, json: bool, stamp: &str, invocation: &Invocation, 
 }
 
 /// Runs `fut` with its lines belonging to `invocation`.
-pub(crate) fn scope<F: Future>(invocation: Arc<Invocation>, fut: F) -> impl Future<Output = F::Output> {
+/// ([`tokio::task::futures::TaskLocalFuture::take_value`] gives it back.)
+pub(crate) fn scope<F: Future>(invocation: Invocation, fut: F) -> tokio::task::futures::TaskLocalFuture<Invocation, F> {
     INVOCATION.scope(invocation, fut)
 }
 
 /// Runs `f` with its lines belonging to `invocation`.
-pub(crate) fn sync_scope<R>(invocation: Arc<Invocation>, f: impl FnOnce() -> R) -> R {
+pub(crate) fn sync_scope<R>(invocation: Invocation, f: impl FnOnce() -> R) -> R {
     INVOCATION.sync_scope(invocation, f)
 }
 
@@ -203,10 +204,18 @@ where
     F: FormatEvent<S, N>,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let invocation = INVOCATION.try_with(Arc::clone).ok();
-        let Some(invocation) = invocation.filter(|_| ctx.lookup_current().is_none()) else {
-            return self.other.format_event(ctx, w, event);
-        };
+        if ctx.lookup_current().is_none() {
+            if let Ok(written) = INVOCATION.try_with(|invocation| self.write_line(w.by_ref(), event, invocation)) {
+                return written;
+            }
+        }
+        self.other.format_event(ctx, w, event)
+    }
+}
+
+impl<F> Line<F> {
+    /// An invocation's line, by hand.
+    fn write_line(&self, mut w: Writer<'_>, event: &Event<'_>, invocation: &Invocation) -> fmt::Result {
         let meta = event.metadata();
         let mut stamp = [0u8; TIMESTAMP_LEN];
         let stamp = timestamp(&mut stamp);
@@ -225,12 +234,12 @@ where
             w.write_str(",\"target\":")?;
             json_string(&mut w, meta.target())?;
             let mut span = String::with_capacity(160);
-            write_json_span(&mut span, &invocation)?;
+            write_json_span(&mut span, invocation)?;
             write!(w, ",\"span\":{span},\"spans\":[{span}]}}")?;
         } else {
             w.write_str(stamp)?;
             w.write_str(level(meta.level()))?;
-            write_text_span(&mut w, &invocation)?;
+            write_text_span(&mut w, invocation)?;
             w.write_str(meta.target())?;
             w.write_str(": ")?;
             let mut fields = TextFields {
@@ -563,6 +572,7 @@ impl Visit for JsonFields<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     /// The timestamp as `tracing-subscriber` writes it.
     #[test]
@@ -696,12 +706,12 @@ mod tests {
             (true, true) => builder.json().flatten_event(true).event_format(Line::json()).into(),
             (true, false) => builder.json().flatten_event(true).into(),
         };
-        let invocation = Arc::new(Invocation {
+        let invocation = || Invocation {
             function: "CacheItem",
             invocation_id: invocation_id.into(),
             trace_id: [0xab; 16],
             span_id: [0x01; 8],
-        });
+        };
         let log = || {
             tracing::info!(method = %"GET", status = 200u64, duration_ms = 0.25, "invocation done");
             tracing::warn!(key = "a\"b", n = -3i64, ok = true, error = ?Some("x"), "something \u{1b} odd");
@@ -714,9 +724,9 @@ mod tests {
         };
         tracing::dispatcher::with_default(&dispatch, || {
             if fast {
-                sync_scope(invocation.clone(), log);
+                sync_scope(invocation(), log);
             } else {
-                the_span(&invocation).in_scope(log);
+                the_span(&invocation()).in_scope(log);
             }
         });
         // Everything but the time.

@@ -85,9 +85,7 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 /// Serves one HTTP/1.1 connection until it closes, or until shutdown
 /// lets its in-flight request finish; `_open` says it is still open.
 async fn connection(tcp: TcpStream, app: Arc<Fast>, stop: Arc<Stop>, _open: tokio::sync::mpsc::Sender<()>) {
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        app.answer(request.map(axum::body::Body::new))
-    });
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| app.answer(request));
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
     let mut conn = std::pin::pin!(conn);
     let mut watch = Watch::new(stop);

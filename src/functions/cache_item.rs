@@ -4,16 +4,20 @@
 //! are UTF-8 text up to the configured limit; `?ttl=` is a whole number of
 //! seconds, at least 1. Bad input is refused before Redis is touched.
 
-use super::{Answer, LenHint};
+use super::json::{self, Json};
+use super::Answer;
 use super::{Endpoint, Function, HttpMethod, Trigger};
+use crate::body::Out;
 use crate::error::AppError;
 use crate::functions::AppState;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use base64::Engine;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Largest key, in bytes.
@@ -22,6 +26,12 @@ pub(crate) const MAX_KEY_BYTES: usize = 1024;
 /// Checks a key taken from the path.
 pub(crate) fn validate_key(key: Result<Path<String>, PathRejection>) -> Result<String, AppError> {
     let Path(key) = key.map_err(|_| AppError::BadRequest("the key must be valid UTF-8 once percent-decoded".into()))?;
+    check_key(&key)?;
+    Ok(key)
+}
+
+/// Checks a key's length: 1 to [`MAX_KEY_BYTES`] bytes.
+fn check_key(key: &str) -> Result<(), AppError> {
     if key.is_empty() {
         return Err(AppError::BadRequest("the key must not be empty".into()));
     }
@@ -31,7 +41,7 @@ pub(crate) fn validate_key(key: Result<Path<String>, PathRejection>) -> Result<S
             key.len()
         )));
     }
-    Ok(key)
+    Ok(())
 }
 
 /// Reads `?ttl=` (other parameters, such as the function key `code`, are ignored).
@@ -48,16 +58,36 @@ pub(crate) fn parse_ttl(query: &HashMap<String, String>) -> Result<Option<u64>, 
     }
 }
 
-/// The answer to `GET` (typed, so the hot path builds no JSON tree).
+/// The answer to `GET` (typed, so the hot path builds no JSON tree); the
+/// key borrowed from the request on the fast path.
 #[derive(Debug, Serialize)]
-pub(crate) struct Item {
+pub(crate) struct Item<'a> {
     /// The key asked for.
-    pub key: String,
+    pub key: Cow<'a, str>,
     /// The value, when it is UTF-8 text; `null` otherwise.
     pub value: Option<String>,
     /// The value as base64, only when it is not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value_base64: Option<String>,
+}
+
+impl<'a> Item<'a> {
+    /// `key`'s stored `bytes`: as text when they are UTF-8, else as base64.
+    fn new(key: Cow<'a, str>, bytes: Vec<u8>) -> Self {
+        match String::from_utf8(bytes) {
+            Ok(text) => Item {
+                key,
+                value: Some(text),
+                value_base64: None,
+            },
+            // Written by another client: never mangle it, hand it over as base64.
+            Err(e) => Item {
+                key,
+                value: None,
+                value_base64: Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
+            },
+        }
+    }
 }
 
 /// The answer to `PUT`.
@@ -78,28 +108,68 @@ pub(crate) struct Deleted {
     pub deleted: bool,
 }
 
-/// `{"key":…,"value":…}` and the quotes and escapes of a usual key and
-/// value.
-impl LenHint for Item {
-    fn len_hint(&self) -> usize {
-        let value = self
-            .value
-            .as_ref()
-            .or(self.value_base64.as_ref())
-            .map_or(0, String::len);
-        48 + self.key.len() + value + value / 8
+impl Json for Item<'_> {
+    fn json_len(&self) -> usize {
+        let value = self.value.as_deref().map_or(4, json::string_len);
+        let base64 = self
+            .value_base64
+            .as_deref()
+            .map_or(0, |b| json::name_len("value_base64", false) + json::string_len(b));
+        json::name_len("key", true) + json::string_len(&self.key) + json::name_len("value", false) + value + base64 + 2
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        json::name(out, "key", true);
+        json::string(out, &self.key);
+        json::name(out, "value", false);
+        match &self.value {
+            Some(value) => json::string(out, value),
+            None => out.extend_from_slice(b"null"),
+        }
+        if let Some(base64) = &self.value_base64 {
+            json::name(out, "value_base64", false);
+            json::string(out, base64);
+        }
+        out.push(b'}');
     }
 }
 
-impl LenHint for Stored {
-    fn len_hint(&self) -> usize {
-        32 + self.key.len() + self.key.len() / 8
+impl Json for Stored {
+    fn json_len(&self) -> usize {
+        json::name_len("key", true)
+            + json::string_len(&self.key)
+            + json::name_len("stored", false)
+            + json::boolean_len(self.stored)
+            + 2
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        json::name(out, "key", true);
+        json::string(out, &self.key);
+        json::name(out, "stored", false);
+        json::boolean(out, self.stored);
+        out.push(b'}');
     }
 }
 
-impl LenHint for Deleted {
-    fn len_hint(&self) -> usize {
-        32 + self.key.len() + self.key.len() / 8
+impl Json for Deleted {
+    fn json_len(&self) -> usize {
+        json::name_len("key", true)
+            + json::string_len(&self.key)
+            + json::name_len("deleted", false)
+            + json::boolean_len(self.deleted)
+            + 2
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        json::name(out, "key", true);
+        json::string(out, &self.key);
+        json::name(out, "deleted", false);
+        json::boolean(out, self.deleted);
+        out.push(b'}');
     }
 }
 
@@ -134,25 +204,29 @@ pub(crate) const FUNCTION: Function = Function {
 pub(crate) async fn get(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
-) -> Result<Answer<Item>, AppError> {
+) -> Result<Answer<Item<'static>>, AppError> {
     let key = validate_key(key)?;
-    let value: Option<Vec<u8>> = state.cache().query(redis::cmd("GET").arg(&key)).await?;
-    match value {
-        None => Err(AppError::NotFound(format!("no value is stored under key {key:?}"))),
-        Some(bytes) => Ok(Answer(match String::from_utf8(bytes) {
-            Ok(text) => Item {
-                key,
-                value: Some(text),
-                value_base64: None,
-            },
-            // Written by another client: never mangle it, hand it over as base64.
-            Err(e) => Item {
-                key,
-                value: None,
-                value_base64: Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
-            },
-        })),
-    }
+    let value = read(&state, &key).await?;
+    Ok(Answer(Item::new(Cow::Owned(key), value)))
+}
+
+/// [`get`] of a key the fast path took from the path as it is (no
+/// percent-decoding to do): the same answers, without a copy of the key.
+pub(crate) async fn get_key(State(state): State<AppState>, key: &str) -> axum::http::Response<Out> {
+    let answer = async {
+        check_key(key)?;
+        let value = read(&state, key).await?;
+        Ok::<_, AppError>(Answer(Item::new(Cow::Borrowed(key), value)))
+    };
+    answer
+        .await
+        .map_or_else(|e| e.into_response().map(Out::Right), Answer::into_out)
+}
+
+/// The value stored under `key`, or 404.
+async fn read(state: &AppState, key: &str) -> Result<Vec<u8>, AppError> {
+    let value: Option<Vec<u8>> = state.cache().query(redis::cmd("GET").arg(key)).await?;
+    value.ok_or_else(|| AppError::NotFound(format!("no value is stored under key {key:?}")))
 }
 
 /// `PUT`: stores the body, with an optional TTL.

@@ -176,7 +176,7 @@ struct Begun {
     method: Method,
     server: otel::Span,
     span: Option<tracing::Span>,
-    lines: Option<Arc<log_line::Invocation>>,
+    lines: Option<log_line::Invocation>,
     context: Option<otel::SpanContext>,
     start: Instant,
 }
@@ -210,7 +210,11 @@ impl Begun {
     /// invocation id and the trace context from `request`'s headers, starts
     /// the server span and sets up the fields of its log lines. Gives the
     /// invocation's trace context, for a function that calls on.
-    fn start(function: Option<&Function>, route: Option<&str>, request: &Request) -> (Begun, TraceContext) {
+    fn start<B>(
+        function: Option<&Function>,
+        route: Option<&str>,
+        request: &axum::http::Request<B>,
+    ) -> (Begun, TraceContext) {
         let name = function.map_or("unknown", |f| f.name);
         let invocation_id = crate::host::invocation_id(request.headers());
         let method = request.method().clone();
@@ -229,12 +233,12 @@ impl Begun {
         let (span, lines) = if cfg!(feature = "experiment-no-log") {
             (None, None)
         } else if log_line::fast() {
-            let lines = Arc::new(log_line::Invocation {
+            let lines = log_line::Invocation {
                 function: name,
                 invocation_id: invocation_id.to_owned(),
                 trace_id: trace.trace_id,
                 span_id: trace.span_id,
-            });
+            };
             (None, Some(lines))
         } else {
             let span = tracing::info_span!(
@@ -261,9 +265,9 @@ impl Begun {
 
     /// Runs the route in the invocation's scope, then logs its line,
     /// records its metrics and ends its span.
-    async fn run<F>(self, route: F) -> Response
+    async fn run<F, B>(self, route: F) -> axum::http::Response<B>
     where
-        F: Future<Output = Result<Response, Infallible>>,
+        F: Future<Output = Result<axum::http::Response<B>, Infallible>>,
     {
         let Begun {
             name,
@@ -276,10 +280,16 @@ impl Begun {
             start,
         } = self;
         let route = async move { route.await.unwrap_or_else(|never| match never {}) };
-        let response = match (&span, &lines) {
-            (_, Some(lines)) => otel::within(context, log_line::scope(lines.clone(), route)).await,
-            (Some(span), None) => otel::within(context, route.instrument(span.clone())).await,
-            (None, None) => otel::within(context, route).await,
+        let (response, lines) = match (&span, lines) {
+            (_, Some(lines)) => {
+                // The fields go into the scope and come back out of it for
+                // the closing line: no `Arc` to allocate for them.
+                let mut scoped = std::pin::pin!(log_line::scope(lines, route));
+                let response = otel::within(context, scoped.as_mut()).await;
+                (response, scoped.take_value())
+            }
+            (Some(span), None) => (otel::within(context, route.instrument(span.clone())).await, None),
+            (None, None) => (otel::within(context, route).await, None),
         };
         let status = response.status().as_u16();
         let done = || {
