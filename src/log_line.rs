@@ -352,17 +352,52 @@ const TIMESTAMP_LEN: usize = 27;
 /// Now, in UTC, as `tracing-subscriber` writes it (RFC 3339, microseconds),
 /// written into `buf` digit by digit.
 fn timestamp(buf: &mut [u8; TIMESTAMP_LEN]) -> &str {
-    let now = time::OffsetDateTime::now_utc();
-    write_timestamp(buf, now)
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    write_timestamp_at(buf, since_epoch)
+}
+
+/// The part of a timestamp up to its fraction of a second: `2026-12-04T19:44:41.`.
+const SECOND_LEN: usize = 20;
+
+thread_local! {
+    /// The second of the last timestamp this thread wrote, and its
+    /// [`SECOND_LEN`] bytes: lines come many to a second, and the calendar
+    /// arithmetic was most of a timestamp's cost.
+    static SECOND: std::cell::Cell<(u64, [u8; SECOND_LEN])> = const { std::cell::Cell::new((u64::MAX, [0; SECOND_LEN])) };
+}
+
+/// The timestamp `since_epoch` after the Unix epoch: the second's part
+/// from [`SECOND`] when it is that second's, the microseconds by hand.
+fn write_timestamp_at(buf: &mut [u8; TIMESTAMP_LEN], since_epoch: std::time::Duration) -> &str {
+    let secs = since_epoch.as_secs();
+    let (cached, mut second) = SECOND.get();
+    if cached != secs {
+        let t = i64::try_from(secs)
+            .ok()
+            .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let mut whole = [0; TIMESTAMP_LEN];
+        write_timestamp(&mut whole, t);
+        second.copy_from_slice(&whole[..SECOND_LEN]);
+        SECOND.set((secs, second));
+    }
+    buf[..SECOND_LEN].copy_from_slice(&second);
+    digits(&mut buf[SECOND_LEN..TIMESTAMP_LEN - 1], since_epoch.subsec_micros());
+    buf[TIMESTAMP_LEN - 1] = b'Z';
+    std::str::from_utf8(buf).unwrap_or_default()
+}
+
+/// `v`'s last `buf.len()` decimal digits, with leading zeros.
+fn digits(buf: &mut [u8], mut v: u32) {
+    for b in buf.iter_mut().rev() {
+        *b = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 fn write_timestamp(buf: &mut [u8; TIMESTAMP_LEN], t: time::OffsetDateTime) -> &str {
-    fn digits(buf: &mut [u8], mut v: u32) {
-        for b in buf.iter_mut().rev() {
-            *b = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    }
     buf.copy_from_slice(b"0000-00-00T00:00:00.000000Z");
     digits(&mut buf[0..4], t.year().clamp(0, 9999) as u32);
     digits(&mut buf[5..7], u32::from(u8::from(t.month())));
@@ -582,6 +617,22 @@ mod tests {
             write_timestamp(&mut [0; TIMESTAMP_LEN], t),
             "2026-01-02T03:04:05.000007Z"
         );
+    }
+
+    /// The timestamps of instants in the same second and across seconds,
+    /// minutes, days and years, each as it is written on its own.
+    #[test]
+    fn timestamps_of_one_second_share_its_part() {
+        use std::time::Duration;
+        let start = time::macros::datetime!(2026-12-31 23:59:58.999_998 UTC);
+        let start = Duration::from_micros((start.unix_timestamp_nanos() / 1000) as u64);
+        for step in [0, 1, 2, 3, 1_000_000, 1_000_001, 999_999, 86_400_000_000, 7] {
+            let at = start + Duration::from_micros(step);
+            let t = time::OffsetDateTime::UNIX_EPOCH + at;
+            let mut want = [0; TIMESTAMP_LEN];
+            let want = write_timestamp(&mut want, t).to_owned();
+            assert_eq!(write_timestamp_at(&mut [0; TIMESTAMP_LEN], at), want, "{step}");
+        }
     }
 
     /// Durations and numbers written by hand as `Debug` writes them.

@@ -14,11 +14,11 @@
 //! hex; version `ff`, an all-zero trace id or parent id are invalid; a
 //! version other than `00` may carry more fields after the flags.
 
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use std::fmt;
 
 /// The W3C headers, as names (a lookup by a string parses it first).
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The trace an invocation belongs to and its own place in it.
@@ -40,10 +40,13 @@ impl TraceContext {
     /// The context of an invocation whose request carries `headers`: a child
     /// of their `traceparent` (and `tracestate`), or a new trace.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let parent = headers
-            .get(TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_traceparent);
+        Self::from_traceparent(headers.get(TRACEPARENT), headers)
+    }
+
+    /// [`TraceContext::from_headers`] with their first `traceparent`
+    /// already found.
+    pub(crate) fn from_traceparent(traceparent: Option<&HeaderValue>, headers: &HeaderMap) -> Self {
+        let parent = traceparent.and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
         match parent {
             Some(parent) => Self {
                 trace_id: parent.trace_id,

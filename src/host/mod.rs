@@ -202,19 +202,94 @@ const INVOCATION_ID_HEADERS: [axum::http::HeaderName; 2] = [
 /// The invocation id: the first of [`INVOCATION_ID_HEADERS`] with a usable
 /// value, at most 64 characters; empty when none has one.
 pub(crate) fn invocation_id(headers: &axum::http::HeaderMap) -> &str {
-    let id = INVOCATION_ID_HEADERS
-        .iter()
-        .flat_map(|h| headers.get_all(h))
-        .filter_map(|v| v.to_str().ok())
-        .map(str::trim)
-        .find(|v| !v.is_empty())
-        .unwrap_or("");
-    id.char_indices().nth(64).map_or(id, |(end, _)| &id[..end])
+    InvocationHeaders::of(headers).id
+}
+
+/// What an invocation reads from its request's headers, found in one pass
+/// over them: a lookup by name hashes the name, and the three lookups this
+/// stands for were about 2% of the instructions of a `GET`.
+pub(crate) struct InvocationHeaders<'a> {
+    /// [`invocation_id`].
+    pub id: &'a str,
+    /// The first `traceparent`, as `HeaderMap::get` finds it.
+    pub traceparent: Option<&'a axum::http::HeaderValue>,
+}
+
+impl<'a> InvocationHeaders<'a> {
+    pub(crate) fn of(headers: &'a axum::http::HeaderMap) -> Self {
+        // The first usable value of each name in `INVOCATION_ID_HEADERS`.
+        let mut ids: [Option<&str>; 2] = [None, None];
+        let mut traceparent = None;
+        for (name, value) in headers {
+            if let Some(i) = INVOCATION_ID_HEADERS.iter().position(|h| h == name) {
+                if ids[i].is_none() {
+                    ids[i] = value.to_str().ok().map(str::trim).filter(|v| !v.is_empty());
+                }
+            } else if traceparent.is_none() && name == crate::trace_context::TRACEPARENT {
+                traceparent = Some(value);
+            }
+        }
+        let id = ids[0].or(ids[1]).unwrap_or("");
+        Self {
+            id: id.char_indices().nth(64).map_or(id, |(end, _)| &id[..end]),
+            traceparent,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> axum::http::HeaderMap {
+        let mut h = axum::http::HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, value.parse().unwrap());
+        }
+        h
+    }
+
+    /// The host's header before the proxy's, wherever each comes; the first
+    /// usable value of a header, trimmed; at most 64 characters; and the
+    /// first `traceparent`.
+    #[test]
+    fn invocation_headers_in_their_order() {
+        let id = |pairs: &[(&'static str, &str)]| InvocationHeaders::of(&headers(pairs)).id.to_owned();
+        assert_eq!(id(&[]), "");
+        assert_eq!(id(&[("host", "x"), ("x-ms-invocation-id", "proxy")]), "proxy");
+        assert_eq!(
+            id(&[
+                ("x-ms-invocation-id", "proxy"),
+                ("x-azure-functions-invocationid", "host")
+            ]),
+            "host"
+        );
+        assert_eq!(
+            id(&[
+                ("x-azure-functions-invocationid", "  "),
+                ("x-ms-invocation-id", "proxy"),
+                ("x-azure-functions-invocationid", " second ")
+            ]),
+            "second"
+        );
+        assert_eq!(
+            id(&[("x-azure-functions-invocationid", " "), ("x-ms-invocation-id", "proxy")]),
+            "proxy"
+        );
+        assert_eq!(id(&[("x-ms-invocation-id", &"a".repeat(70))]), "a".repeat(64));
+        assert_eq!(
+            id(&[("x-azure-functions-invocationid", "é"), ("x-ms-invocation-id", "p")]),
+            "p"
+        );
+        let found = headers(&[
+            ("traceparent", "first"),
+            ("x-ms-invocation-id", "p"),
+            ("traceparent", "second"),
+        ]);
+        let found = InvocationHeaders::of(&found);
+        assert_eq!(found.traceparent.map(|v| v.to_str().unwrap()), Some("first"));
+        assert!(InvocationHeaders::of(&headers(&[("host", "x")])).traceparent.is_none());
+    }
 
     fn load(text: &str) -> InvocationRequest {
         serde_json::from_str(text).expect("fixture parses")

@@ -26,6 +26,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::{BoxError, Router};
+use futures_util::future::{Either, FutureExt};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -131,52 +132,34 @@ impl Fast {
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let way = match hot(&request) {
-            None => Way::Routed(self.router.clone().call(request)),
-            Some((method, _)) => {
-                // The trace context goes nowhere: no `CacheItem` handler calls on.
-                let (begun, _) = Begun::start(Some(&self.function), Some(ROUTE), &request);
-                let state = State(self.state.clone());
-                let handled: Handled = Box::pin(async move {
-                    Ok(match method {
-                        Hot::Get => cache_item::get_key(state, key_of(&request)).await,
-                        Hot::Put => {
-                            let query = Query::try_from_uri(request.uri());
-                            let key = Ok(Path(key_of(&request).to_owned()));
-                            cache_item::put(state, key, query, Body::new(request.into_body()))
-                                .await
-                                .map_or_else(|e| e.into_response().map(Out::Right), Answer::into_out)
-                        }
-                        Hot::Delete => {
-                            let (parts, _) = request.into_parts();
-                            let key = Ok(Path(parts.uri.path()[PREFIX.len()..].to_owned()));
-                            cache_item::delete(state, key, parts.headers)
-                                .await
-                                .map_or_else(|e| e.into_response().map(Out::Right), Answer::into_out)
-                        }
-                    })
-                });
-                Way::Fast(begun, handled)
-            }
+        let Some((method, _)) = hot(&request) else {
+            let routed = self.router.clone().call(request);
+            return Either::Left(routed.map(|routed| Ok(routed?.map(Out::Right))));
         };
-        async move {
-            Ok(match way {
-                Way::Routed(routed) => routed.await?.map(Out::Right),
-                Way::Fast(begun, handled) => begun.run(handled).await,
+        // The trace context goes nowhere: no `CacheItem` handler calls on.
+        let (begun, _) = Begun::start(Some(&self.function), Some(ROUTE), &request);
+        let state = State(self.state.clone());
+        let handled: Handled = Box::pin(async move {
+            Ok(match method {
+                Hot::Get => cache_item::get_key(state, key_of(&request)).await,
+                Hot::Put => {
+                    let query = Query::try_from_uri(request.uri());
+                    let key = Ok(Path(key_of(&request).to_owned()));
+                    cache_item::put(state, key, query, Body::new(request.into_body()))
+                        .await
+                        .map_or_else(|e| e.into_response().map(Out::Right), Answer::into_out)
+                }
+                Hot::Delete => {
+                    let (parts, _) = request.into_parts();
+                    let key = Ok(Path(parts.uri.path()[PREFIX.len()..].to_owned()));
+                    cache_item::delete(state, key, parts.headers)
+                        .await
+                        .map_or_else(|e| e.into_response().map(Out::Right), Answer::into_out)
+                }
             })
-        }
+        });
+        Either::Right(begun.run(handled).map(Ok))
     }
-}
-
-/// Where [`Fast::answer`] takes a request.
-// `Begun` is the larger: the enum lives in hyper's slot for the request in
-// flight, where boxing it would cost the allocation that slot saves.
-#[allow(clippy::large_enum_variant)]
-enum Way<R> {
-    /// To the router, with the invocation layer in it.
-    Routed(R),
-    /// To `CacheItem`'s handler, in the invocation begun.
-    Fast(Begun, Handled),
 }
 
 #[cfg(test)]

@@ -216,9 +216,10 @@ impl Begun {
         request: &axum::http::Request<B>,
     ) -> (Begun, TraceContext) {
         let name = function.map_or("unknown", |f| f.name);
-        let invocation_id = crate::host::invocation_id(request.headers());
+        let headers = crate::host::InvocationHeaders::of(request.headers());
+        let invocation_id = headers.id;
         let method = request.method().clone();
-        let mut trace = TraceContext::from_headers(request.headers());
+        let mut trace = TraceContext::from_traceparent(headers.traceparent, request.headers());
         let trigger = match function.map(|f| &f.trigger) {
             Some(Trigger::Timer { .. }) => "timer",
             _ => "http",
@@ -265,22 +266,16 @@ impl Begun {
 
     /// Runs the route in the invocation's scope, then logs its line,
     /// records its metrics and ends its span.
-    async fn run<F, B>(self, route: F) -> axum::http::Response<B>
+    ///
+    /// The fields are read where they are, not moved out first: the
+    /// future holds `self` once (moved-out fields would be held twice).
+    async fn run<F, B>(mut self, route: F) -> axum::http::Response<B>
     where
         F: Future<Output = Result<axum::http::Response<B>, Infallible>>,
     {
-        let Begun {
-            name,
-            trigger,
-            method,
-            mut server,
-            span,
-            lines,
-            context,
-            start,
-        } = self;
         let route = async move { route.await.unwrap_or_else(|never| match never {}) };
-        let (response, lines) = match (&span, lines) {
+        let context = self.context.take();
+        let (response, lines) = match (&self.span, self.lines.take()) {
             (_, Some(lines)) => {
                 // The fields go into the scope and come back out of it for
                 // the closing line: no `Arc` to allocate for them.
@@ -292,23 +287,25 @@ impl Begun {
             (None, None) => (otel::within(context, route).await, None),
         };
         let status = response.status().as_u16();
+        let (method, start) = (&self.method, self.start);
         let done = || {
             #[cfg(not(feature = "experiment-no-log"))]
-            log_line::invocation_done(&method, status, crate::functions::elapsed_ms(start));
+            log_line::invocation_done(method, status, crate::functions::elapsed_ms(start));
             #[cfg(feature = "experiment-no-log")]
-            let _ = &method;
+            let _ = method;
         };
-        match (span, lines) {
+        match (self.span.take(), lines) {
             (_, Some(lines)) => log_line::sync_scope(lines, done),
             (Some(span), None) => span.in_scope(done),
             (None, None) => done(),
         }
         if let Some(metrics) = otel::recorder() {
-            metrics.invocation(name, trigger, status, start.elapsed().as_secs_f64());
+            metrics.invocation(self.name, self.trigger, status, start.elapsed().as_secs_f64());
         }
-        server.set("http.response.status_code", i64::from(status));
+        self.server.set("http.response.status_code", i64::from(status));
         if status >= 500 {
-            server.fail("http_error", &format!("the invocation answered {status}"));
+            self.server
+                .fail("http_error", &format!("the invocation answered {status}"));
         }
         response
     }

@@ -315,20 +315,20 @@ impl Node {
         let live = self.connection(call).await?;
         #[cfg(not(feature = "experiment-no-token-check"))]
         self.ensure_authenticated(&live, &creds, call).await?;
-        let budget = self.command_budget(call);
+        let (budget, deadline) = self.command_window(call);
         let mut conn = live.conn.clone();
         let outcome = if asking {
             // One write: on a shared connection, another invocation's
             // command must not come between ASKING and this one.
             let pipe = redis::pipe().cmd("ASKING").ignore().add_command(cmd.clone()).to_owned();
-            tokio::time::timeout(budget, async {
+            tokio::time::timeout_at(deadline, async {
                 pipe.query_async::<(T,)>(&mut conn).await.map(|(v,)| v)
             })
             .await
         } else if cfg!(feature = "experiment-no-command-timers") {
             Ok(cmd.query_async::<T>(&mut conn).await)
         } else {
-            tokio::time::timeout(budget, cmd.query_async::<T>(&mut conn)).await
+            tokio::time::timeout_at(deadline, cmd.query_async::<T>(&mut conn)).await
         };
         match outcome {
             Ok(Ok(v)) => {
@@ -364,10 +364,15 @@ impl Node {
         }
     }
 
-    /// The command deadline here: relaxed while the cache announced
-    /// maintenance on this node; never past the call's deadline.
-    fn command_budget(&self, call: &Call) -> Duration {
-        call.budget(command_deadline(self.ctx.target.deadlines.command, self.is_relaxed()))
+    /// The time a command has here (relaxed while the cache announced
+    /// maintenance on this node; never past the call's deadline), and the
+    /// instant it ends: one clock read for both, where `budget` and tokio's
+    /// `timeout` read it once each.
+    fn command_window(&self, call: &Call) -> (Duration, Instant) {
+        let now = Instant::now();
+        let budget = command_deadline(self.ctx.target.deadlines.command, self.is_relaxed())
+            .min(call.deadline.saturating_duration_since(now));
+        (budget, now + budget)
     }
 
     fn install(&self, live: Arc<Live>) {
