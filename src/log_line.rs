@@ -88,15 +88,13 @@ pub(crate) fn invocation_done(method: &axum::http::Method, status: u16, duration
                 .try_with(|invocation| {
                     LINE.with_borrow_mut(|line| {
                         line.clear();
-                        let mut stamp = [0u8; TIMESTAMP_LEN];
-                        let stamp = timestamp(&mut stamp);
                         let done = Done {
                             method: method.as_str(),
                             status,
                             duration_ms,
                         };
                         // Writing into a `String` cannot fail.
-                        let _ = write_done(line, direct.json, stamp, invocation, &done);
+                        let _ = write_done(line, direct.json, invocation, &done);
                         // As the subscriber's writer would: a failed write
                         // of a log line is not the invocation's failure.
                         let _ = (&direct.out).write_all(line.as_bytes());
@@ -123,10 +121,10 @@ struct Done<'a> {
 
 /// The closing line, as [`Line`] writes the event `info!(%method, status,
 /// duration_ms, "invocation done")` of [`DONE_TARGET`].
-fn write_done(w: &mut String, json: bool, stamp: &str, invocation: &Invocation, done: &Done<'_>) -> fmt::Result {
+fn write_done(w: &mut String, json: bool, invocation: &Invocation, done: &Done<'_>) -> fmt::Result {
     if json {
         w.push_str("{\"timestamp\":\"");
-        w.push_str(stamp);
+        timestamp(w)?;
         w.push_str("\",\"level\":\"INFO\",\"message\":\"invocation done\",\"method\":");
         json_string(w, done.method)?;
         w.push_str(",\"status\":");
@@ -143,7 +141,7 @@ fn write_done(w: &mut String, json: bool, stamp: &str, invocation: &Invocation, 
         write_json_span(&mut span, invocation)?;
         write!(w, ",\"span\":{span},\"spans\":[{span}]}}")?;
     } else {
-        w.push_str(stamp);
+        timestamp(w)?;
         w.push_str(level(&Level::INFO));
         write_text_span(w, invocation)?;
         w.push_str(DONE_TARGET);
@@ -217,11 +215,9 @@ impl<F> Line<F> {
     /// An invocation's line, by hand.
     fn write_line(&self, mut w: Writer<'_>, event: &Event<'_>, invocation: &Invocation) -> fmt::Result {
         let meta = event.metadata();
-        let mut stamp = [0u8; TIMESTAMP_LEN];
-        let stamp = timestamp(&mut stamp);
         if self.json {
             w.write_str("{\"timestamp\":\"")?;
-            w.write_str(stamp)?;
+            timestamp(&mut w)?;
             w.write_str("\",\"level\":\"")?;
             w.write_str(meta.level().as_str())?;
             w.write_char('"')?;
@@ -237,7 +233,7 @@ impl<F> Line<F> {
             write_json_span(&mut span, invocation)?;
             write!(w, ",\"span\":{span},\"spans\":[{span}]}}")?;
         } else {
-            w.write_str(stamp)?;
+            timestamp(&mut w)?;
             w.write_str(level(meta.level()))?;
             write_text_span(&mut w, invocation)?;
             w.write_str(meta.target())?;
@@ -283,18 +279,8 @@ fn debug_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
 }
 
 /// `v` in decimal.
-fn decimal(w: &mut impl fmt::Write, mut v: u64) -> fmt::Result {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    w.write_str(std::str::from_utf8(&buf[at..]).unwrap_or_default())
+fn decimal(w: &mut impl fmt::Write, v: u64) -> fmt::Result {
+    w.write_str(itoa::Buffer::new().format(v))
 }
 
 /// A duration in milliseconds as its `Debug` form writes it. A whole
@@ -351,11 +337,11 @@ const TIMESTAMP_LEN: usize = 27;
 
 /// Now, in UTC, as `tracing-subscriber` writes it (RFC 3339, microseconds),
 /// written into `buf` digit by digit.
-fn timestamp(buf: &mut [u8; TIMESTAMP_LEN]) -> &str {
+fn timestamp(w: &mut impl fmt::Write) -> fmt::Result {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    write_timestamp_at(buf, since_epoch)
+    write_timestamp_at(w, since_epoch)
 }
 
 /// The part of a timestamp up to its fraction of a second: `2026-12-04T19:44:41.`.
@@ -363,30 +349,32 @@ const SECOND_LEN: usize = 20;
 
 thread_local! {
     /// The second of the last timestamp this thread wrote, and its
-    /// [`SECOND_LEN`] bytes: lines come many to a second, and the calendar
-    /// arithmetic was most of a timestamp's cost.
-    static SECOND: std::cell::Cell<(u64, [u8; SECOND_LEN])> = const { std::cell::Cell::new((u64::MAX, [0; SECOND_LEN])) };
+    /// [`SECOND_LEN`] characters: lines come many to a second, and the
+    /// calendar arithmetic was most of a timestamp's cost.
+    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
 }
 
 /// The timestamp `since_epoch` after the Unix epoch: the second's part
-/// from [`SECOND`] when it is that second's, the microseconds by hand.
-fn write_timestamp_at(buf: &mut [u8; TIMESTAMP_LEN], since_epoch: std::time::Duration) -> &str {
+/// from [`SECOND`] when it is that second's, then the microseconds.
+fn write_timestamp_at(w: &mut impl fmt::Write, since_epoch: std::time::Duration) -> fmt::Result {
     let secs = since_epoch.as_secs();
-    let (cached, mut second) = SECOND.get();
-    if cached != secs {
-        let t = i64::try_from(secs)
-            .ok()
-            .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let mut whole = [0; TIMESTAMP_LEN];
-        write_timestamp(&mut whole, t);
-        second.copy_from_slice(&whole[..SECOND_LEN]);
-        SECOND.set((secs, second));
-    }
-    buf[..SECOND_LEN].copy_from_slice(&second);
-    digits(&mut buf[SECOND_LEN..TIMESTAMP_LEN - 1], since_epoch.subsec_micros());
-    buf[TIMESTAMP_LEN - 1] = b'Z';
-    std::str::from_utf8(buf).unwrap_or_default()
+    SECOND.with_borrow_mut(|(cached, second)| {
+        if *cached != secs {
+            let t = i64::try_from(secs)
+                .ok()
+                .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            let mut whole = [0; TIMESTAMP_LEN];
+            second.clear();
+            second.push_str(&write_timestamp(&mut whole, t)[..SECOND_LEN]);
+            *cached = secs;
+        }
+        w.write_str(second)
+    })?;
+    // Six digits with their leading zeros: those of one million more.
+    let mut micros = itoa::Buffer::new();
+    w.write_str(&micros.format(1_000_000 + since_epoch.subsec_micros())[1..])?;
+    w.write_char('Z')
 }
 
 /// `v`'s last `buf.len()` decimal digits, with leading zeros.
@@ -631,7 +619,9 @@ mod tests {
             let t = time::OffsetDateTime::UNIX_EPOCH + at;
             let mut want = [0; TIMESTAMP_LEN];
             let want = write_timestamp(&mut want, t).to_owned();
-            assert_eq!(write_timestamp_at(&mut [0; TIMESTAMP_LEN], at), want, "{step}");
+            let mut written = String::new();
+            write_timestamp_at(&mut written, at).unwrap();
+            assert_eq!(written, want, "{step}");
         }
     }
 
@@ -852,7 +842,7 @@ mod tests {
                     status,
                     duration_ms,
                 };
-                write_done(&mut direct, json, "2026-01-02T03:04:05.000007Z", &invocation, &done).unwrap();
+                write_done(&mut direct, json, &invocation, &done).unwrap();
                 // Everything but the time, which both write in the same place.
                 let untimed = |line: &str| {
                     let at = if json { "{\"timestamp\":\"".len() } else { 0 };
@@ -882,7 +872,7 @@ mod tests {
             duration_ms: 1.0,
         };
         let mut text = String::new();
-        write_done(&mut text, false, "", &invocation, &done).unwrap();
+        write_done(&mut text, false, &invocation, &done).unwrap();
         assert!(text.contains("invocation_id=id\\x1b[31m "), "{text}");
     }
 

@@ -305,6 +305,30 @@ mod tests {
         ));
     }
 
+    /// Each answer with nothing to escape fills its buffer exactly (so
+    /// `Bytes` takes it without allocating).
+    #[test]
+    fn plain_answers_fill_their_buffers() {
+        fn exact(value: &impl Json) {
+            let out = json::to_vec(value);
+            assert_eq!(out.len(), out.capacity(), "{}", String::from_utf8_lossy(&out));
+        }
+        let key = || Cow::Borrowed("key:000000000001");
+        exact(&Item::new(key(), vec![b'x'; 100]));
+        exact(&Item::new(key(), vec![0xff, 0xfe, 0]));
+        exact(&Item::new(key(), Vec::new()));
+        for flag in [true, false] {
+            exact(&Stored {
+                key: "k".into(),
+                stored: flag,
+            });
+            exact(&Deleted {
+                key: "k".into(),
+                deleted: flag,
+            });
+        }
+    }
+
     /// The hand-sized answers are axum's `Json` answers byte for byte, with
     /// the same content type, for text, escapes, base64 and large values.
     #[tokio::test]
