@@ -38,8 +38,10 @@
 //! - [`host`]: the Functions host protocol, typed (envelopes, TimerInfo, HTTP
 //!   data).
 //! - `functions`: one file per function, the registry of them all, and the
-//!   state they share ([`AppState`]).
-//! - `body`: reading request bodies within a limit.
+//!   state they share ([`AppState`]); `functions::json` the hot path's JSON
+//!   answers, written by hand.
+//! - `body`: reading request bodies within a limit, and the type of the
+//!   server's answer bodies.
 //! - `clock`: the time of day as answers write it.
 //! - `error`: the error every function answers with.
 //! - `state`: start-up wiring: a cache from the settings, the process's one

@@ -135,41 +135,69 @@ impl Json for Item<'_> {
     }
 }
 
-impl Json for Stored {
+/// `{"key":…,"<flag>":true}` (or `false`): `Stored`'s and `Deleted`'s shape.
+struct KeyAndFlag<'a> {
+    key: &'a str,
+    flag: &'static str,
+    value: bool,
+}
+
+impl Json for KeyAndFlag<'_> {
     fn json_len(&self) -> usize {
         json::name_len("key", true)
-            + json::string_len(&self.key)
-            + json::name_len("stored", false)
-            + json::boolean_len(self.stored)
+            + json::string_len(self.key)
+            + json::name_len(self.flag, false)
+            + json::boolean_len(self.value)
             + 2
     }
 
     fn write(&self, out: &mut Vec<u8>) {
         out.push(b'{');
         json::name(out, "key", true);
-        json::string(out, &self.key);
-        json::name(out, "stored", false);
-        json::boolean(out, self.stored);
+        json::string(out, self.key);
+        json::name(out, self.flag, false);
+        json::boolean(out, self.value);
         out.push(b'}');
+    }
+}
+
+impl Stored {
+    fn shape(&self) -> KeyAndFlag<'_> {
+        KeyAndFlag {
+            key: &self.key,
+            flag: "stored",
+            value: self.stored,
+        }
+    }
+}
+
+impl Json for Stored {
+    fn json_len(&self) -> usize {
+        self.shape().json_len()
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        self.shape().write(out);
+    }
+}
+
+impl Deleted {
+    fn shape(&self) -> KeyAndFlag<'_> {
+        KeyAndFlag {
+            key: &self.key,
+            flag: "deleted",
+            value: self.deleted,
+        }
     }
 }
 
 impl Json for Deleted {
     fn json_len(&self) -> usize {
-        json::name_len("key", true)
-            + json::string_len(&self.key)
-            + json::name_len("deleted", false)
-            + json::boolean_len(self.deleted)
-            + 2
+        self.shape().json_len()
     }
 
     fn write(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        json::name(out, "key", true);
-        json::string(out, &self.key);
-        json::name(out, "deleted", false);
-        json::boolean(out, self.deleted);
-        out.push(b'}');
+        self.shape().write(out);
     }
 }
 
