@@ -335,8 +335,7 @@ fn level(level: &Level) -> &'static str {
 /// `2026-12-04T19:44:41.736523Z`.
 const TIMESTAMP_LEN: usize = 27;
 
-/// Now, in UTC, as `tracing-subscriber` writes it (RFC 3339, microseconds),
-/// written into `buf` digit by digit.
+/// Now, in UTC, as `tracing-subscriber` writes it (RFC 3339, microseconds).
 fn timestamp(w: &mut impl fmt::Write) -> fmt::Result {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -14,7 +14,6 @@ use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::IntoResponse;
 use base64::Engine;
 use serde::Serialize;
 use std::borrow::Cow;
@@ -246,9 +245,7 @@ pub(crate) async fn get_key(State(state): State<AppState>, key: &str) -> axum::h
         let value = read(&state, key).await?;
         Ok::<_, AppError>(Answer(Item::new(Cow::Borrowed(key), value)))
     };
-    answer
-        .await
-        .map_or_else(|e| e.into_response().map(Out::Right), Answer::into_out)
+    super::out(answer.await)
 }
 
 /// The value stored under `key`, or 404.

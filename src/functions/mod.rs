@@ -197,6 +197,18 @@ where
     }
 }
 
+/// A handler's result as the fast path answers it: an [`Answer`] with its
+/// body as it is, an error as its usual answer.
+pub(crate) fn out<T: json::Json>(result: Result<Answer<T>, AppError>) -> axum::http::Response<crate::body::Out>
+where
+    Answer<T>: axum::response::IntoResponse,
+{
+    result.map_or_else(
+        |e| axum::response::IntoResponse::into_response(e).map(crate::body::Out::Right),
+        Answer::into_out,
+    )
+}
+
 /// `value`'s JSON, as a 200 answer.
 fn json_response(value: &impl json::Json) -> axum::http::Response<http_body_util::Full<axum::body::Bytes>> {
     let body = axum::body::Bytes::from(json::to_vec(value));

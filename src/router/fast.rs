@@ -20,11 +20,11 @@
 use super::Begun;
 use crate::body::Out;
 use crate::functions::cache_item;
-use crate::functions::{self, Answer, AppState, Function};
+use crate::functions::{self, AppState, Function};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::Method;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{BoxError, Router};
 use futures_util::future::{Either, FutureExt};
 use std::convert::Infallible;
@@ -145,16 +145,12 @@ impl Fast {
                 Hot::Put => {
                     let query = Query::try_from_uri(request.uri());
                     let key = Ok(Path(key_of(&request).to_owned()));
-                    cache_item::put(state, key, query, Body::new(request.into_body()))
-                        .await
-                        .map_or_else(|e| e.into_response().map(Out::Right), Answer::into_out)
+                    functions::out(cache_item::put(state, key, query, Body::new(request.into_body())).await)
                 }
                 Hot::Delete => {
+                    let key = Ok(Path(key_of(&request).to_owned()));
                     let (parts, _) = request.into_parts();
-                    let key = Ok(Path(parts.uri.path()[PREFIX.len()..].to_owned()));
-                    cache_item::delete(state, key, parts.headers)
-                        .await
-                        .map_or_else(|e| e.into_response().map(Out::Right), Answer::into_out)
+                    functions::out(cache_item::delete(state, key, parts.headers).await)
                 }
             })
         });
