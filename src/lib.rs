@@ -56,7 +56,8 @@
 //! - `otel`: OpenTelemetry traces and metrics over OTLP (`OTEL_*`).
 //! - `trace_context`: W3C `traceparent`/`tracestate` of an invocation
 //!   ([`TraceContext`], in each request's extensions).
-//! - `malloc`: a glibc malloc arena per runtime worker (not eight per core).
+//! - `malloc`: a glibc malloc arena per runtime worker (not eight per core),
+//!   for apps on the system allocator (the `handler` binary uses mimalloc).
 //! - `server`: bind, hyper's accept loop and connections, graceful shutdown.
 //! - `doctor`: `handler doctor`, the first-run check of sign-in, network,
 //!   certificate, access policy and PING, step by step.

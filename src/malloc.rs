@@ -1,6 +1,12 @@
 //! Allocator tuning for glibc: an arena for each runtime worker, not one
 //! for each thread, nor one for the process.
 //!
+//! The `handler` binary allocates with mimalloc (`src/main.rs`), so there
+//! this tunes only what still calls glibc's malloc itself (the C library's
+//! own calls). It is for an app built on this library with the system
+//! allocator, and for the bench's `count-allocs` and
+//! `experiment-system-allocator` builds, where what is said below holds.
+//!
 //! glibc gives each thread that allocates an arena of its own, up to eight
 //! per core. One arena for the whole process, as the handler had, kept
 //! resident memory lowest, but costs CPU: the workers take its lock in

@@ -59,7 +59,7 @@
 //!   run that must lose no span, with its part of the report.
 //! - `profile`: where a request's time goes (`-- --profile`): CPU, heap
 //!   allocations and system calls per request of the handler and the
-//!   floor, five experiment builds, flame graphs; it writes just the
+//!   floor, six experiment builds, flame graphs; it writes just the
 //!   "Where the time goes" section and `bench/results/flame-*.svg`.
 //! - `plan`: the mode a flag picks and how long each part runs in it.
 //! - `report`, `method`, `plot`, `machine`: the Markdown, its Method section

@@ -183,7 +183,7 @@ impl Plan {
             },
             // 2 × (2 + 5 s) per side for CPU (and redis-benchmark's runs
             // beside), 4 runs each for allocations and the two system call
-            // counts, 5 experiments × (2 × 2 s + 3 rounds × 2 × 3 s), 2
+            // counts, 6 experiments × (2 × 2 s + 3 rounds × 2 × 3 s), 2
             // flame graphs: about 4 min, after the builds.
             profile: ProfilePlan {
                 conns: 64,

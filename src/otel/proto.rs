@@ -58,7 +58,7 @@ fn uint(buf: &mut Vec<u8>, field: u32, v: u64) {
 
 /// A nested message: written by `body`, then its length put in front
 /// (appended, and rotated into place: no allocation, which matters more
-/// than the copy: every allocation in the process shares one arena).
+/// than the copy, on the exporter's thread beside the runtime's workers).
 fn message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     tag(buf, field, LEN);
     let start = buf.len();

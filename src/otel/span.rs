@@ -66,8 +66,8 @@ pub(crate) enum Kind {
 /// An attribute's value. Strings an invocation records (an invocation id,
 /// a node's address) are kept without a heap allocation of their own where
 /// they can be: short ones inline, GUIDs as their 16 bytes. A span is made
-/// on an invocation's thread and freed on the exporter's, and one process
-/// shares one malloc arena (`crate::malloc`).
+/// on an invocation's thread and freed on the exporter's, so each of its
+/// allocations is freed on another thread than the one that made it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value {
     Str(Cow<'static, str>),

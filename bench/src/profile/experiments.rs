@@ -18,6 +18,12 @@ pub struct Turned {
     pub feature: &'static str,
     /// What the feature turns off, for the report.
     pub what: &'static str,
+    /// Whether the build swaps a choice of the handler's for what it chose
+    /// against (the router for the fast path, glibc's malloc for
+    /// mimalloc), rather than leaving a part of GET out: what it "saves" is
+    /// then what the choice saves, negative, and it is not one of the parts
+    /// whose costs add up.
+    pub swap: bool,
 }
 
 /// The experiments, one build each.
@@ -25,22 +31,32 @@ pub const EXPERIMENTS: &[Turned] = &[
     Turned {
         feature: "experiment-no-log",
         what: "the log line (and the invocation's log fields)",
+        swap: false,
     },
     Turned {
         feature: "experiment-no-json",
         what: "the JSON answer (GET answers the value as it is)",
+        swap: false,
     },
     Turned {
         feature: "experiment-no-fast-path",
         what: "the fast path (GET through axum's router, matched path and extractors instead)",
+        swap: true,
     },
     Turned {
         feature: "experiment-no-token-check",
         what: "the token check before each command (fresh token, connection AUTHed with it)",
+        swap: false,
     },
     Turned {
         feature: "experiment-no-command-timers",
         what: "the per-command timer (the deadline around each Redis command)",
+        swap: false,
+    },
+    Turned {
+        feature: "experiment-system-allocator",
+        what: "mimalloc (glibc's malloc instead, as the floor has)",
+        swap: true,
     },
 ];
 
@@ -51,6 +67,8 @@ pub struct Experiment {
     pub feature: &'static str,
     /// What it turns off.
     pub what: &'static str,
+    /// See [`Turned::swap`].
+    pub swap: bool,
     /// The normal build's runs, one per round.
     pub normal: Vec<Run>,
     /// The experiment build's runs, one per round.
@@ -117,7 +135,11 @@ pub fn run(
             .iter()
             .find(|e| e.feature == *feature)
             .copied()
-            .unwrap_or(Turned { feature, what: feature });
+            .unwrap_or(Turned {
+                feature,
+                what: feature,
+                swap: false,
+            });
         let off = Server::start(program, &rig.root, &settings)?;
         for server in [&base, &off] {
             if !timing.warm.is_zero() {
@@ -127,6 +149,7 @@ pub fn run(
         let mut e = Experiment {
             feature: turned.feature,
             what: turned.what,
+            swap: turned.swap,
             ..Experiment::default()
         };
         for round in 0..plan.rounds {
@@ -172,6 +195,7 @@ pub(super) mod tests {
         let e = Experiment {
             feature: "experiment-no-log",
             what: "the log line",
+            swap: false,
             normal: vec![run(1000.0, 30), run(800.0, 24), run(900.0, 27)],
             off: vec![run(1100.0, 22), run(840.0, 21), run(990.0, 18)],
         };

@@ -3,7 +3,7 @@
 //! graphs' top frames.
 
 use super::flame::TOP;
-use super::{Allocs, ProfileResults};
+use super::{Allocs, Experiment, ProfileResults};
 use crate::rig::KEYSPACE;
 use crate::scenarios::{Op, Side};
 use crate::stats::group;
@@ -182,12 +182,13 @@ impl ProfileResults {
                 rounds.join(", ")
             );
         }
-        let saved: f64 = self.experiments.iter().map(|e| e.paired_cpu_saved()).sum();
+        let parts: Vec<&Experiment> = self.experiments.iter().filter(|e| !e.swap).collect();
+        let saved: f64 = parts.iter().map(|e| e.paired_cpu_saved()).sum();
         let _ = write!(
             s,
             "\nThe {} parts turned off one at a time save {saved:.1} µs of CPU per GET between them (each \
-             measured alone; summed).",
-            self.experiments.len()
+             measured alone; summed; not the swapped choices).",
+            parts.len()
         );
         if let Some((h, f)) = self.get_cpu() {
             let _ = write!(
@@ -355,12 +356,29 @@ mod tests {
                 (Side::Handler, Op::Get, strace(4.0, 1.0)),
                 (Side::Floor, Op::Get, strace(3.0, 1.5)),
             ],
-            experiments: vec![Experiment {
-                feature: "experiment-no-log",
-                what: "the log line",
-                normal: vec![run(1000.0, 40), run(1000.0, 40)],
-                off: vec![run(1100.0, 33), run(1100.0, 33)],
-            }],
+            experiments: vec![
+                Experiment {
+                    feature: "experiment-no-log",
+                    what: "the log line",
+                    swap: false,
+                    normal: vec![run(1000.0, 40), run(1000.0, 40)],
+                    off: vec![run(1100.0, 33), run(1100.0, 33)],
+                },
+                Experiment {
+                    feature: "experiment-no-json",
+                    what: "the JSON answer",
+                    swap: false,
+                    normal: vec![run(1000.0, 40), run(1000.0, 40)],
+                    off: vec![run(1000.0, 35), run(1000.0, 35)],
+                },
+                Experiment {
+                    feature: "experiment-system-allocator",
+                    what: "mimalloc",
+                    swap: true,
+                    normal: vec![run(1000.0, 40), run(1000.0, 40)],
+                    off: vec![run(1000.0, 50), run(1000.0, 50)],
+                },
+            ],
             flames: vec![
                 Flame {
                     side: Side::Handler,
@@ -401,7 +419,9 @@ mod tests {
         has("| `epoll_wait` | 3.00 | 1.50 | – | – |");
         has("Not measured in this run: system calls by call: `strace` is not installed (strace).");
         has("| the log line | `experiment-no-log` | 1,000 | 1,100 | 1.100× | 40.0 | 30.0 | 10.0 | 10.0, 10.0 |");
-        has("save 10.0 µs of CPU per GET between them");
+        has("| mimalloc | `experiment-system-allocator` | 1,000 | 1,000 | 1.000× | 40.0 | 50.0 | -10.0 | -10.0, -10.0 |");
+        // The swapped choice (negative) is not one of the parts summed.
+        has("The 2 parts turned off one at a time save 15.0 µs of CPU per GET between them");
         has("the handler spent 40.0 µs per GET and the floor 20.0 µs, 20.0 µs less.");
         has("![flame graph of the handler under GET](bench/results/flame-handler.svg)");
         has("[bench/results/flame-floor.svg](bench/results/flame-floor.svg): 100 ms of CPU sampled, 0% of it");
