@@ -235,6 +235,7 @@ fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
         command: mode.command().to_owned(),
         concurrency: plan.concurrency.clone(),
         seconds_per_point: plan.timing.measure.as_secs(),
+        pairing: (plan.pairing.rounds, plan.pairing.measure.as_secs()),
         method: method::markdown(&Plan::full(), &Plan::smoke(), REFRESH_ONLY_ROUNDS),
         notes: std::fs::read_to_string(root.join("bench/notes.md")).unwrap_or_default(),
         ..Results::default()
@@ -483,7 +484,7 @@ fn everything(
         floor: &floor,
         python: py.as_ref(),
     };
-    results.points = scenarios::throughput(&rig, lua, &servers, &plan.concurrency, plan.timing)?;
+    results.points = scenarios::throughput(&rig, lua, &servers, &plan.concurrency, plan.timing, plan.pairing)?;
     let throughput_peak_kib = rust.rss_kib()?.1;
     drop((rust, floor, py));
 

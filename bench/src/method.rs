@@ -104,6 +104,8 @@ pub fn markdown(full: &Plan, smoke: &Plan, refresh_only_rounds: usize) -> String
             v("conns_full", conns(full)),
             v("run", secs(full.timing.measure)),
             v("warm", secs(full.timing.warm)),
+            v("pair_rounds", full.pairing.rounds.to_string()),
+            v("pair_run", secs(full.pairing.measure)),
             v("cold", full.start.cold_starts.to_string()),
             v("traced", full.start.traced_starts.to_string()),
             v("mem", group(full.start.memory_requests)),

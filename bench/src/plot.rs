@@ -254,13 +254,7 @@ mod tests {
                     p99_ms,
                     errors: 0,
                 };
-                points.push(Point {
-                    side,
-                    op,
-                    conns,
-                    result,
-                    cpu_us: None,
-                });
+                points.push(Point::single(side, op, conns, result, None));
             }
         }
         points

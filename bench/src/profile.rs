@@ -115,7 +115,12 @@ pub fn run(
             floor: &f,
             python: None,
         };
-        let points = scenarios::throughput(&rig, lua, &servers, &[plan.conns], plan.timing)?;
+        // One run each: the experiments below take turns over rounds.
+        let one = scenarios::Pairing {
+            rounds: 1,
+            measure: plan.timing.measure,
+        };
+        let points = scenarios::throughput(&rig, lua, &servers, &[plan.conns], plan.timing, one)?;
         out.cpu = points.into_iter().filter(|p| p.side != Side::Redis).collect();
         if perf {
             eprintln!("bench: system calls per request (perf stat)");

@@ -6,6 +6,7 @@ use crate::client::Conn;
 use crate::load::{self, LoadResult};
 use crate::quota::process_cpu;
 use crate::rig::{key, Program, Rig, Server};
+use crate::stats::median;
 use anyhow::{ensure, Context};
 use serde_json::Value;
 use std::path::Path;
@@ -58,7 +59,7 @@ impl Op {
 }
 
 /// One load run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Point {
     /// Who served it.
     pub side: Side,
@@ -71,6 +72,88 @@ pub struct Point {
     /// The server's CPU time (user and system) per request, µs; `None` for
     /// `redis-benchmark`.
     pub cpu_us: Option<f64>,
+    /// Each measured run of this point, in order: one, or one per round
+    /// where the handler and the floor took turns (then `result` and
+    /// `cpu_us` are the rounds' medians, and the errors their sum).
+    pub rounds: Vec<Round>,
+}
+
+/// One measured run of a point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Round {
+    /// Completed requests per second.
+    pub rps: f64,
+    /// The server's CPU time per request, µs.
+    pub cpu_us: Option<f64>,
+}
+
+impl Point {
+    /// A point of one run.
+    pub fn single(side: Side, op: Op, conns: u32, result: LoadResult, cpu_us: Option<f64>) -> Point {
+        Point {
+            side,
+            op,
+            conns,
+            result,
+            cpu_us,
+            rounds: vec![Round {
+                rps: result.rps,
+                cpu_us,
+            }],
+        }
+    }
+
+    /// A point of several runs (at least one): the medians of their
+    /// req/s, latencies and CPU, the sum of their errors.
+    pub(crate) fn of_rounds(side: Side, op: Op, conns: u32, runs: &[(LoadResult, f64)]) -> Point {
+        let of = |f: fn(&(LoadResult, f64)) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        Point {
+            side,
+            op,
+            conns,
+            result: LoadResult {
+                rps: of(|r| r.0.rps),
+                p50_ms: of(|r| r.0.p50_ms),
+                p99_ms: of(|r| r.0.p99_ms),
+                errors: runs.iter().map(|r| r.0.errors).sum(),
+            },
+            cpu_us: Some(of(|r| r.1)),
+            rounds: runs
+                .iter()
+                .map(|(r, cpu)| Round {
+                    rps: r.rps,
+                    cpu_us: Some(*cpu),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The medians of the rounds' own ratios `a` ÷ `b` of req/s and of CPU per
+/// request, when the two points have the same number of rounds, at least
+/// two (they took turns, so drift in the machine's speed cancels out).
+pub fn paired_ratios(a: &Point, b: &Point) -> Option<(f64, Option<f64>)> {
+    if a.rounds.len() < 2 || a.rounds.len() != b.rounds.len() {
+        return None;
+    }
+    let rps: Vec<f64> = a.rounds.iter().zip(&b.rounds).map(|(x, y)| x.rps / y.rps).collect();
+    let cpu: Option<Vec<f64>> = a
+        .rounds
+        .iter()
+        .zip(&b.rounds)
+        .map(|(x, y)| Some(x.cpu_us? / y.cpu_us?))
+        .collect();
+    Some((median(&rps), cpu.map(|c| median(&c))))
+}
+
+/// How the handler and the floor take turns at each throughput point.
+#[derive(Debug, Clone, Copy)]
+pub struct Pairing {
+    /// Runs of each at each point, the two alternating (the first of a
+    /// round alternating too).
+    pub rounds: usize,
+    /// The length of each of those runs.
+    pub measure: Duration,
 }
 
 /// How long each load run lasts.
@@ -95,54 +178,58 @@ pub struct Servers<'a> {
 
 /// Runs GET and PUT at each concurrency against the handler, the floor,
 /// the Python peer (when there) and `redis-benchmark`, interleaved so drift
-/// hits all alike, with each HTTP server's CPU time per request.
+/// hits all alike, with each HTTP server's CPU time per request. The
+/// handler and the floor, whose ratio the targets are about, take turns
+/// for `pairing.rounds` rounds at each point.
 pub fn throughput(
     rig: &Rig,
     lua: &Path,
     servers: &Servers,
     concurrency: &[u32],
     timing: Timing,
+    pairing: Pairing,
 ) -> anyhow::Result<Vec<Point>> {
     let mut points = Vec::new();
     for (i, &conns) in concurrency.iter().enumerate() {
         for op in [Op::Get, Op::Put] {
             let method = if op == Op::Get { "GET" } else { "PUT" };
-            let mut http = |side: Side, server: &Server| -> anyhow::Result<()> {
-                load::wrk(lua, server.port, method, conns, timing.warm)?;
+            let run = |server: &Server, length: Duration| -> anyhow::Result<(LoadResult, f64)> {
                 let before = process_cpu(server.pid())?;
-                let result = load::wrk(lua, server.port, method, conns, timing.measure)?;
+                let result = load::wrk(lua, server.port, method, conns, length)?;
                 let cpu = process_cpu(server.pid())?.saturating_sub(before);
-                report(side, op, conns, &result);
-                points.push(Point {
-                    side,
-                    op,
-                    conns,
-                    result,
-                    cpu_us: Some(cpu_per_request_us(cpu, result.rps, timing.measure)),
-                });
-                Ok(())
+                Ok((result, cpu_per_request_us(cpu, result.rps, length)))
             };
-            for side in handler_and_floor(i + usize::from(op == Op::Put)) {
-                let server = if side == Side::Handler {
+            let server_of = |side: Side| {
+                if side == Side::Handler {
                     servers.handler
                 } else {
                     servers.floor
-                };
-                http(side, server)?;
+                }
+            };
+            let n = i + usize::from(op == Op::Put);
+            for side in handler_and_floor(n) {
+                load::wrk(lua, server_of(side).port, method, conns, timing.warm)?;
             }
+            let mut runs: [Vec<(LoadResult, f64)>; 2] = [Vec::new(), Vec::new()];
+            for round in 0..pairing.rounds.max(1) {
+                for side in handler_and_floor(n + round) {
+                    let r = run(server_of(side), pairing.measure)?;
+                    report(side, op, conns, &r.0);
+                    runs[usize::from(side == Side::Floor)].push(r);
+                }
+            }
+            points.push(Point::of_rounds(Side::Handler, op, conns, &runs[0]));
+            points.push(Point::of_rounds(Side::Floor, op, conns, &runs[1]));
             if let Some(py) = servers.python {
-                http(Side::Python, py)?;
+                load::wrk(lua, py.port, method, conns, timing.warm)?;
+                let (result, cpu) = run(py, timing.measure)?;
+                report(Side::Python, op, conns, &result);
+                points.push(Point::single(Side::Python, op, conns, result, Some(cpu)));
             }
             let test = if op == Op::Get { "get" } else { "set" };
             let result = load::redis_benchmark_for(rig, test, conns, timing.measure)?;
             report(Side::Redis, op, conns, &result);
-            points.push(Point {
-                side: Side::Redis,
-                op,
-                conns,
-                result,
-                cpu_us: None,
-            });
+            points.push(Point::single(Side::Redis, op, conns, result, None));
         }
     }
     Ok(points)
@@ -390,6 +477,73 @@ mod tests {
             assert_eq!(firsts.iter().filter(|s| **s == Side::Handler).count(), 2, "{firsts:?}");
             assert_ne!(firsts[0], firsts[1]);
         }
+    }
+
+    /// A point of rounds is their medians and their errors summed; the
+    /// handler and the floor alternate going first from round to round.
+    #[test]
+    fn rounds_make_a_point() {
+        let run = |rps: f64, p50_ms: f64, errors: u64, cpu: f64| {
+            let r = LoadResult {
+                rps,
+                p50_ms,
+                p99_ms: 2.0 * p50_ms,
+                errors,
+            };
+            (r, cpu)
+        };
+        let p = Point::of_rounds(
+            Side::Handler,
+            Op::Get,
+            16,
+            &[
+                run(300.0, 3.0, 1, 30.0),
+                run(100.0, 1.0, 0, 10.0),
+                run(200.0, 2.0, 2, 50.0),
+            ],
+        );
+        assert_eq!(p.result.rps, 200.0);
+        assert_eq!(p.result.p50_ms, 2.0);
+        assert_eq!(p.result.p99_ms, 4.0);
+        assert_eq!(p.result.errors, 3);
+        assert_eq!(p.cpu_us, Some(30.0));
+        assert_eq!(p.rounds.len(), 3);
+        assert_eq!(
+            p.rounds[1],
+            Round {
+                rps: 100.0,
+                cpu_us: Some(10.0)
+            }
+        );
+        let firsts: Vec<Side> = (0..4).map(|round| handler_and_floor(1 + round)[0]).collect();
+        assert_eq!(firsts, [Side::Floor, Side::Handler, Side::Floor, Side::Handler]);
+    }
+
+    /// The paired ratios are the medians of the rounds' own ratios, and
+    /// there are none for single runs or rounds that do not match.
+    #[test]
+    fn paired_ratios_of_rounds() {
+        let with = |rps: &[f64], cpu: Option<&[f64]>| {
+            let mut p = Point::single(Side::Floor, Op::Get, 16, LoadResult::default(), None);
+            p.rounds = rps
+                .iter()
+                .enumerate()
+                .map(|(i, &rps)| Round {
+                    rps,
+                    cpu_us: cpu.map(|c| c[i]),
+                })
+                .collect();
+            p
+        };
+        let a = with(&[100.0, 90.0, 80.0], Some(&[10.0, 12.0, 20.0]));
+        let b = with(&[100.0, 100.0, 70.0], Some(&[10.0, 8.0, 20.0]));
+        let (rps, cpu) = paired_ratios(&a, &b).expect("three rounds each");
+        assert!((rps - 1.0).abs() < 1e-12, "{rps}");
+        assert!((cpu.expect("CPU of every round") - 1.0).abs() < 1e-12);
+        let no_cpu = with(&[100.0, 100.0, 70.0], None);
+        assert_eq!(paired_ratios(&a, &no_cpu).map(|r| r.1), Some(None));
+        assert_eq!(paired_ratios(&a, &with(&[100.0, 100.0], None)), None);
+        assert_eq!(paired_ratios(&with(&[1.0], None), &with(&[1.0], None)), None);
     }
 
     /// CPU per request is the CPU time over the requests of the run, in µs.

@@ -294,18 +294,13 @@ mod tests {
     use std::time::Duration;
 
     fn point(side: Side, op: Op, rps: f64, cpu_us: f64) -> Point {
-        Point {
-            side,
-            op,
-            conns: 64,
-            result: LoadResult {
-                rps,
-                p50_ms: 1.0,
-                p99_ms: 2.0,
-                errors: 0,
-            },
-            cpu_us: Some(cpu_us),
-        }
+        let result = LoadResult {
+            rps,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            errors: 0,
+        };
+        Point::single(side, op, 64, result, Some(cpu_us))
     }
 
     fn strace(total: f64, write: f64) -> Strace {
