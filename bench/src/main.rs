@@ -348,7 +348,8 @@ fn start_only(
     results: &Results,
 ) -> anyhow::Result<()> {
     let rig = Rig::start(root)?;
-    let s = run_start(&rig, lua, handler, handler_bin, python, plan, results)?;
+    let floor = Program::Floor(tools::build_floor(root)?);
+    let s = run_start(&rig, lua, (handler, handler_bin, &floor), python, plan, results)?;
     drop(rig);
     let sections = s.sections();
     println!("{sections}");
@@ -377,13 +378,12 @@ fn start_compared(root: &Path, lua: &Path, this: (&Program, &Path), before: &Pat
 fn run_start(
     rig: &Rig,
     lua: &Path,
-    handler: &Program,
-    handler_bin: &Path,
+    (handler, handler_bin, floor): (&Program, &Path, &Program),
     python: Option<&Program>,
     plan: &Plan,
     results: &Results,
 ) -> anyhow::Result<start::StartResults> {
-    let mut s = start::run(rig, lua, handler, handler_bin, python, &plan.start)?;
+    let mut s = start::run(rig, lua, handler, handler_bin, floor, python, &plan.start)?;
     s.machine = results.machine.clone();
     s.command = plan.mode.command().to_owned();
     s.commit = machine::commit(&rig.root);
@@ -491,8 +491,7 @@ fn everything(
     results.start = run_start(
         &rig,
         lua,
-        handler,
-        handler_bin,
+        (handler, handler_bin, floor_program),
         python.filter(|_| !smoke),
         plan,
         &results,

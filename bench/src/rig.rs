@@ -88,8 +88,13 @@ impl Rig {
     /// Connections the identity's user has open on Redis now.
     pub fn identity_connections(&self) -> anyhow::Result<usize> {
         let oid = self.identity.oid().to_owned();
+        self.user_connections(&oid)
+    }
+
+    /// Connections `user` has open on Redis now.
+    pub fn user_connections(&self, user: &str) -> anyhow::Result<usize> {
         let clients = self.rt.block_on(self.redis.admin().client_list())?;
-        Ok(clients.iter().filter(|c| c.user == oid).count())
+        Ok(clients.iter().filter(|c| c.user == user).count())
     }
 
     /// The settings both servers under test read, pointing at `identity`.

@@ -20,7 +20,7 @@ pub use size::Size;
 
 use crate::client::Conn;
 use crate::load;
-use crate::rig::{key, Program, Rig, Server, KEYSPACE, VALUE_BYTES};
+use crate::rig::{key, Program, Rig, Server, BENCH_USER, KEYSPACE, VALUE_BYTES};
 use crate::scenarios::Side;
 use anyhow::{ensure, Context};
 use devhost::otlp::{Behaviour, Receiver};
@@ -104,13 +104,15 @@ pub struct StartResults {
     pub commit: String,
 }
 
-/// Cold starts, memory and size of the handler (`handler_bin`) and, when
-/// given, the Python peer.
+/// Cold starts, memory and size of the handler (`handler_bin`), the
+/// floor's memory (what the least server here takes, beside the handler's
+/// targets) and, when given, the Python peer's start and memory.
 pub fn run(
     rig: &Rig,
     lua: &Path,
     handler: &Program,
     handler_bin: &Path,
+    floor: &Program,
     python: Option<&Program>,
     plan: &StartPlan,
 ) -> anyhow::Result<StartResults> {
@@ -126,6 +128,7 @@ pub fn run(
     out.cold.push((Side::Handler, cold));
     eprintln!("bench: memory");
     out.memory.push((Side::Handler, memory(rig, lua, handler, plan)?));
+    out.memory.push((Side::Floor, memory(rig, lua, floor, plan)?));
     if let Some(p) = python {
         let [cold] = cold_starts(rig, [p], plan.cold_starts, 0)?;
         out.cold.push((Side::Python, cold));
@@ -256,7 +259,9 @@ fn traced_start(
 /// connections) and reads it again; then runs `wrk` GET and PUT at
 /// [`WIDE_CONNS`] connections and reads it a third time.
 pub fn memory(rig: &Rig, lua: &Path, program: &Program, plan: &StartPlan) -> anyhow::Result<Memory> {
-    let server = Server::start(program, &rig.root, &settings(rig))?;
+    let floor = matches!(program, Program::Floor(_));
+    let settings = if floor { rig.floor_settings() } else { settings(rig) };
+    let server = Server::start(program, &rig.root, &settings)?;
     std::thread::sleep(Duration::from_secs(1));
     let (idle_rss, idle_hwm) = server.rss_kib()?;
     let per_conn = plan.memory_requests.div_ceil(MEMORY_CONNS);
@@ -294,7 +299,11 @@ pub fn memory(rig: &Rig, lua: &Path, program: &Program, plan: &StartPlan) -> any
         wide_rss,
         wide_hwm,
         wide_requests,
-        redis_connections: rig.identity_connections()?,
+        redis_connections: if floor {
+            rig.user_connections(BENCH_USER)?
+        } else {
+            rig.identity_connections()?
+        },
     })
 }
 
