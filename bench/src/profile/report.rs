@@ -310,6 +310,18 @@ mod tests {
         }
     }
 
+    /// An experiment of two rounds: the normal build at 1,000 req/s and
+    /// 40 ms of CPU, the experiment's at `off` (req/s, CPU ms) in each.
+    fn experiment(feature: &'static str, what: &'static str, swap: bool, off: (f64, u64)) -> Experiment {
+        Experiment {
+            feature,
+            what,
+            swap,
+            normal: vec![run(1000.0, 40), run(1000.0, 40)],
+            off: vec![run(off.0, off.1), run(off.0, off.1)],
+        }
+    }
+
     fn results() -> ProfileResults {
         let timing = Timing {
             warm: Duration::from_secs(2),
@@ -352,27 +364,9 @@ mod tests {
                 (Side::Floor, Op::Get, strace(3.0, 1.5)),
             ],
             experiments: vec![
-                Experiment {
-                    feature: "experiment-no-log",
-                    what: "the log line",
-                    swap: false,
-                    normal: vec![run(1000.0, 40), run(1000.0, 40)],
-                    off: vec![run(1100.0, 33), run(1100.0, 33)],
-                },
-                Experiment {
-                    feature: "experiment-no-json",
-                    what: "the JSON answer",
-                    swap: false,
-                    normal: vec![run(1000.0, 40), run(1000.0, 40)],
-                    off: vec![run(1000.0, 35), run(1000.0, 35)],
-                },
-                Experiment {
-                    feature: "experiment-system-allocator",
-                    what: "mimalloc",
-                    swap: true,
-                    normal: vec![run(1000.0, 40), run(1000.0, 40)],
-                    off: vec![run(1000.0, 50), run(1000.0, 50)],
-                },
+                experiment("experiment-no-log", "the log line", false, (1100.0, 33)),
+                experiment("experiment-no-json", "the JSON answer", false, (1000.0, 35)),
+                experiment("experiment-system-allocator", "mimalloc", true, (1000.0, 50)),
             ],
             flames: vec![
                 Flame {
