@@ -14,8 +14,9 @@ fn main() -> std::process::ExitCode {
 
 /// mimalloc, not glibc's malloc: about 4% less CPU per GET at 64
 /// connections and 7% at 256, none measurable at 16 (medians over four
-/// sessions of paired runs, `bench/notes.md`, item 7), for about 1 MiB more
-/// resident memory at idle and none at 256 connections. A request's buffers
+/// sessions of paired runs; `bench/notes.md`, item 7, and the message of
+/// the commit that added this line), for about 1 MiB more resident memory
+/// at idle and none at 256 connections. A request's buffers
 /// are often allocated on one runtime worker and freed on the other, which
 /// mimalloc's per-thread pages take without a lock. Built without
 /// transparent huge pages (`no_thp`). The `count-allocs` build counts over
