@@ -235,7 +235,7 @@ fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
         command: mode.command().to_owned(),
         concurrency: plan.concurrency.clone(),
         seconds_per_point: plan.timing.measure.as_secs(),
-        pairing: (plan.pairing.rounds, plan.pairing.measure.as_secs()),
+        pairing: plan.pairing,
         method: method::markdown(&Plan::full(), &Plan::smoke(), REFRESH_ONLY_ROUNDS),
         notes: std::fs::read_to_string(root.join("bench/notes.md")).unwrap_or_default(),
         ..Results::default()

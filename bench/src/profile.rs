@@ -192,7 +192,7 @@ impl ProfileResults {
                 anyhow::ensure!(
                     r.load.errors == 0 && r.load.rps > 0.0,
                     "profile, experiment {}: {} errors, {:.0} req/s",
-                    e.feature,
+                    e.turned.feature,
                     r.load.errors,
                     r.load.rps
                 );

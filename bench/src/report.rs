@@ -3,7 +3,7 @@
 
 use crate::cluster::ClusterResults;
 use crate::load::LoadResult;
-use crate::scenarios::{paired_ratios, Op, Point, Refresh, Side};
+use crate::scenarios::{paired_ratios, Op, Pairing, Point, Refresh, Side};
 use crate::slow_identity::SlowRefresh;
 use crate::start::StartResults;
 use crate::stats::{group, median, Target};
@@ -32,9 +32,8 @@ pub struct Results {
     pub concurrency: Vec<u32>,
     /// Seconds per measured load run (after a warm-up run).
     pub seconds_per_point: u64,
-    /// Runs of the handler and of the floor at each throughput point, and
-    /// the length of each, s.
-    pub pairing: (usize, u64),
+    /// The handler's and the floor's runs at each throughput point.
+    pub pairing: Pairing,
     /// The load runs.
     pub points: Vec<Point>,
     /// Cold starts, memory and the binary's size.
@@ -302,8 +301,8 @@ impl Results {
             text::THROUGHPUT,
             &[
                 ("seconds", self.seconds_per_point.to_string()),
-                ("pair_rounds", self.pairing.0.to_string()),
-                ("pair_seconds", self.pairing.1.to_string()),
+                ("pair_rounds", self.pairing.rounds.to_string()),
+                ("pair_seconds", self.pairing.measure.as_secs().to_string()),
                 ("keys", group(u64::from(crate::rig::KEYSPACE))),
                 ("value_bytes", crate::rig::VALUE_BYTES.to_string()),
             ],

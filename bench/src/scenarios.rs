@@ -147,7 +147,7 @@ pub fn paired_ratios(a: &Point, b: &Point) -> Option<(f64, Option<f64>)> {
 }
 
 /// How the handler and the floor take turns at each throughput point.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Pairing {
     /// Runs of each at each point, the two alternating (the first of a
     /// round alternating too).

@@ -12,7 +12,7 @@ use crate::telemetry::{measure, Run};
 use std::path::Path;
 
 /// One experiment: a feature of the handler and what it turns off.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Turned {
     /// The handler's feature.
     pub feature: &'static str,
@@ -63,12 +63,9 @@ pub const EXPERIMENTS: &[Turned] = &[
 /// One experiment's runs.
 #[derive(Debug, Clone, Default)]
 pub struct Experiment {
-    /// The handler's feature.
-    pub feature: &'static str,
-    /// What it turns off.
-    pub what: &'static str,
-    /// See [`Turned::swap`].
-    pub swap: bool,
+    /// The handler's feature, what it turns off, and whether it swaps a
+    /// choice.
+    pub turned: Turned,
     /// The normal build's runs, one per round.
     pub normal: Vec<Run>,
     /// The experiment build's runs, one per round.
@@ -147,9 +144,7 @@ pub fn run(
             }
         }
         let mut e = Experiment {
-            feature: turned.feature,
-            what: turned.what,
-            swap: turned.swap,
+            turned,
             ..Experiment::default()
         };
         for round in 0..plan.rounds {
@@ -193,9 +188,11 @@ pub(super) mod tests {
     #[test]
     fn paired_figures() {
         let e = Experiment {
-            feature: "experiment-no-log",
-            what: "the log line",
-            swap: false,
+            turned: Turned {
+                feature: "experiment-no-log",
+                what: "the log line",
+                swap: false,
+            },
             normal: vec![run(1000.0, 30), run(800.0, 24), run(900.0, 27)],
             off: vec![run(1100.0, 22), run(840.0, 21), run(990.0, 18)],
         };

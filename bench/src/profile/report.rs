@@ -173,8 +173,8 @@ impl ProfileResults {
             let _ = writeln!(
                 s,
                 "| {} | `{}` | {} | {} | {:.3}× | {cpu_normal:.1} | {cpu_off:.1} | {:.1} | {} |",
-                e.what,
-                e.feature,
+                e.turned.what,
+                e.turned.feature,
                 group(rps_normal.round() as u64),
                 group(rps_off.round() as u64),
                 e.paired_ratio(),
@@ -182,7 +182,7 @@ impl ProfileResults {
                 rounds.join(", ")
             );
         }
-        let parts: Vec<&Experiment> = self.experiments.iter().filter(|e| !e.swap).collect();
+        let parts: Vec<&Experiment> = self.experiments.iter().filter(|e| !e.turned.swap).collect();
         let saved: f64 = parts.iter().map(|e| e.paired_cpu_saved()).sum();
         let _ = write!(
             s,
@@ -289,6 +289,7 @@ mod tests {
     use super::*;
     use crate::load::LoadResult;
     use crate::profile::experiments::tests::run;
+    use crate::profile::experiments::Turned;
     use crate::profile::{Experiment, Flame, ProfilePlan, Strace};
     use crate::scenarios::{Point, Timing};
     use std::time::Duration;
@@ -314,9 +315,7 @@ mod tests {
     /// 40 ms of CPU, the experiment's at `off` (req/s, CPU ms) in each.
     fn experiment(feature: &'static str, what: &'static str, swap: bool, off: (f64, u64)) -> Experiment {
         Experiment {
-            feature,
-            what,
-            swap,
+            turned: Turned { feature, what, swap },
             normal: vec![run(1000.0, 40), run(1000.0, 40)],
             off: vec![run(off.0, off.1), run(off.0, off.1)],
         }
