@@ -13,7 +13,7 @@
 //!   runs many times slower, so it batches differently: its total is not
 //!   the full-speed one). Each is skipped, and the section says so, when
 //!   its tool is missing.
-//! - What six parts of the handler's GET path cost: one build per part
+//! - What seven parts of the handler's GET path cost: one build per part
 //!   with it turned off (the handler's `experiment-*` features), each
 //!   taking turns with the normal build over several rounds, medians.
 //! - Flame graphs: `perf record -g` of the handler and of the floor under

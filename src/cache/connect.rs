@@ -22,7 +22,10 @@
 //! - The time of the last read is kept ([`LastRead`]), so a command that
 //!   times out can tell a silent connection (nothing came back for a while)
 //!   from a slow command (other answers kept coming).
+//! - While other commands are in flight, a write waits one turn of the
+//!   runtime for more to join it ([`super::batch`]).
 
+use super::batch::{InFlight, Turn};
 use super::error::{classify, CacheError};
 use super::Target;
 use crate::secret::redact;
@@ -59,11 +62,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A new connection, the task doing its I/O, and when it last read.
+/// A new connection, the task doing its I/O, when it last read, and its
+/// commands in flight (which its invocations count).
 pub(super) struct Opened {
     pub(super) conn: MultiplexedConnection,
     pub(super) driver: AbortOnDrop,
     pub(super) last_read: LastRead,
+    pub(super) in_flight: InFlight,
 }
 
 /// When a connection last read anything: milliseconds since a
@@ -136,9 +141,11 @@ pub(super) async fn open<P: AsyncPushSender>(
         Box::new(tcp)
     };
     let last_read = LastRead::new();
+    let in_flight = InFlight::default();
     let counted = Counted {
         inner: stream,
         last_read: last_read.clone(),
+        turn: Turn::new(in_flight.clone()),
     };
     let mut info = RedisConnectionInfo::default().set_password(handshake.password);
     if let Some(user) = handshake.user {
@@ -162,6 +169,7 @@ pub(super) async fn open<P: AsyncPushSender>(
         conn,
         driver: AbortOnDrop(tokio::spawn(driver)),
         last_read,
+        in_flight,
     })
 }
 
@@ -213,10 +221,12 @@ fn tune(tcp: &tokio::net::TcpStream, target: &Target) {
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
-/// A stream that notes when it last read something.
+/// A stream that notes when it last read something, and holds a write
+/// back for a turn while other commands are in flight.
 struct Counted {
     inner: Box<dyn Stream>,
     last_read: LastRead,
+    turn: Turn,
 }
 
 impl AsyncRead for Counted {
@@ -232,6 +242,9 @@ impl AsyncRead for Counted {
 
 impl AsyncWrite for Counted {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if self.turn.wait(cx) {
+            return Poll::Pending;
+        }
         Pin::new(&mut *self.inner).poll_write(cx, buf)
     }
 
@@ -240,6 +253,9 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if self.turn.wait(cx) {
+            return Poll::Pending;
+        }
         Pin::new(&mut *self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -248,10 +264,140 @@ impl AsyncWrite for Counted {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_flush(cx)
+        let flushed = Pin::new(&mut *self.inner).poll_flush(cx);
+        if flushed.is_ready() {
+            self.turn.flushed();
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// The client's end of the pipe, counting the writes that reach it.
+    struct Tally {
+        inner: DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Tally {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Tally {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            written
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// The length of the first whole command (an array of bulk strings) in
+    /// `buf`, if it is all there.
+    fn command_len(buf: &[u8]) -> Option<usize> {
+        fn number(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+            let end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+            let n = std::str::from_utf8(buf.get(at + 1..end)?).ok()?.parse().ok()?;
+            Some((n, end + 2))
+        }
+        let (count, mut at) = number(buf, 0)?;
+        for _ in 0..count {
+            let (len, next) = number(buf, at)?;
+            at = next + len + 2;
+        }
+        (at <= buf.len()).then_some(at)
+    }
+
+    /// A server that answers `+OK` to every command: at once, except
+    /// `SET`s, which it answers `sets` at a time, as a server whose answers
+    /// take longer than the commands take to arrive.
+    async fn serve(mut io: DuplexStream, sets: usize) {
+        let (mut buf, mut chunk, mut held) = (Vec::new(), [0u8; 4096], 0);
+        while let Ok(n @ 1..) = io.read(&mut chunk).await {
+            buf.extend_from_slice(&chunk[..n]);
+            let mut answers = 0;
+            while let Some(len) = command_len(&buf) {
+                if buf.starts_with(b"*3\r\n$3\r\nSET\r\n") {
+                    held += 1;
+                } else {
+                    answers += 1;
+                }
+                buf.drain(..len);
+            }
+            if held == sets {
+                answers += std::mem::take(&mut held);
+            }
+            if io.write_all(&b"+OK\r\n".repeat(answers)).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn commands_in_flight_together_share_writes() {
+        const COMMANDS: usize = 32;
+        let (client, server) = tokio::io::duplex(1 << 16);
+        tokio::spawn(serve(server, COMMANDS));
+        let writes = Arc::new(AtomicUsize::new(0));
+        let in_flight = InFlight::default();
+        let stream = Counted {
+            inner: Box::new(Tally {
+                inner: client,
+                writes: writes.clone(),
+            }),
+            last_read: LastRead::new(),
+            turn: Turn::new(in_flight.clone()),
+        };
+        let (conn, driver) = MultiplexedConnection::new_with_config(
+            &RedisConnectionInfo::default(),
+            stream,
+            AsyncConnectionConfig::new(),
+        )
+        .await
+        .unwrap();
+        let _driver = AbortOnDrop(tokio::spawn(driver));
+        let before = writes.load(Ordering::Relaxed);
+        // From tasks on the worker, as invocations run: each command's
+        // send wakes the connection's task, which tokio runs next.
+        tokio::spawn(async move {
+            let sets: Vec<_> = (0..COMMANDS)
+                .map(|i| {
+                    let (mut conn, in_flight) = (conn.clone(), in_flight.clone());
+                    tokio::spawn(async move {
+                        let _flying = in_flight.enter();
+                        redis::cmd("SET").arg(i).arg("v").query_async::<()>(&mut conn).await
+                    })
+                })
+                .collect();
+            for set in sets {
+                set.await.unwrap().unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        let writes = writes.load(Ordering::Relaxed) - before;
+        assert!(writes <= COMMANDS / 4, "{COMMANDS} commands took {writes} writes");
     }
 }

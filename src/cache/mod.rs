@@ -37,6 +37,7 @@
 //! cache re-AUTHs every live connection, each master's included, at once.
 //! One token fetch serves the whole process.
 
+mod batch;
 mod cluster;
 mod connect;
 mod context;

@@ -58,6 +58,11 @@ pub const EXPERIMENTS: &[Turned] = &[
         what: "mimalloc (glibc's malloc instead, as the floor has)",
         swap: true,
     },
+    Turned {
+        feature: "experiment-no-write-batching",
+        what: "write batching (each Redis write as soon as the connection's task runs, as the floor's are)",
+        swap: true,
+    },
 ];
 
 /// One experiment's runs.

@@ -184,6 +184,7 @@ impl Node {
             conn,
             driver,
             last_read,
+            in_flight,
         } = connect::open(&self.ctx.target, host, port, handshake).await?;
         let number = self.stats.connects.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(Arc::new(Live {
@@ -193,6 +194,7 @@ impl Node {
             reauth_after: Mutex::new(None),
             served: AtomicBool::new(false),
             last_read,
+            in_flight,
             owner,
             driver,
         }))

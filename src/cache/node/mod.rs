@@ -14,6 +14,7 @@ mod auth;
 mod link;
 mod notices;
 
+use super::batch::InFlight;
 use super::connect::{AbortOnDrop, LastRead};
 use super::context::{Call, Context};
 use super::error::{classify, connection_broken, CacheError};
@@ -155,6 +156,9 @@ pub(super) struct Live {
     /// that counts as a failed attempt.
     served: AtomicBool,
     last_read: LastRead,
+    /// Its commands in flight: its writes wait a turn for more while
+    /// there are others (see [`super::batch`]).
+    in_flight: InFlight,
     /// Which node it serves (a connection can move to another: the
     /// configured endpoint's becomes a master's), for its pushes.
     owner: Arc<Mutex<Weak<Node>>>,
@@ -317,6 +321,7 @@ impl Node {
         self.ensure_authenticated(&live, &creds, call).await?;
         let (budget, deadline) = self.command_window(call);
         let mut conn = live.conn.clone();
+        let _flying = live.in_flight.enter();
         let outcome = if asking {
             // One write: on a shared connection, another invocation's
             // command must not come between ASKING and this one.
