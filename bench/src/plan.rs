@@ -103,12 +103,14 @@ impl Plan {
                 warm: Duration::from_secs(2),
                 measure: Duration::from_secs(5),
             },
-            // The ratio to the floor is what the targets are about: three
+            // The ratio to the floor is what the targets are about: five
             // rounds of 3 s each, taking turns, rather than one run of 5 s
             // (single runs on this kind of machine spread over more than
-            // the 5% a target allows).
+            // the 5% a target allows). Three let a slow spell of the
+            // machine's that took two rounds of a point decide its median
+            // (PUT at 64 connections at c220bf1: 1.04, 1.03 and 1.20).
             pairing: Pairing {
-                rounds: 3,
+                rounds: 5,
                 measure: Duration::from_secs(3),
             },
             // 20 plain and 20 traced starts of the handler, 20 of the
