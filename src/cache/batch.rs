@@ -103,6 +103,21 @@ mod tests {
     #[derive(Default)]
     struct Wakes(AtomicUsize);
 
+    impl Wakes {
+        fn waker() -> (Arc<Self>, Waker) {
+            let wakes = Arc::new(Self::default());
+            (wakes.clone(), Waker::from(wakes))
+        }
+    }
+
+    impl Turn {
+        /// A writer's turn and the count it reads.
+        fn counted() -> (InFlight, Self) {
+            let in_flight = InFlight::default();
+            (in_flight.clone(), Turn::new(in_flight))
+        }
+    }
+
     impl Wake for Wakes {
         fn wake(self: Arc<Self>) {
             self.wake_by_ref();
@@ -114,11 +129,9 @@ mod tests {
 
     #[test]
     fn a_lone_command_is_written_at_once() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = Wakes::waker();
         let mut cx = Context::from_waker(&waker);
-        let in_flight = InFlight::default();
-        let mut turn = Turn::new(in_flight.clone());
+        let (in_flight, mut turn) = Turn::counted();
         assert!(!turn.wait(&mut cx), "nothing in flight");
         let _one = in_flight.enter();
         assert!(!turn.wait(&mut cx), "only the command being written");
@@ -127,11 +140,9 @@ mod tests {
 
     #[test]
     fn with_others_in_flight_a_write_waits_one_turn_per_flush() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = Wakes::waker();
         let mut cx = Context::from_waker(&waker);
-        let in_flight = InFlight::default();
-        let mut turn = Turn::new(in_flight.clone());
+        let (in_flight, mut turn) = Turn::counted();
         let (_a, _b) = (in_flight.enter(), in_flight.enter());
         assert!(turn.wait(&mut cx), "two in flight: wait");
         assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "and be polled again");
