@@ -279,6 +279,7 @@ impl AsyncWrite for Counted {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use devhost::gateway::resp::parse_command;
     use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -314,22 +315,6 @@ mod tests {
         }
     }
 
-    /// The length of the first whole command (an array of bulk strings) in
-    /// `buf`, if it is all there.
-    fn command_len(buf: &[u8]) -> Option<usize> {
-        fn number(buf: &[u8], at: usize) -> Option<(usize, usize)> {
-            let end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
-            let n = std::str::from_utf8(buf.get(at + 1..end)?).ok()?.parse().ok()?;
-            Some((n, end + 2))
-        }
-        let (count, mut at) = number(buf, 0)?;
-        for _ in 0..count {
-            let (len, next) = number(buf, at)?;
-            at = next + len + 2;
-        }
-        (at <= buf.len()).then_some(at)
-    }
-
     /// A server that answers `+OK` to every command: at once, except
     /// `SET`s, which it answers `sets` at a time, as a server whose answers
     /// take longer than the commands take to arrive.
@@ -338,8 +323,8 @@ mod tests {
         while let Ok(n @ 1..) = io.read(&mut chunk).await {
             buf.extend_from_slice(&chunk[..n]);
             let mut answers = 0;
-            while let Some(len) = command_len(&buf) {
-                if buf.starts_with(b"*3\r\n$3\r\nSET\r\n") {
+            while let Some((len, args)) = parse_command(&buf) {
+                if args.first().is_some_and(|name| name.eq_ignore_ascii_case(b"SET")) {
                     held += 1;
                 } else {
                     answers += 1;
