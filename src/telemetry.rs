@@ -1,6 +1,13 @@
 //! Logging set-up: `RUST_LOG` filters (default `info`), `LOG_FORMAT=json`
 //! switches to JSON lines.
 //!
+//! `RUST_LOG` takes comma-separated `level` and `target=level` directives
+//! (`debug`, `azure_redis_handler=trace,info`), read by
+//! `tracing_subscriber`'s `Targets`, not `EnvFilter`: `EnvFilter`'s span and
+//! field filters need the regex crates, about 0.3 MB of the binary, and with
+//! it of the resident memory (BENCHMARKS.md, "Binary size"), for a syntax no
+//! setting here asks for.
+//!
 //! Warnings and errors go to stderr, the rest to stdout: the Functions host
 //! logs stdout at Information and stderr as Error (Warning when the line says
 //! "warn"), so levels survive the trip.
@@ -13,8 +20,10 @@
 use crate::settings::LogFormat;
 use crate::{log_line, log_writer};
 use tracing::Level;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Writes what is left when dropped; keep it alive for the whole of `main`.
 #[derive(Debug)]
@@ -24,28 +33,90 @@ pub(crate) struct LogGuard {
 
 /// Installs the global subscriber (once; later calls do nothing).
 pub(crate) fn init(format: LogFormat) -> LogGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, unread) = filter(std::env::var("RUST_LOG").ok().as_deref());
     let (stdout, guard) = log_writer::start(std::io::stdout());
     let info_out = stdout.clone();
     let writer = std::io::stderr.with_max_level(Level::WARN).or_else(stdout);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(false);
+    let builder = tracing_subscriber::fmt().with_writer(writer).with_ansi(false);
     // An invocation's lines are written by `log_line::Line`, the rest by
     // the formatter it wraps.
     let installed = match format {
-        LogFormat::Text => builder.event_format(log_line::Line::text()).try_init(),
+        LogFormat::Text => builder
+            .event_format(log_line::Line::text())
+            .finish()
+            .with(filter)
+            .try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .event_format(log_line::Line::json())
+            .finish()
+            .with(filter)
             .try_init(),
     };
     if installed.is_ok() {
         log_line::installed(matches!(format, LogFormat::Json), info_out);
+        if let Some(why) = unread {
+            tracing::warn!("RUST_LOG ignored, logging at info: {why}");
+        }
     }
     LogGuard {
         _writer: installed.ok().map(|()| guard),
+    }
+}
+
+/// The filter `RUST_LOG` (`var`) asks for: `info` when it is unset or
+/// blank, or when it cannot be read, and then also why, to be logged once
+/// logging is up.
+fn filter(var: Option<&str>) -> (Targets, Option<String>) {
+    let info = || Targets::new().with_default(Level::INFO);
+    match var.map(str::trim).filter(|v| !v.is_empty()) {
+        None => (info(), None),
+        Some(v) => match v.parse::<Targets>() {
+            Ok(targets) => (targets, None),
+            Err(e) => (
+                info(),
+                Some(format!("{e} (`level` and `target=level` directives, comma-separated)")),
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_or_blank_rust_log_logs_at_info() {
+        for var in [None, Some(""), Some("  ")] {
+            let (f, why) = filter(var);
+            assert!(why.is_none(), "{var:?}");
+            assert!(f.would_enable("azure_redis_handler::run", &Level::INFO), "{var:?}");
+            assert!(f.would_enable("hyper", &Level::WARN), "{var:?}");
+            assert!(!f.would_enable("azure_redis_handler::run", &Level::DEBUG), "{var:?}");
+        }
+    }
+
+    #[test]
+    fn levels_and_targets_are_read() {
+        let (f, why) = filter(Some("debug"));
+        assert!(why.is_none());
+        assert!(f.would_enable("redis", &Level::DEBUG));
+        assert!(!f.would_enable("redis", &Level::TRACE));
+
+        let (f, why) = filter(Some("azure_redis_handler=trace,warn"));
+        assert!(why.is_none());
+        assert!(f.would_enable("azure_redis_handler::cache::node", &Level::TRACE));
+        assert!(!f.would_enable("hyper::proto", &Level::INFO));
+        assert!(f.would_enable("hyper::proto", &Level::WARN));
+    }
+
+    #[test]
+    fn an_unreadable_rust_log_is_info_and_says_why() {
+        let (f, why) = filter(Some("azure_redis_handler=loud"));
+        let why = why.expect("a reason");
+        assert!(why.contains("target=level"), "{why}");
+        assert!(f.would_enable("azure_redis_handler", &Level::INFO));
+        assert!(!f.would_enable("azure_redis_handler", &Level::DEBUG));
     }
 }
