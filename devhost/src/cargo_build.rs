@@ -20,7 +20,7 @@ pub struct BuildRequest<'a> {
     pub bin: &'a str,
     /// `--release`.
     pub release: bool,
-    /// `--target <triple>`, for a platform other than this machine's.
+    /// `--target <triple>`; `None` builds for this machine.
     pub target: Option<&'a str>,
 }
 

@@ -141,7 +141,7 @@ struct PackageArgs {
     /// Where to write the zip [default: <app root>/dist/functionapp.zip].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Rust target to build for [default: native on Linux x86-64, else x86_64-unknown-linux-gnu].
+    /// Rust target to build for [default: x86_64-unknown-linux-musl, a static binary].
     #[arg(long)]
     target: Option<String>,
     /// Package this handler binary instead of building one.

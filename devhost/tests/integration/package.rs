@@ -136,3 +136,81 @@ fn cli_refuses_a_handler_azure_cannot_run_and_packages_one_it_can() {
     let mode = std::fs::metadata(&out).unwrap().permissions().mode();
     assert_eq!(mode & 0o644, 0o644, "the zip itself is readable: {mode:o}");
 }
+
+/// A stand-in for `cargo` (`$CARGO`) that writes its arguments to
+/// `args.txt` beside it; given `built`, it reports that file as the
+/// handler it built (Cargo's `compiler-artifact` message) and succeeds,
+/// else it fails as a build for a missing target does.
+fn fake_cargo(dir: &Path, built: Option<&Path>) -> PathBuf {
+    let script = dir.join("fake-cargo");
+    let args = dir.join("args.txt");
+    let body = match built {
+        Some(b) => format!(
+            "echo '{{\"reason\":\"compiler-artifact\",\"target\":{{\"kind\":[\"bin\"],\"name\":\"handler\"}},\"executable\":\"{}\"}}'\nexit 0\n",
+            b.display()
+        ),
+        None => "echo 'error[E0463]: can'\"'\"'t find crate for `core`' >&2\nexit 101\n".to_owned(),
+    };
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$@\" > '{}'\n{body}", args.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// `devhost package` builds a static binary (`--target
+/// x86_64-unknown-linux-musl`) unless told another target, and when that
+/// build fails it says what the target needs; no zip then.
+#[test]
+fn cli_builds_for_static_musl_unless_told_otherwise() {
+    let app = app_with_clutter();
+    let tools = tempfile::tempdir().unwrap();
+    let out = app.path().join("out.zip");
+    let run = |cargo: &Path, target: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_devhost"));
+        cmd.args(["package", "--app-root"])
+            .arg(app.path())
+            .arg("--out")
+            .arg(&out);
+        if let Some(t) = target {
+            cmd.args(["--target", t]);
+        }
+        cmd.env("CARGO", cargo).output().unwrap()
+    };
+    let args = || std::fs::read_to_string(tools.path().join("args.txt")).unwrap();
+
+    let failing = fake_cargo(tools.path(), None);
+    let failed = run(&failing, None);
+    assert!(!failed.status.success());
+    assert!(
+        args().contains("--release --target x86_64-unknown-linux-musl"),
+        "{}",
+        args()
+    );
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("rustup target add x86_64-unknown-linux-musl"), "{err}");
+    assert!(err.contains("musl-tools"), "{err}");
+    assert!(!out.exists(), "no zip from a failed build");
+
+    // The target asked for is the one built, and its binary is packaged.
+    let elf = tools.path().join("handler");
+    let mut header = b"\x7fELF\x02\x01\x01".to_vec();
+    header.resize(16, 0);
+    header.extend_from_slice(&[2, 0, 0x3e, 0]);
+    header.resize(64, 0);
+    std::fs::write(&elf, &header).unwrap();
+    let building = fake_cargo(tools.path(), Some(&elf));
+    let done = run(&building, Some("x86_64-unknown-linux-gnu"));
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(
+        args().contains("--release --target x86_64-unknown-linux-gnu"),
+        "{}",
+        args()
+    );
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&out).unwrap()).unwrap();
+    let mut packaged = Vec::new();
+    zip.by_name("handler").unwrap().read_to_end(&mut packaged).unwrap();
+    assert_eq!(packaged, header);
+}
