@@ -219,7 +219,7 @@ fn run(mode: Mode, cli: &Cli) -> anyhow::Result<()> {
     // Only the full run and `--start` (not comparing two handlers) compare
     // with the Python peer, so only they make the venv.
     let full = mode == Mode::Full || (mode == Mode::Start && cli.before.is_none());
-    tools::check(full)?;
+    tools::check(full, cli.handler.is_none())?;
     if mode == Mode::Flex {
         // Before building anything: this machine must let the bench make a cgroup.
         flex::probe().context("--flex runs the handler under a CPU quota")?;

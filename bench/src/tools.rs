@@ -41,29 +41,59 @@ const TOOLS: &[Tool] = &[
         package: "python3-venv",
         why: "the Python peer's virtualenv",
     },
+    Tool {
+        check: &["musl-gcc", "--version"],
+        must_succeed: true,
+        package: "musl-tools",
+        why: "the C compiler for the handler's static build (mimalloc and ring have C)",
+    },
 ];
 
-/// Fails with the exact `apt-get` line when a tool is missing. The Python
-/// tools are only needed when `python` is true.
-pub fn check(python: bool) -> anyhow::Result<()> {
+/// Fails with the exact `apt-get` (and `rustup`) lines when a tool is
+/// missing. The Python tools are only needed when `python` is true, and
+/// what builds the handler for [`TARGET`] only when `build` is.
+pub fn check(python: bool, build: bool) -> anyhow::Result<()> {
     let missing: Vec<&Tool> = TOOLS
         .iter()
         .filter(|t| python || t.package != "python3-venv")
+        .filter(|t| build || t.package != "musl-tools")
         .filter(|t| !runs(t.check, t.must_succeed))
         .collect();
-    if missing.is_empty() {
+    let no_target = build && !has_rust_target(TARGET);
+    if missing.is_empty() && !no_target {
         return Ok(());
     }
     let mut msg = String::from("the benchmark needs tools that are not installed:\n");
     for t in &missing {
         msg.push_str(&format!("  {} ({}: {})\n", t.check[0], t.package, t.why));
     }
-    let packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
-    msg.push_str(&format!(
-        "install them with:\n  sudo apt-get install -y {}",
-        packages.join(" ")
-    ));
+    if no_target {
+        msg.push_str(&format!(
+            "  Rust's {TARGET} target (the handler is built as `cargo devhost package` builds it)\n"
+        ));
+    }
+    msg.push_str("install them with:");
+    if !missing.is_empty() {
+        let packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
+        msg.push_str(&format!("\n  sudo apt-get install -y {}", packages.join(" ")));
+    }
+    if no_target {
+        msg.push_str(&format!("\n  rustup target add {TARGET}"));
+    }
     bail!(msg)
+}
+
+/// Whether the standard library for `target` is installed: its directory
+/// in rustc's sysroot (where `rustup target add` puts it) exists.
+fn has_rust_target(target: &str) -> bool {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    Command::new(rustc)
+        .args(["--print", "target-libdir", "--target", target])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .is_some_and(|o| Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_dir())
 }
 
 /// Whether `cargo bloat` (cargo-bloat, `cargo install cargo-bloat`) is
@@ -90,13 +120,30 @@ pub fn present(program: &str) -> bool {
     runs(&[program, "--version"], false)
 }
 
-/// `cargo build --release --bin handler`, returning the binary's path.
+/// What the handler and the floor are built for: the target `cargo devhost
+/// package` deploys (static, musl), so that the bench measures what runs in
+/// Azure.
+pub const TARGET: &str = devhost::package::AZURE_TARGET;
+
+/// `cargo build --release --bin handler --target` [`TARGET`], returning the
+/// binary's path.
 pub fn build_handler(root: &Path) -> anyhow::Result<PathBuf> {
-    cargo_build(root, &["--release", "--bin", "handler"], "release", "handler")
+    cargo_build(
+        root,
+        &["--release", "--bin", "handler", "--target", TARGET],
+        &format!("{TARGET}/release"),
+        "handler",
+    )
 }
 
 /// `cargo build --release -p floor`: the floor (`bench/floor`) with the
 /// handler's release profile, returning the binary's path.
+///
+/// Built for this machine (glibc), not for [`TARGET`]: the floor is the
+/// yardstick, and a static musl build of it would allocate with musl's
+/// malloc (one lock for the process), slower than the glibc malloc it has
+/// always been measured with, and would flatter the handler. Its memory
+/// figures include glibc's shared libraries, as they always have.
 pub fn build_floor(root: &Path) -> anyhow::Result<PathBuf> {
     cargo_build(root, &["--release", "-p", "floor"], "release", "floor")
 }
@@ -129,6 +176,12 @@ fn cargo_build(root: &Path, args: &[&str], dir: &str, bin: &str) -> anyhow::Resu
         .status()
         .context("running cargo build")?;
     if !status.success() {
+        if args.contains(&TARGET) {
+            bail!(
+                "{line} failed ({status}); building for {TARGET} needs `rustup target add {TARGET}` and `musl-gcc` \
+                 (Debian: `apt-get install musl-tools`)"
+            );
+        }
         bail!("{line} failed ({status})");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
@@ -174,4 +227,26 @@ pub fn python_venv(root: &Path, create: bool) -> anyhow::Result<Option<PathBuf>>
     }
     std::fs::write(&stamp, wanted)?;
     Ok(Some(python))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host's own target is always there; a made-up one never is, nor
+    /// one rustc knows but rustup has no library for (tier 3).
+    #[test]
+    fn a_rust_target_is_there_when_its_library_is() {
+        let host = String::from_utf8(
+            Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+                .args(["--print", "host-tuple"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        assert!(has_rust_target(host.trim()), "{host}");
+        assert!(!has_rust_target("x86_64-unknown-nowhere-musl"));
+        assert!(!has_rust_target("x86_64-unknown-haiku"));
+    }
 }

@@ -8,9 +8,12 @@
 //! nothing in their dependencies, so those are compiled once, and each
 //! binary is copied out to `target/variants/bin/<name>` as soon as it is
 //! built. The flame builds change the profile, so they have their own,
-//! `target/flame`.
+//! `target/flame`. The handler's are built for its deployed target
+//! ([`crate::tools::TARGET`]), and the floor's for this machine, as the
+//! bench's main builds are (`crate::tools`).
 
 use crate::rig::Program;
+use crate::tools::TARGET;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,8 +87,9 @@ pub fn variants(root: &Path, flame: bool) -> anyhow::Result<Variants> {
     })
 }
 
-/// `cargo build --release <args> --target-dir <dir>` with `env`, and the
-/// binary `bin` copied to `<dir>/bin/<bin>-<name>`, whose path it returns.
+/// `cargo build --release <args> --target-dir <dir>` with `env` (and
+/// `--target` [`TARGET`] for the handler), and the binary `bin` copied to
+/// `<dir>/bin/<bin>-<name>`, whose path it returns.
 fn build(
     root: &Path,
     args: &[&str],
@@ -95,15 +99,17 @@ fn build(
     name: &str,
 ) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target: &[&str] = if bin == "handler" { &["--target", TARGET] } else { &[] };
     let env_line: String = env.iter().map(|(k, v)| format!("{k}='{v}' ")).collect();
     let line = format!(
         "{env_line}cargo build --release {} --target-dir {}",
-        args.join(" "),
+        [target, args].concat().join(" "),
         dir.display()
     );
     eprintln!("bench: {line}");
     let status = Command::new(cargo)
         .args(["build", "--release"])
+        .args(target)
         .args(args)
         .arg("--target-dir")
         .arg(dir)
@@ -114,7 +120,10 @@ fn build(
     if !status.success() {
         bail!("{line} failed ({status})");
     }
-    let built = dir.join("release").join(bin);
+    let built = match target {
+        [] => dir.join("release").join(bin),
+        _ => dir.join(TARGET).join("release").join(bin),
+    };
     let copy = dir.join("bin").join(format!("{bin}-{name}"));
     std::fs::create_dir_all(dir.join("bin"))?;
     // Removed first: the old copy may be running (a bench still stopping).

@@ -19,7 +19,7 @@ pub struct Turned {
     /// What the feature turns off, for the report.
     pub what: &'static str,
     /// Whether the build swaps a choice of the handler's for what it chose
-    /// against (the router for the fast path, glibc's malloc for
+    /// against (the router for the fast path, the C library's malloc for
     /// mimalloc), rather than leaving a part of GET out: what it "saves" is
     /// then what the choice saves, negative, and it is not one of the parts
     /// whose costs add up.
@@ -55,7 +55,7 @@ pub const EXPERIMENTS: &[Turned] = &[
     },
     Turned {
         feature: "experiment-system-allocator",
-        what: "mimalloc (glibc's malloc instead, as the floor has)",
+        what: "mimalloc (the C library's malloc instead: musl's in the static build)",
         swap: true,
     },
     Turned {

@@ -382,9 +382,10 @@ pub fn comparison(cold: &[ColdStart; 2], mem: &[Memory], sizes: [u64; 2]) -> Str
 }
 
 /// The binary size template's figures.
-fn size_values(size: &Size) -> [(&'static str, String); 3] {
+fn size_values(size: &Size) -> [(&'static str, String); 4] {
     let profile: Vec<String> = size.profile.iter().map(|l| format!("`{l}`")).collect();
     [
+        ("path", size.path.clone()),
         ("mib", mib(size.bytes / 1024)),
         ("bytes", group(size.bytes)),
         ("profile", profile.join(", ")),
@@ -498,6 +499,7 @@ mod tests {
                 ),
             ],
             size: Some(Size {
+                path: "target/x86_64-unknown-linux-musl/release/handler".into(),
                 bytes: 8_257_064,
                 profile: vec!["lto = \"thin\"".into(), "strip = true".into()],
                 bloat: Some(Bloat {
@@ -550,7 +552,7 @@ mod tests {
         has("| floor | 5.0 MiB | 5.0 MiB | 6.0 MiB | 6.0 MiB | 100,032 | 13.0 MiB | 14.0 MiB | 160,000 | 1 |");
         has("The floor (hyper and one TLS Redis connection, nothing else)");
         has("## Binary size\n");
-        has("7.9 MiB (8,257,064 bytes), built with the release profile of `Cargo.toml`:\n`lto = \"thin\"`, `strip = true`.");
+        has("`target/x86_64-unknown-linux-musl/release/handler`: 7.9 MiB (8,257,064 bytes), built with the release profile of `Cargo.toml`:\n`lto = \"thin\"`, `strip = true`.");
         has("| aws_lc_sys | 1,536 KiB | 25.0% |");
         has("| the other crates | 3,584 KiB | 58.3% |");
         assert!(!md.contains("{{"), "{md}");

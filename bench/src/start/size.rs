@@ -14,7 +14,11 @@ pub const TOP_CRATES: usize = 20;
 /// The binary and what it is made of.
 #[derive(Debug, Clone, Default)]
 pub struct Size {
-    /// Size of `target/release/handler`, bytes.
+    /// The binary measured, as given (e.g.
+    /// `target/x86_64-unknown-linux-musl/release/handler`), relative to the
+    /// repository's root where it is inside it.
+    pub path: String,
+    /// Its size, bytes.
     pub bytes: u64,
     /// `[profile.release]` (and per-package) lines of `Cargo.toml`.
     pub profile: Vec<String>,
@@ -50,6 +54,7 @@ impl Bloat {
 /// stays as it is; the first time, that is a whole release build).
 pub fn measure(root: &Path, binary: &Path, bloat: bool) -> anyhow::Result<Size> {
     let mut size = Size {
+        path: binary.strip_prefix(root).unwrap_or(binary).display().to_string(),
         bytes: std::fs::metadata(binary)?.len(),
         profile: profile(&std::fs::read_to_string(root.join("Cargo.toml"))?),
         ..Size::default()
@@ -71,7 +76,16 @@ fn run_bloat(root: &Path) -> anyhow::Result<Bloat> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let out = Command::new(cargo)
-        .args(["bloat", "--release", "--bin", "handler", "--crates", "-n"])
+        .args([
+            "bloat",
+            "--release",
+            "--target",
+            crate::tools::TARGET,
+            "--bin",
+            "handler",
+            "--crates",
+            "-n",
+        ])
         .arg(TOP_CRATES.to_string())
         .args(["--message-format", "json"])
         .env("CARGO_TARGET_DIR", target.join("bloat"))
