@@ -94,6 +94,18 @@ fn zip_holds_exactly_the_app_with_an_executable_handler() {
     assert_eq!(names, expected, "nothing else in the zip");
 }
 
+/// Writes an ELF header for x86-64 (64-bit, little-endian, e_machine
+/// 0x3e) to `path`, what the package's check reads (a real binary would
+/// only make the tests slower), and returns its bytes.
+fn write_x86_64_elf_header(path: &Path) -> Vec<u8> {
+    let mut header = b"\x7fELF\x02\x01\x01".to_vec();
+    header.resize(16, 0);
+    header.extend_from_slice(&[2, 0, 0x3e, 0]);
+    header.resize(64, 0);
+    std::fs::write(path, &header).unwrap();
+    header
+}
+
 /// `devhost package` refuses a handler that is not a Linux x86-64
 /// executable (no zip written) and packages one that is, as a readable zip
 /// with the handler executable.
@@ -120,14 +132,8 @@ fn cli_refuses_a_handler_azure_cannot_run_and_packages_one_it_can() {
     assert!(err.contains("not a Linux x86-64 executable"), "{err}");
     assert!(!out.exists(), "no zip from a refused handler");
 
-    // An ELF header for x86-64 (64-bit, little-endian, e_machine 0x3e) is
-    // what the check reads; a real binary would only make the test slower.
     let elf = app.path().join("elf-handler");
-    let mut header = b"\x7fELF\x02\x01\x01".to_vec();
-    header.resize(16, 0);
-    header.extend_from_slice(&[2, 0, 0x3e, 0]);
-    header.resize(64, 0);
-    std::fs::write(&elf, &header).unwrap();
+    write_x86_64_elf_header(&elf);
     let done = run(&elf);
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&out).unwrap()).unwrap();
@@ -196,11 +202,7 @@ fn cli_builds_for_static_musl_unless_told_otherwise() {
 
     // The target asked for is the one built, and its binary is packaged.
     let elf = tools.path().join("handler");
-    let mut header = b"\x7fELF\x02\x01\x01".to_vec();
-    header.resize(16, 0);
-    header.extend_from_slice(&[2, 0, 0x3e, 0]);
-    header.resize(64, 0);
-    std::fs::write(&elf, &header).unwrap();
+    let header = write_x86_64_elf_header(&elf);
     let building = fake_cargo(tools.path(), Some(&elf));
     let done = run(&building, Some("x86_64-unknown-linux-gnu"));
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
