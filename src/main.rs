@@ -44,12 +44,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// `wrk` runs of the static build, the handler's peak RSS was 10.0 MiB
 /// after 64 connections and 19.2 MiB at 256 with the default, 9.1 and 15.4
 /// MiB purged after 10 ms (mimalloc 2's default), 9.4 and 16.0 MiB after
-/// 30 ms, and 8.7 and 14.5 MiB purged at once. The price is page faults
-/// when a purged page is used again: 0.07 per GET at 64 connections and
-/// 0.18 at 256 with 10 ms, against 0.004 and 0.013 with the default, about
-/// 1-2% of a GET's CPU at a microsecond or so each (paired `wrk` runs on the
-/// 2-core machine swing more than that). An explicit `MIMALLOC_PURGE_DELAY`
-/// in the environment still wins.
+/// 30 ms, and 8.7 and 14.5 MiB purged at once. The price is CPU: page
+/// faults when a purged page is used again (0.07 per GET at 64 connections
+/// and 0.18 at 256 with 10 ms, against 0.004 and 0.013 with the default)
+/// and the `madvise` calls. In paired runs of the same binary, 10 ms took
+/// 5% more CPU per GET at 64 connections and 2% more at 256 than 1000 ms
+/// did (medians of 6 rounds; the noise here is of that order too). An
+/// explicit `MIMALLOC_PURGE_DELAY` in the environment still wins: 1000
+/// restores mimalloc's default where CPU is short and memory is not.
 #[cfg(all(
     feature = "mimalloc",
     not(feature = "count-allocs"),
