@@ -19,11 +19,13 @@
 
 use crate::settings::LogFormat;
 use crate::{log_line, log_writer};
+use tracing::level_filters::LevelFilter;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
 
 /// Writes what is left when dropped; keep it alive for the whole of `main`.
 #[derive(Debug)]
@@ -37,7 +39,15 @@ pub(crate) fn init(format: LogFormat) -> LogGuard {
     let (stdout, guard) = log_writer::start(std::io::stdout());
     let info_out = stdout.clone();
     let writer = std::io::stderr.with_max_level(Level::WARN).or_else(stdout);
-    let builder = tracing_subscriber::fmt().with_writer(writer).with_ansi(false);
+    // The builder's own level filter (`info` unless told) would stop what
+    // `filter` lets through: it is set to the most `filter` lets through,
+    // which is also the level below which `tracing` and `log` calls
+    // return at once, and `filter` decides the rest.
+    let most = most_verbose(&filter);
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(most)
+        .with_writer(writer)
+        .with_ansi(false);
     // An invocation's lines are written by `log_line::Line`, the rest by
     // the formatter it wraps.
     let installed = match format {
@@ -82,6 +92,11 @@ fn filter(var: Option<&str>) -> (Targets, Option<String>) {
     }
 }
 
+/// The most verbose level `filter` lets through for any target.
+fn most_verbose(filter: &Targets) -> LevelFilter {
+    <Targets as Layer<Registry>>::max_level_hint(filter).unwrap_or(LevelFilter::TRACE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +124,22 @@ mod tests {
         assert!(f.would_enable("azure_redis_handler::cache::node", &Level::TRACE));
         assert!(!f.would_enable("hyper::proto", &Level::INFO));
         assert!(f.would_enable("hyper::proto", &Level::WARN));
+    }
+
+    /// The subscriber's own level filter lets through what `RUST_LOG`
+    /// asks for anywhere, and no more (debug lines were lost when it
+    /// stayed at the builder's `info`).
+    #[test]
+    fn the_subscriber_lets_through_the_most_verbose_level_asked_for() {
+        for (var, most) in [
+            (None, LevelFilter::INFO),
+            (Some("warn"), LevelFilter::WARN),
+            (Some("debug"), LevelFilter::DEBUG),
+            (Some("azure_redis_handler=trace,warn"), LevelFilter::TRACE),
+            (Some("hyper=off,error"), LevelFilter::ERROR),
+        ] {
+            assert_eq!(most_verbose(&filter(var).0), most, "{var:?}");
+        }
     }
 
     #[test]
