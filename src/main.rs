@@ -11,56 +11,52 @@ fn main() -> std::process::ExitCode {
         not(feature = "count-allocs"),
         not(feature = "experiment-system-allocator")
     ))]
-    mimalloc_purge::purge_after(mimalloc_purge::DELAY_MS);
+    allocator::purge_after(allocator::DELAY_MS);
     azure_redis_handler::run(&[
         #[cfg(feature = "count-allocs")]
         alloc_count::FUNCTION,
     ])
 }
 
-/// mimalloc, not glibc's malloc: about 4% less CPU per GET at 64
-/// connections and 7% at 256, none measurable at 16 (medians over four
-/// sessions of paired runs; `bench/notes.md`, item 7, and the message of
-/// the commit that added this line), for about 1 MiB more resident memory
-/// at idle and none at 256 connections. A request's buffers
-/// are often allocated on one runtime worker and freed on the other, which
-/// mimalloc's per-thread pages take without a lock. Built without
-/// transparent huge pages (`no_thp`). The `count-allocs` build counts over
-/// the system allocator instead, and `experiment-system-allocator` measures
-/// what this choice buys.
+/// The `handler` binary's allocator, mimalloc, and how it is tuned.
 #[cfg(all(
     feature = "mimalloc",
     not(feature = "count-allocs"),
     not(feature = "experiment-system-allocator")
 ))]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// When mimalloc gives freed memory back to the system.
-///
-/// mimalloc 3 keeps a page it has emptied for 1000 ms before it purges it
-/// (`MADV_DONTNEED`). Under load, a runtime worker empties pages the other
-/// then cannot use, so each worker holds its own peak for that second. In
-/// `wrk` runs of the static build, the handler's peak RSS was 10.0 MiB
-/// after 64 connections and 19.2 MiB at 256 with the default, 9.1 and 15.4
-/// MiB purged after 10 ms (mimalloc 2's default), 9.4 and 16.0 MiB after
-/// 30 ms, and 8.7 and 14.5 MiB purged at once. The price is CPU: page
-/// faults when a purged page is used again (0.07 per GET at 64 connections
-/// and 0.18 at 256 with 10 ms, against 0.004 and 0.013 with the default)
-/// and the `madvise` calls. In paired runs of the same binary, 10 ms took
-/// 5% more CPU per GET at 64 connections and 2% more at 256 than 1000 ms
-/// did (medians of 6 rounds; the noise here is of that order too). An
-/// explicit `MIMALLOC_PURGE_DELAY` in the environment still wins: 1000
-/// restores mimalloc's default where CPU is short and memory is not.
-#[cfg(all(
-    feature = "mimalloc",
-    not(feature = "count-allocs"),
-    not(feature = "experiment-system-allocator")
-))]
-mod mimalloc_purge {
+mod allocator {
     use std::ffi::{c_int, c_long};
 
-    /// The delay the handler sets, in milliseconds.
+    /// mimalloc, not glibc's malloc: about 4% less CPU per GET at 64
+    /// connections and 7% at 256, none measurable at 16 (medians over four
+    /// sessions of paired runs; `bench/notes.md`, item 7, and the message of
+    /// the commit that added this line), for about 1 MiB more resident memory
+    /// at idle and none at 256 connections. A request's buffers
+    /// are often allocated on one runtime worker and freed on the other, which
+    /// mimalloc's per-thread pages take without a lock. Built without
+    /// transparent huge pages (`no_thp`). The `count-allocs` build counts over
+    /// the system allocator instead, and `experiment-system-allocator` measures
+    /// what this choice buys.
+    #[global_allocator]
+    static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+    /// When mimalloc gives freed memory back to the system: the delay the
+    /// handler sets, in milliseconds.
+    ///
+    /// mimalloc 3 keeps a page it has emptied for 1000 ms before it purges it
+    /// (`MADV_DONTNEED`). Under load, a runtime worker empties pages the other
+    /// then cannot use, so each worker holds its own peak for that second. In
+    /// `wrk` runs of the static build, the handler's peak RSS was 10.0 MiB
+    /// after 64 connections and 19.2 MiB at 256 with the default, 9.1 and 15.4
+    /// MiB purged after 10 ms (mimalloc 2's default), 9.4 and 16.0 MiB after
+    /// 30 ms, and 8.7 and 14.5 MiB purged at once. The price is CPU: page
+    /// faults when a purged page is used again (0.07 per GET at 64 connections
+    /// and 0.18 at 256 with 10 ms, against 0.004 and 0.013 with the default)
+    /// and the `madvise` calls. In paired runs of the same binary, 10 ms took
+    /// 5% more CPU per GET at 64 connections and 2% more at 256 than 1000 ms
+    /// did (medians of 6 rounds; the noise here is of that order too). An
+    /// explicit `MIMALLOC_PURGE_DELAY` in the environment still wins: 1000
+    /// restores mimalloc's default where CPU is short and memory is not.
     pub const DELAY_MS: c_long = 10;
 
     /// `mi_option_purge_delay` in the `mi_option_t` enum of the mimalloc
