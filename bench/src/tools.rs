@@ -83,11 +83,15 @@ pub fn check(python: bool, build: bool) -> anyhow::Result<()> {
     bail!(msg)
 }
 
+/// The Rust compiler Cargo uses: `$RUSTC`, else `rustc`.
+fn rustc() -> std::ffi::OsString {
+    std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into())
+}
+
 /// Whether the standard library for `target` is installed: its directory
 /// in rustc's sysroot (where `rustup target add` puts it) exists.
 fn has_rust_target(target: &str) -> bool {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    Command::new(rustc)
+    Command::new(rustc())
         .args(["--print", "target-libdir", "--target", target])
         .stderr(Stdio::null())
         .output()
@@ -177,10 +181,7 @@ fn cargo_build(root: &Path, args: &[&str], dir: &str, bin: &str) -> anyhow::Resu
         .context("running cargo build")?;
     if !status.success() {
         if args.contains(&TARGET) {
-            bail!(
-                "{line} failed ({status}); building for {TARGET} needs `rustup target add {TARGET}` and `musl-gcc` \
-                 (Debian: `apt-get install musl-tools`)"
-            );
+            bail!("{line} failed ({status}); {}", devhost::package::build_hint(TARGET));
         }
         bail!("{line} failed ({status})");
     }
@@ -238,7 +239,7 @@ mod tests {
     #[test]
     fn a_rust_target_is_there_when_its_library_is() {
         let host = String::from_utf8(
-            Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+            Command::new(rustc())
                 .args(["--print", "host-tuple"])
                 .output()
                 .unwrap()

@@ -26,11 +26,6 @@ use zip::CompressionMethod;
 /// C in mimalloc and ring.
 pub const AZURE_TARGET: &str = "x86_64-unknown-linux-musl";
 
-/// The target a build is for: the one asked for, else [`AZURE_TARGET`].
-pub fn build_target(asked: Option<&str>) -> &str {
-    asked.unwrap_or(AZURE_TARGET)
-}
-
 /// Unix mode of the handler entry (rwxr-xr-x).
 pub const EXECUTABLE_MODE: u32 = 0o755;
 
@@ -137,7 +132,7 @@ pub fn build_and_package(req: &PackageRequest) -> anyhow::Result<(PathBuf, Vec<S
                 .context("defaultExecutablePath has no file name")?
                 .to_string_lossy()
                 .into_owned();
-            let target = build_target(req.target.as_deref());
+            let target = req.target.as_deref().unwrap_or(AZURE_TARGET);
             let build = BuildRequest {
                 dir: &req.app_root,
                 bin: &bin,
@@ -153,8 +148,9 @@ pub fn build_and_package(req: &PackageRequest) -> anyhow::Result<(PathBuf, Vec<S
     Ok((handler, entries))
 }
 
-/// What a failed build for `target` most likely lacks.
-fn build_hint(target: &str) -> String {
+/// What a failed build for `target` most likely lacks (also the bench's
+/// message when its build of the handler fails).
+pub fn build_hint(target: &str) -> String {
     let mut hint = format!(
         "building the handler for {target}: the target needs `rustup target add {target}` and a C compiler \
          and linker for it"
