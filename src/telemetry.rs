@@ -4,7 +4,7 @@
 //! `RUST_LOG` takes comma-separated `level` and `target=level` directives
 //! (`debug`, `azure_redis_handler=trace,info`), read by
 //! `tracing_subscriber`'s `Targets`, not `EnvFilter`: `EnvFilter`'s span and
-//! field filters need the regex crates, about 0.3 MB of the binary, and with
+//! field filters need the regex crates, 0.36 MiB of the binary, and with
 //! it of the resident memory (BENCHMARKS.md, "Binary size"), for a syntax no
 //! setting here asks for.
 //!
