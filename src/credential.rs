@@ -17,9 +17,10 @@
 //! milliseconds of every cold start before the handler could listen (145
 //! certificates, one file each, on a Debian image without `SSL_CERT_FILE`),
 //! even for a managed identity's local endpoint, which is plain HTTP. Ours
-//! is the same reqwest client (rustls, no redirects, azure_core's connect
-//! and read timeouts) trusting the same roots, loaded on its first TLS
-//! handshake, if it makes one ([`crate::tls::lazy_https_client_config`]).
+//! is the handler's own client ([`crate::http_client`]: rustls, no
+//! redirects, azure_core's connect and read timeouts) trusting the same
+//! roots, loaded on its first TLS handshake, if it makes one
+//! ([`crate::tls::lazy_https_client_config`]).
 
 use crate::settings::{Authority, CredentialChoice};
 use crate::token::{credential_error, FetchedToken, TokenError, TokenFuture, TokenSource};
@@ -106,24 +107,14 @@ fn entra_options(authority: &Authority) -> azure_core::Result<ClientOptions> {
     Ok(options)
 }
 
-/// A reqwest client (rustls) as azure_core builds its own, trusting the
-/// roots `roots` gives, loaded on its first TLS handshake.
+/// The handler's HTTP client ([`crate::http_client`]) with azure_core's own
+/// client's timeouts (20 s to connect, 60 s for the answer), trusting the
+/// roots `roots` gives, loaded on its first TLS handshake. Like azure_core's,
+/// it follows no redirects (Entra ID does not redirect token requests).
 fn http_transport(roots: impl Fn() -> rustls::RootCertStore + Send + Sync + 'static) -> azure_core::Result<Transport> {
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(crate::tls::lazy_https_client_config(roots))
-        // As azure_core's own client: its timeouts, and no redirects (Entra
-        // ID does not redirect token requests).
-        .connect_timeout(Duration::from_secs(20))
-        .read_timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| {
-            azure_core::Error::with_message(
-                azure_core::error::ErrorKind::Other,
-                format!("the HTTP client for tokens: {e}"),
-            )
-        })?;
-    Ok(Transport::new(Arc::new(client)))
+    let client = crate::http_client::Client::new(crate::tls::lazy_https_client_config(roots), Duration::from_secs(20));
+    let transport = crate::http_client::TokenTransport::new(client, Duration::from_secs(60));
+    Ok(Transport::new(Arc::new(transport)))
 }
 
 fn build(choice: &CredentialChoice) -> azure_core::Result<Arc<dyn TokenCredential>> {

@@ -87,6 +87,7 @@ mod error;
 mod experiment;
 mod functions;
 pub mod host;
+mod http_client;
 mod log_line;
 mod log_writer;
 mod malloc;

@@ -26,6 +26,10 @@ static EXPORTER: OnceLock<Arc<Exporter>> = OnceLock::new();
 /// How often, at most, a failing export or dropped spans are logged.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
+/// How long a connection to the collector may take; each export's timeout
+/// (`OTEL_EXPORTER_OTLP_TIMEOUT`) bounds the whole exchange as well.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Spans waiting for export: one buffer per thread that records spans
 /// (each thread locks only its own, so worker threads never wait for each
 /// other; the exporter takes them all), bounded together by `queued`.
@@ -47,7 +51,7 @@ struct Queue {
 pub(super) struct Exporter {
     config: Config,
     resource: Resource,
-    client: reqwest::Client,
+    client: crate::http_client::Client,
     /// `WEBSITE_SITE_NAME`, for `faas.name` (`<app>/<function>`).
     app_name: String,
     /// When metrics began (cumulative sums start here).
@@ -216,16 +220,10 @@ pub(crate) fn start(config: Config, resource: Resource, app_name: &str, extra_ro
     if !config.is_on() || EXPORTER.get().is_some() {
         return None;
     }
-    let client = match reqwest::Client::builder()
-        .tls_backend_preconfigured(crate::tls::https_client_config(extra_roots.unwrap_or_default()))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "telemetry: cannot build the HTTP client; nothing is exported");
-            return None;
-        }
-    };
+    let client = crate::http_client::Client::new(
+        crate::tls::https_client_config(extra_roots.unwrap_or_default()),
+        CONNECT_TIMEOUT,
+    );
     let queue = config.traces.as_ref().map(|_| Queue {
         shards: Mutex::new(Vec::new()),
         queued: AtomicUsize::new(0),
@@ -381,20 +379,27 @@ async fn export_metrics(exporter: Arc<Exporter>, mut stop: watch::Receiver<bool>
 
 /// One OTLP/HTTP request: 2xx is success; anything else, or no answer
 /// within the timeout, an error (the batch is not sent again).
-async fn send(client: &reqwest::Client, signal: &Signal, body: Vec<u8>) -> Result<(), String> {
-    let mut request = client
-        .post(&signal.url)
-        .timeout(signal.timeout)
-        .header("content-type", signal.protocol.content_type())
-        .body(body);
+async fn send(client: &crate::http_client::Client, signal: &Signal, body: Vec<u8>) -> Result<(), String> {
+    use crate::http_client::{Error, Outgoing};
+    use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+    let mut request = Outgoing::new(hyper::Method::POST, &signal.url, body.into()).map_err(|e| e.to_string())?;
+    request
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static(signal.protocol.content_type()));
     for (name, value) in &signal.headers {
-        request = request.header(name.as_str(), value.expose());
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value.expose()),
+        ) else {
+            return Err(format!("the header {name} cannot be sent"));
+        };
+        request.headers.insert(name, value);
     }
-    match request.send().await {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(format!("the collector answered {}", r.status())),
-        Err(e) if e.is_timeout() => Err(format!("no answer within {:?}", signal.timeout)),
-        Err(e) if e.is_connect() => Err("cannot connect to the collector".to_owned()),
+    match client.send(request, signal.timeout).await {
+        Ok(r) if r.status.is_success() => Ok(()),
+        Ok(r) => Err(format!("the collector answered {}", r.status)),
+        Err(Error::Timeout(_)) => Err(format!("no answer within {:?}", signal.timeout)),
+        Err(Error::Connect(_)) => Err("cannot connect to the collector".to_owned()),
         Err(e) => Err(crate::secret::redact(&e.to_string())),
     }
 }
