@@ -256,4 +256,19 @@ mod tests {
             "the refused handshake never reached the endpoint: {err}"
         );
     }
+    /// URLs (an identity endpoint, an authority host) take ASCII host
+    /// names, punycode labels among them, and refuse others: `url` has no
+    /// IDNA back end here (`idna_adapter` 1.0, Cargo.toml).
+    #[test]
+    fn host_names_are_ascii() {
+        use azure_core::http::Url;
+        for ascii in [
+            "https://login.microsoftonline.com/tenant",
+            "https://xn--bcher-kva.example/tenant",
+            "http://127.0.0.1:41000/msi/token",
+        ] {
+            assert!(Url::parse(ascii).is_ok(), "{ascii}");
+        }
+        assert!(Url::parse("https://bücher.example/tenant").is_err());
+    }
 }
