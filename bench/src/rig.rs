@@ -248,10 +248,53 @@ impl Server {
         Ok((field("VmRSS:")?, field("VmHWM:")?))
     }
 
+    /// The resident file pages of the server's own binary and of its other
+    /// files (shared libraries), from `/proc/<pid>/smaps`, in KiB: what of
+    /// its RSS the kernel shares with the page cache rather than allocated
+    /// for it.
+    pub fn file_rss_kib(&self) -> anyhow::Result<FileRss> {
+        let pid = self.pid();
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))?;
+        Ok(file_rss(&smaps, &exe.to_string_lossy()))
+    }
+
     /// The last few KiB the server wrote to stdout and to stderr.
     pub fn tail(&self) -> String {
         format!("{}{}", self.process.stdout(), self.process.stderr())
     }
+}
+
+/// Resident file pages of a process, KiB ([`Server::file_rss_kib`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileRss {
+    /// Of the program's own binary.
+    pub binary: u64,
+    /// Of every other file it maps (shared libraries).
+    pub libraries: u64,
+}
+
+/// Sums the `Rss:` of each mapping in `smaps` by what it maps: the binary
+/// at `exe`, another file, or memory (`[heap]`, `[stack]`, anonymous).
+pub fn file_rss(smaps: &str, exe: &str) -> FileRss {
+    let mut out = FileRss::default();
+    let mut path = "";
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // A mapping's header: range, perms, offset, device, inode, path.
+            path = line.splitn(6, char::is_whitespace).nth(5).unwrap_or("").trim();
+        } else if first == "Rss:" {
+            let kib: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            if path == exe {
+                out.binary += kib;
+            } else if path.starts_with('/') {
+                out.libraries += kib;
+            }
+        }
+    }
+    out
 }
 
 /// Runs the servers' output readers (one thread).
@@ -264,4 +307,36 @@ fn runtime() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("a tokio runtime")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The binary's mappings, other files' and memory are told apart by
+    /// the path each mapping's header ends with.
+    #[test]
+    fn file_rss_sums_the_binary_and_the_other_files() {
+        let smaps = "\
+55d0c0000000-55d0c0100000 r-xp 00000000 fe:01 42                         /srv/handler
+Size:               1024 kB
+Rss:                1000 kB
+55d0c0100000-55d0c0200000 r--p 00100000 fe:01 42                         /srv/handler
+Rss:                 200 kB
+55d0c0300000-55d0c0400000 rw-p 00000000 00:00 0                          [heap]
+Rss:                 300 kB
+7f0000000000-7f0000100000 rw-p 00000000 00:00 0 
+Rss:                 400 kB
+7f0000200000-7f0000300000 r-xp 00000000 fe:01 7                          /usr/lib/x86_64-linux-gnu/libc.so.6
+Rss:                  50 kB
+VmFlags: rd ex mr mw me
+";
+        assert_eq!(
+            file_rss(smaps, "/srv/handler"),
+            FileRss {
+                binary: 1200,
+                libraries: 50
+            }
+        );
+    }
 }

@@ -20,7 +20,7 @@ pub use size::Size;
 
 use crate::client::Conn;
 use crate::load;
-use crate::rig::{key, Program, Rig, Server, BENCH_USER, KEYSPACE, VALUE_BYTES};
+use crate::rig::{key, FileRss, Program, Rig, Server, BENCH_USER, KEYSPACE, VALUE_BYTES};
 use crate::scenarios::Side;
 use anyhow::{ensure, Context};
 use devhost::otlp::{Behaviour, Receiver};
@@ -80,6 +80,8 @@ pub struct Memory {
     pub wide_requests: u64,
     /// Connections to Redis the process held after them.
     pub redis_connections: usize,
+    /// Of `after_rss`, the file pages: its binary and its libraries.
+    pub after_files: FileRss,
 }
 
 /// Everything the start and size part measured.
@@ -278,6 +280,7 @@ pub fn memory(rig: &Rig, lua: &Path, program: &Program, plan: &StartPlan) -> any
     ensure!(bad == 0, "{bad} requests of the memory run were not answered 2xx");
     std::thread::sleep(Duration::from_millis(500));
     let (after_rss, after_hwm) = server.rss_kib()?;
+    let after_files = server.file_rss_kib()?;
     let mut wide_requests = 0;
     for method in ["GET", "PUT"] {
         let r = load::wrk(lua, port, method, WIDE_CONNS, plan.wide_run)?;
@@ -299,6 +302,7 @@ pub fn memory(rig: &Rig, lua: &Path, program: &Program, plan: &StartPlan) -> any
         wide_rss,
         wide_hwm,
         wide_requests,
+        after_files,
         redis_connections: if floor {
             rig.user_connections(BENCH_USER)?
         } else {

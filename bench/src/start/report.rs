@@ -196,6 +196,24 @@ impl StartResults {
                 m.redis_connections
             );
         }
+        s.push_str(
+            "\nWhat the RSS after the requests is made of, from `/proc/<pid>/smaps`: pages of files (the program's \
+             binary, shared libraries), which the kernel shares with its page cache and reads ahead, so how much of \
+             a binary is resident depends on the kernel as much as on the program; and the process's own memory \
+             (heap, stacks, anonymous maps).\n\n| | RSS after | its binary | shared libraries | its own memory |\n|---|--:|--:|--:|--:|\n",
+        );
+        for (side, m) in &self.memory {
+            let files = m.after_files.binary + m.after_files.libraries;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                side.label(),
+                mib(m.after_rss),
+                mib(m.after_files.binary),
+                mib(m.after_files.libraries),
+                mib(m.after_rss.saturating_sub(files))
+            );
+        }
         s.push('\n');
         for t in self.targets().iter().filter(|t| t.goal.starts_with("peak RSS")) {
             let _ = writeln!(s, "{}", target_line(t));
@@ -427,6 +445,7 @@ mod tests {
     use super::super::size::Bloat;
     use super::super::StartPlan;
     use super::*;
+    use crate::rig::FileRss;
     use std::time::Duration;
 
     fn results() -> StartResults {
@@ -481,6 +500,10 @@ mod tests {
                         wide_hwm: 14 * 1024,
                         wide_requests: 160_000,
                         redis_connections: 1,
+                        after_files: FileRss {
+                            binary: 2 * 1024,
+                            libraries: 2 * 1024,
+                        },
                     },
                 ),
                 (
@@ -495,6 +518,10 @@ mod tests {
                         wide_hwm: 11 * 1024 + 512,
                         wide_requests: 150_000,
                         redis_connections: 1,
+                        after_files: FileRss {
+                            binary: 4 * 1024 + 512,
+                            libraries: 0,
+                        },
                     },
                 ),
             ],
@@ -550,6 +577,8 @@ mod tests {
         has("| handler (Rust) | 7.0 MiB | 7.0 MiB | 7.5 MiB | 8.0 MiB | 100,032 | 11.0 MiB | 11.5 MiB | 150,000 | 1 |");
         has("Target: peak RSS at 256 connections < 12.0 MiB: 11.5 MiB (VmHWM; VmRSS 11.0 MiB) — met.");
         has("| floor | 5.0 MiB | 5.0 MiB | 6.0 MiB | 6.0 MiB | 100,032 | 13.0 MiB | 14.0 MiB | 160,000 | 1 |");
+        has("| | RSS after | its binary | shared libraries | its own memory |\n|---|--:|--:|--:|--:|\n\
+             | floor | 6.0 MiB | 2.0 MiB | 2.0 MiB | 2.0 MiB |\n| handler (Rust) | 7.5 MiB | 4.5 MiB | 0.0 MiB | 3.0 MiB |\n");
         has("The floor (hyper and one TLS Redis connection, nothing else)");
         has("## Binary size\n");
         has("`target/x86_64-unknown-linux-musl/release/handler`: 7.9 MiB (8,257,064 bytes), built with the release profile of `Cargo.toml`:\n`lto = \"thin\"`, `strip = true`.");
