@@ -118,6 +118,17 @@ pub(super) async fn open<P: AsyncPushSender>(
     port: u16,
     handshake: Handshake<'_, P>,
 ) -> Result<Opened, CacheError> {
+    authenticate(transport(target, host, port).await?, host, port, handshake).await
+}
+
+/// A connection's TCP and, with TLS, its handshake done: what needs no
+/// credentials ([`transport`]).
+pub(super) struct Transport(Box<dyn Stream>);
+
+/// TCP to `host:port` and, with `target`'s TLS settings, the TLS handshake:
+/// the part of a connection that needs no credentials, so that it can be
+/// made while they are fetched. No deadline of its own.
+pub(super) async fn transport(target: &Target, host: &str, port: u16) -> Result<Transport, CacheError> {
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         CacheError::Unavailable(format!("{what} {host}:{port}: {}", without_link(&e.to_string())))
     };
@@ -140,6 +151,18 @@ pub(super) async fn open<P: AsyncPushSender>(
     } else {
         Box::new(tcp)
     };
+    Ok(Transport(stream))
+}
+
+/// Authenticates over `transport` (to `host:port`) as `handshake` says and
+/// starts the connection's driver. No deadline of its own.
+pub(super) async fn authenticate<P: AsyncPushSender>(
+    transport: Transport,
+    host: &str,
+    port: u16,
+    handshake: Handshake<'_, P>,
+) -> Result<Opened, CacheError> {
+    let Transport(stream) = transport;
     let last_read = LastRead::new();
     let in_flight = InFlight::default();
     let counted = Counted {

@@ -51,6 +51,7 @@ mod retry;
 mod slot;
 mod standalone;
 mod status;
+mod together;
 
 pub(crate) use context::{Auth, Target};
 pub(crate) use error::classify;

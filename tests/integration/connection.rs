@@ -289,3 +289,43 @@ async fn doctor_names_a_missing_identity() {
     assert_eq!(failed_step(&text), Some("token"), "{text}");
     assert!(text.contains("az functionapp identity assign"), "{text}");
 }
+
+/// A cold start makes the connection's TCP and TLS handshake while its
+/// first token is fetched, and sends AUTH once the token comes: with an
+/// identity endpoint that takes 2 s, the gateway has the new handler's
+/// connection before that token is minted, and the first invocation is
+/// answered once it is.
+#[tokio::test]
+async fn the_connection_is_made_while_the_first_token_is_fetched() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = spawn_app(Options {
+        gateway: true,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.get("/api/ping").await.0, 200);
+    let gateway = app.gateway();
+    let connections = gateway.stats().connections.load(SeqCst);
+    let minted = app.identity.tokens_minted();
+    app.identity.set_delay(Duration::from_secs(2));
+    let another = app.spawn_another(&[]).await;
+    wait_until(
+        "the new handler's connection at the gateway",
+        Duration::from_millis(1500),
+        || gateway.stats().connections.load(SeqCst) > connections,
+    )
+    .await;
+    assert_eq!(
+        app.identity.tokens_minted(),
+        minted,
+        "connected before its token was minted"
+    );
+    let (status, body) = support::call_handler(&another, Method::GET, "/api/ping", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.identity.tokens_minted(), minted + 1);
+    assert_eq!(
+        gateway.stats().connections.load(SeqCst),
+        connections + 1,
+        "one connection, AUTHed when the token came"
+    );
+}

@@ -7,6 +7,7 @@ use crate::cache::context::{Call, Credentials};
 use crate::cache::error::CacheError;
 use crate::cache::gate::{Admit, Gate};
 use crate::cache::retry::Failure;
+use crate::cache::together::credentials_first;
 use crate::otel;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -158,12 +159,22 @@ impl Node {
 
     /// A new connection with the newest credentials, to `to` or else to
     /// where this node's traffic goes now.
+    ///
+    /// TCP and the TLS handshake are made while the credentials are awaited
+    /// (on a cold start, while the first token is fetched), and AUTH is sent
+    /// once both are there ([`credentials_first`]: a token that cannot be
+    /// had closes the new connection, or opens none when it is refused at
+    /// once, and is the error when both fail).
     pub(super) async fn connect_once(self: &Arc<Self>, to: Option<(&str, u16)>) -> Result<Arc<Live>, CacheError> {
-        let creds = self.ctx.connect_credentials().await?;
         let moved = self.moved_to();
         let (host, port) = to
             .or(moved.as_ref().map(|(h, p)| (h.as_str(), *p)))
             .unwrap_or((&self.host, self.port));
+        let (creds, transport) = credentials_first(
+            self.ctx.connect_credentials(),
+            connect::transport(&self.ctx.target, host, port),
+        )
+        .await?;
         let owner = Arc::new(Mutex::new(Arc::downgrade(self)));
         let pushes = self.ctx.maintenance.wants_pushes().then(|| {
             let owner = owner.clone();
@@ -185,7 +196,7 @@ impl Node {
             driver,
             last_read,
             in_flight,
-        } = connect::open(&self.ctx.target, host, port, handshake).await?;
+        } = connect::authenticate(transport, host, port, handshake).await?;
         let number = self.stats.connects.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(Arc::new(Live {
             conn,

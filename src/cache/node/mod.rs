@@ -315,7 +315,19 @@ impl Node {
         asking: bool,
     ) -> Result<T, Failure> {
         #[cfg(not(feature = "experiment-no-token-check"))]
-        let creds = self.ctx.credentials(call).await.map_err(Failure::NoConnection)?;
+        let (creds, live) = if self.is_connected() {
+            let creds = self.ctx.credentials(call).await.map_err(Failure::NoConnection)?;
+            (creds, self.connection(call).await?)
+        } else {
+            // No connection yet (a cold start, after a loss): it is made
+            // while the token is awaited; a token problem is the one told.
+            super::together::credentials_first(
+                async { self.ctx.credentials(call).await.map_err(Failure::NoConnection) },
+                self.connection(call),
+            )
+            .await?
+        };
+        #[cfg(feature = "experiment-no-token-check")]
         let live = self.connection(call).await?;
         #[cfg(not(feature = "experiment-no-token-check"))]
         self.ensure_authenticated(&live, &creds, call).await?;
