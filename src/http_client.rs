@@ -527,18 +527,7 @@ mod tests {
 
     /// A plain HTTP server on loopback answering every request with `answer`.
     async fn origin(answer: &str) -> (u16, Seen) {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (tx, requests) = mpsc::unbounded_channel();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let (counted, answer) = (connections.clone(), answer.as_bytes().to_vec());
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(answer_all(tcp, answer.clone(), tx.clone()));
-            }
-        });
-        (port, Seen { requests, connections })
+        serve(answer, None).await
     }
 
     /// An HTTPS server with `pki`'s certificate (`localhost`) answering
@@ -555,7 +544,12 @@ mod tests {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        serve(answer, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    /// A server on loopback, over TLS with `tls`, answering every request
+    /// with `answer`.
+    async fn serve(answer: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> (u16, Seen) {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, requests) = mpsc::unbounded_channel();
@@ -564,8 +558,13 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 counted.fetch_add(1, Ordering::SeqCst);
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    tokio::spawn(answer_all(tls, answer.clone(), tx.clone()));
+                match &tls {
+                    None => drop(tokio::spawn(answer_all(tcp, answer.clone(), tx.clone()))),
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(tcp).await {
+                            tokio::spawn(answer_all(tls, answer.clone(), tx.clone()));
+                        }
+                    }
                 }
             }
         });
