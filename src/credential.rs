@@ -256,6 +256,7 @@ mod tests {
             "the refused handshake never reached the endpoint: {err}"
         );
     }
+
     /// URLs (an identity endpoint, an authority host) take ASCII host
     /// names, punycode labels among them, and refuse others: `url` has no
     /// IDNA back end here (`idna_adapter` 1.0, Cargo.toml).

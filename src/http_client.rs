@@ -39,10 +39,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long an idle connection is kept for reuse (reqwest's default).
-pub(crate) const IDLE_FOR: Duration = Duration::from_secs(90);
+const IDLE_FOR: Duration = Duration::from_secs(90);
 
 /// The largest answer read: a token or a collector's reply is a few KiB.
-pub(crate) const MAX_BODY: usize = 1 << 20;
+const MAX_BODY: usize = 1 << 20;
 
 /// The most a proxy's answer to `CONNECT` may hold before its blank line.
 const MAX_PROXY_HEAD: usize = 8 * 1024;
@@ -69,6 +69,8 @@ struct Origin {
     https: bool,
     host: String,
     port: u16,
+    /// The proxy's URL: a kept connection serves only requests that would
+    /// take the same way.
     proxy: Option<Uri>,
 }
 
@@ -229,16 +231,16 @@ impl Client {
     /// TCP to the origin or the proxy, the proxy's tunnel for HTTPS, and TLS
     /// with the origin for HTTPS.
     async fn open(&self, origin: &Origin, proxy: Option<&Intercept>) -> Result<Box<dyn Io>, Error> {
-        let tcp = match (proxy, &origin.proxy) {
-            (Some(proxy), Some(at)) => {
-                let (host, port) = host_port(at, false)?;
+        let tcp = match proxy {
+            Some(proxy) => {
+                let (host, port) = host_port(proxy.uri(), false)?;
                 let mut tcp = tcp(&host, port).await?;
                 if origin.https {
                     tunnel(&mut tcp, origin, proxy.basic_auth()).await?;
                 }
                 tcp
             }
-            _ => tcp(&origin.host, origin.port).await?,
+            None => tcp(&origin.host, origin.port).await?,
         };
         if !origin.https {
             return Ok(Box::new(tcp));
@@ -314,8 +316,8 @@ fn prepare(mut request: Outgoing, origin: &Origin, proxy: Option<&Intercept>) ->
         .unwrap_or_default();
     let host = HeaderValue::from_str(&authority).map_err(|e| Error::Request(e.to_string()))?;
     request.headers.insert(HOST, host);
-    if origin.proxy.is_some() && !origin.https {
-        if let Some(auth) = proxy.and_then(Intercept::basic_auth) {
+    if let (Some(proxy), false) = (proxy, origin.https) {
+        if let Some(auth) = proxy.basic_auth() {
             request.headers.insert(PROXY_AUTHORIZATION, auth.clone());
         }
         return Ok(request);
