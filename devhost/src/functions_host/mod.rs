@@ -149,6 +149,11 @@ impl HandlerProcess {
         if opts.die_with_parent {
             crate::util::die_with_parent(cmd.as_std_mut(), libc::SIGTERM);
         }
+        // Built before the clock starts: building it takes milliseconds of
+        // CPU (two clients, each with its TLS set-up), which would otherwise
+        // run beside the starting handler and count in its start-up, and
+        // the Functions host's own client exists before it starts a worker.
+        let client = HandlerClient::new(format!("http://127.0.0.1:{port}"))?;
         let started = Instant::now();
         let mut child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
         let pid = child.id().context("child has no pid")?;
@@ -167,7 +172,6 @@ impl HandlerProcess {
         let keep = opts.keep_output.or(opts.echo.as_ref().map(|_| KEPT_WHEN_ECHOING));
         tokio::spawn(capture(out, stdout.clone(), out_echo, keep));
         tokio::spawn(capture(err, stderr.clone(), err_echo, keep));
-        let client = HandlerClient::new(format!("http://127.0.0.1:{port}"))?;
         let mut handler = HandlerProcess {
             child,
             pid,
