@@ -214,16 +214,24 @@ impl Running {
     }
 }
 
+/// The TLS configuration for HTTPS export: the system roots followed by
+/// `extra_roots` (`SSL_CERT_FILE`), as the credentials trust, read and
+/// parsed on the first HTTPS export rather than here. Telemetry starts
+/// before the handler listens, and the roots (some 150 certificates) took
+/// a millisecond or more of every cold start with export on; a collector
+/// over plain HTTP never needs them.
+fn tls_config(extra_roots: Option<&[u8]>) -> rustls::ClientConfig {
+    let extra = extra_roots.unwrap_or_default().to_vec();
+    crate::tls::lazy_https_client_config(move || crate::tls::https_roots(&extra))
+}
+
 /// Starts exporting as `config` says (in the current runtime); `None` when
 /// export is off, or already started.
 pub(crate) fn start(config: Config, resource: Resource, app_name: &str, extra_roots: Option<&[u8]>) -> Option<Running> {
     if !config.is_on() || EXPORTER.get().is_some() {
         return None;
     }
-    let client = crate::http_client::Client::new(
-        crate::tls::https_client_config(extra_roots.unwrap_or_default()),
-        CONNECT_TIMEOUT,
-    );
+    let client = crate::http_client::Client::new(tls_config(extra_roots), CONNECT_TIMEOUT);
     let queue = config.traces.as_ref().map(|_| Queue {
         shards: Mutex::new(Vec::new()),
         queued: AtomicUsize::new(0),
@@ -437,5 +445,22 @@ impl Warnings {
                 "telemetry: spans dropped, the export queue was full (the collector is slow or down); invocations do not wait for it"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Starting telemetry reads no roots: the exporter's TLS configuration
+    /// loads them on its first certificate (`crate::tls`'s lazy verifier).
+    #[test]
+    fn the_roots_are_not_read_when_export_starts() {
+        crate::tls::install_crypto_provider();
+        let config = format!("{:?}", tls_config(Some(b"extra")));
+        assert!(
+            config.contains("LazyVerifier { loaded: false"),
+            "the exporter's TLS configuration: {config}"
+        );
     }
 }
