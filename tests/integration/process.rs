@@ -311,6 +311,58 @@ async fn idle_connections_close_at_sigterm() {
     assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
 }
 
+/// A caller that closes its side of the connection once it has sent its
+/// request (a half-close) does not cut the invocation off: the write goes
+/// through, the answer comes back on the open half, and the invocation
+/// logs its line. The server does not read ahead for an end of stream
+/// while an invocation is in flight (`server.rs`). (Checked broken: with
+/// hyper's default, the server saw the end of stream mid-invocation and
+/// closed the connection with no answer.)
+#[tokio::test]
+async fn a_half_closed_connection_gets_its_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(Options {
+        env: vec![("Redis__commandTimeoutSeconds".into(), "30".into())],
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.get("/api/ping").await.0, 200, "connected");
+    hold_writes(&app).await;
+    let mut caller = tokio::net::TcpStream::connect(("127.0.0.1", app.handler.port()))
+        .await
+        .unwrap();
+    caller
+        .write_all(b"PUT /api/cache/half-closed HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\nv")
+        .await
+        .unwrap();
+    caller.shutdown().await.unwrap();
+    wait_for_held_write(&app).await;
+    release_writes(&app.redis).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), caller.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed after the answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let stored: Option<String> = app
+        .redis
+        .admin()
+        .cmd(redis::cmd("GET").arg("half-closed"))
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("v"));
+    let waiting = Instant::now();
+    while !app.output().contains("invocation done method=PUT") {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(5),
+            "no line for the invocation:\n{}",
+            app.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Information goes to stdout and warnings to stderr, as plain text and with
 /// `LOG_FORMAT=json`, where every line of both streams is one JSON object.
 #[tokio::test]
