@@ -165,7 +165,8 @@ pub struct Server {
 
 impl Server {
     /// Starts `program` with the Functions host's variables and `settings`,
-    /// in the app root, and waits until `GET /` answers.
+    /// in the app root, and waits until `GET /` answers, polling every
+    /// millisecond from this thread.
     pub fn spawn_ready(program: &Program, root: &Path, settings: &[(String, String)]) -> anyhow::Result<Server> {
         let (binary, args) = match program {
             Program::Handler(bin) | Program::Floor(bin) => (bin, vec![]),
@@ -175,7 +176,7 @@ impl Server {
             args,
             clean_env: true,
             keep_output: Some(16 * 1024),
-            ready_poll: Some(Duration::from_millis(1)),
+            no_ready_wait: true,
             die_with_parent: true,
             ..SpawnOptions::default()
         };
@@ -184,10 +185,13 @@ impl Server {
         let process = runtime()
             .block_on(HandlerProcess::spawn_with(binary, root, settings, &opts))
             .with_context(|| format!("starting {program:?}"))?;
-        Ok(Server {
+        let mut server = Server {
             port: process.port(),
             process,
-        })
+        };
+        // Any answer: readiness, as the host reads it.
+        server.poll(Duration::from_secs(30), "/", |_| true)?;
+        Ok(server)
     }
 
     /// Starts `program` and waits until `GET /` answers and a cache request
