@@ -352,15 +352,8 @@ async fn a_half_closed_connection_gets_its_answer() {
         .await
         .unwrap();
     assert_eq!(stored.as_deref(), Some("v"));
-    let waiting = Instant::now();
-    while !app.output().contains("invocation done method=PUT") {
-        assert!(
-            waiting.elapsed() < Duration::from_secs(5),
-            "no line for the invocation:\n{}",
-            app.output()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.wait_for_output("invocation done method=PUT", Duration::from_secs(5))
+        .await;
 }
 
 /// Information goes to stdout and warnings to stderr, as plain text and with
