@@ -117,8 +117,11 @@ const TELEMETRY_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
 /// OTLP export, when the `OTEL_*` variables ask for it, with the token's
 /// remaining lifetime as a gauge.
 fn start_telemetry(settings: &Settings, state: &AppState) -> Option<otel::Running> {
-    let extra = tls::extra_roots(settings.redis.extra_ca_file.as_deref()).ok().flatten();
-    let running = otel::start(&settings.app_name, &settings.instance_id, extra.as_deref())?;
+    let running = otel::start(
+        &settings.app_name,
+        &settings.instance_id,
+        settings.redis.extra_ca_file.as_deref(),
+    )?;
     if let (Some(metrics), Some(tokens)) = (otel::recorder(), state.cache().tokens()) {
         let tokens = tokens.clone();
         metrics.observe(

@@ -14,6 +14,7 @@ use super::config::{Config, Signal};
 use super::metrics::{MetricData, Metrics, SPANS_DROPPED};
 use super::span::{unix_nanos, SpanData};
 use super::{json, proto, Resource};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -215,23 +216,37 @@ impl Running {
 }
 
 /// The TLS configuration for HTTPS export: the system roots followed by
-/// `extra_roots` (`SSL_CERT_FILE`), as the credentials trust, read and
-/// parsed on the first HTTPS export rather than here. Telemetry starts
-/// before the handler listens, and the roots (some 150 certificates) took
-/// a millisecond or more of every cold start with export on; a collector
-/// over plain HTTP never needs them.
-fn tls_config(extra_roots: Option<&[u8]>) -> rustls::ClientConfig {
-    let extra = extra_roots.unwrap_or_default().to_vec();
-    crate::tls::lazy_https_client_config(move || crate::tls::https_roots(&extra))
+/// the CAs of `extra_ca_file` (`SSL_CERT_FILE`), as the credentials trust,
+/// both read and parsed on the first HTTPS export rather than here.
+/// Telemetry starts before the handler listens, and the roots (some 150
+/// certificates) took a millisecond or more of every cold start with export
+/// on; a collector over plain HTTP never needs them. A file that cannot be
+/// read adds nothing, as when it was read at start-up (the Redis connection
+/// refuses it at start-up already).
+fn tls_config(extra_ca_file: Option<&Path>) -> rustls::ClientConfig {
+    let extra_ca_file = extra_ca_file.map(Path::to_path_buf);
+    crate::tls::lazy_https_client_config(move || roots(extra_ca_file.as_deref()))
+}
+
+/// The system roots followed by the CAs of `extra_ca_file`, if it can be
+/// read.
+fn roots(extra_ca_file: Option<&Path>) -> rustls::RootCertStore {
+    let extra = crate::tls::extra_roots(extra_ca_file).ok().flatten();
+    crate::tls::https_roots(extra.as_deref().unwrap_or_default())
 }
 
 /// Starts exporting as `config` says (in the current runtime); `None` when
 /// export is off, or already started.
-pub(crate) fn start(config: Config, resource: Resource, app_name: &str, extra_roots: Option<&[u8]>) -> Option<Running> {
+pub(crate) fn start(
+    config: Config,
+    resource: Resource,
+    app_name: &str,
+    extra_ca_file: Option<&Path>,
+) -> Option<Running> {
     if !config.is_on() || EXPORTER.get().is_some() {
         return None;
     }
-    let client = crate::http_client::Client::new(tls_config(extra_roots), CONNECT_TIMEOUT);
+    let client = crate::http_client::Client::new(tls_config(extra_ca_file), CONNECT_TIMEOUT);
     let queue = config.traces.as_ref().map(|_| Queue {
         shards: Mutex::new(Vec::new()),
         queued: AtomicUsize::new(0),
@@ -457,10 +472,24 @@ mod tests {
     #[test]
     fn the_roots_are_not_read_when_export_starts() {
         crate::tls::install_crypto_provider();
-        let config = format!("{:?}", tls_config(Some(b"extra")));
+        let config = format!("{:?}", tls_config(Some(Path::new("/no/such/ca.pem"))));
         assert!(
             config.contains("LazyVerifier { loaded: false"),
             "the exporter's TLS configuration: {config}"
         );
+    }
+
+    /// The roots it loads then: the system's and `SSL_CERT_FILE`'s; the
+    /// system's alone when the file cannot be read.
+    #[test]
+    fn the_roots_are_the_systems_and_the_extra_files() {
+        let pki = devhost::pki::Pki::generate().unwrap();
+        let ca = std::env::temp_dir().join(format!("exporter-roots-{}.pem", std::process::id()));
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let system = roots(None).len();
+        assert!(system > 0, "no system roots");
+        assert_eq!(roots(Some(&ca)).len(), system + 1);
+        assert_eq!(roots(Some(Path::new("/no/such/ca.pem"))).len(), system);
+        std::fs::remove_file(ca).ok();
     }
 }

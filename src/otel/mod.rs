@@ -97,13 +97,13 @@ impl Resource {
 /// Starts export as the `OTEL_*` variables say (nothing when no endpoint
 /// is set); the settings' problems are logged, one line each. Keep the
 /// result and [`Running::shutdown`] it when the handler stops.
-pub(crate) fn start(app_name: &str, instance: &str, extra_roots: Option<&[u8]>) -> Option<Running> {
+pub(crate) fn start(app_name: &str, instance: &str, extra_ca_file: Option<&std::path::Path>) -> Option<Running> {
     let config = Config::from_env();
     for warning in &config.warnings {
         tracing::warn!("telemetry: {warning}");
     }
     let resource = Resource::new(&config, app_name, instance, |k| std::env::var(k).ok());
-    exporter::start(config, resource, app_name, extra_roots)
+    exporter::start(config, resource, app_name, extra_ca_file)
 }
 
 /// Adds one to `instrument`'s series of the attributes `attrs` builds
